@@ -1,0 +1,3 @@
+from orchestra_ci.cli import main
+
+raise SystemExit(main())

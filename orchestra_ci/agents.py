@@ -1,0 +1,124 @@
+"""Agent definitions: built-in presets, ``agent-config.json``, and rendering of argv."""
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from orchestra_ci.durations import parse_duration
+from orchestra_ci.errors import UsageError
+from orchestra_ci.presets import PRESETS
+from orchestra_ci.validation import describe
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class AgentSpec(BaseModel):
+    """One agent CLI. Field names follow agent-orchestrator's camelCase config."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    command: str = Field(min_length=1)
+    args: list[str] = Field(default_factory=lambda: ["{prompt}"])
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration | None = None
+    completion: Literal["exit", "sentinel"] = "exit"
+    fallback: list[str] = Field(default_factory=list)
+    rate_limit_patterns: list[str] = Field(default_factory=list, alias="rateLimitPatterns")
+    fatal_patterns: list[str] = Field(default_factory=list, alias="fatalPatterns")
+    prompt_template_file: str | None = Field(default=None, alias="promptTemplateFile")
+    description: str | None = None
+
+
+class AgentConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agents: dict[str, dict[str, object]]
+
+
+def load_agents(path: Path | None) -> dict[str, AgentSpec]:
+    """Presets, updated field by field by the agents a config file defines."""
+    raw: dict[str, dict[str, object]] = {name: dict(spec) for name, spec in PRESETS.items()}
+    if path is not None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UsageError(f"{path}: agent config not found") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"{path}: cannot read agent config: {exc}") from None
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}: invalid JSON: {exc}") from None
+        try:
+            parsed = AgentConfigFile.model_validate(data)
+        except ValidationError as exc:
+            raise UsageError(describe(exc, source=str(path))) from None
+        for name, fields in parsed.agents.items():
+            raw[name] = {**raw.get(name, {}), **fields}
+    agents = {}
+    for name, fields in raw.items():
+        try:
+            agents[name] = AgentSpec.model_validate(fields)
+        except ValidationError as exc:
+            wrapped = ValidationError.from_exception_data(
+                exc.title,
+                [{**e, "loc": ("agents", name, *e["loc"])} for e in exc.errors()],  # type: ignore[typeddict-unknown-key]
+            )
+            raise UsageError(describe(wrapped, source=str(path or "presets"))) from None
+    for name, spec in agents.items():
+        for fb in spec.fallback:
+            if fb not in agents:
+                raise UsageError(f"{path}: agent {name!r}: field 'fallback': unknown agent {fb!r}")
+    return agents
+
+
+def require_agent(agents: dict[str, AgentSpec], name: str, where: str) -> AgentSpec:
+    try:
+        return agents[name]
+    except KeyError:
+        known = ", ".join(sorted(agents))
+        raise UsageError(f"{where}: unknown agent {name!r} (known: {known})") from None
+
+
+def substitute(text: str, values: dict[str, str]) -> str:
+    """Replace ``{name}`` placeholders in one pass; other braces stay as they are."""
+    out = []
+    i = 0
+    while i < len(text):
+        if text[i] == "{":
+            end = text.find("}", i)
+            key = text[i + 1 : end] if end > 0 else ""
+            if key in values:
+                out.append(values[key])
+                i = end + 1
+                continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def render_prompt(spec: AgentSpec, prompt: str, values: dict[str, str], root: Path) -> str:
+    """Wrap the task's prompt in the agent's template, if it has one."""
+    if spec.prompt_template_file:
+        template_path = Path(spec.prompt_template_file)
+        if not template_path.is_absolute():
+            template_path = root / template_path
+        try:
+            template = template_path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"prompt template {template_path}: {exc}") from None
+    elif spec.completion == "sentinel":
+        template = resources.files("orchestra_ci").joinpath("prompts/protocol.txt").read_text()
+    else:
+        return prompt
+    return substitute(template, {**values, "userPrompt": prompt, "prompt": prompt})
+
+
+def render_argv(spec: AgentSpec, prompt: str, values: dict[str, str]) -> list[str]:
+    """The argv list for one attempt; the prompt is always one element, never shell text."""
+    full = {**values, "prompt": prompt}
+    argv = [spec.command, *(substitute(arg, full) for arg in spec.args)]
+    if not any("{prompt}" in arg for arg in spec.args):
+        argv.append(prompt)
+    return argv

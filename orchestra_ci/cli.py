@@ -1,0 +1,374 @@
+"""Command line: parses arguments and prints; the work happens in the library modules.
+
+Imports are deferred into the command functions so that quick commands (``status``,
+``start``, ``--version``) load only what they use.
+"""
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from orchestra_ci import __version__
+from orchestra_ci.errors import OrchestraError, UsageError
+
+PROG = "orchestra-ci"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """One line, exit 2 (argparse would print the whole usage block)."""
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _duration(text: str) -> float:
+    from orchestra_ci.durations import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _store(args: argparse.Namespace) -> Any:
+    from orchestra_ci.store import Store
+
+    return Store(args.root)
+
+
+def _config_file(root: Path, given: Path | None) -> Path | None:
+    from orchestra_ci.presets import DEFAULT_CONFIG_FILE
+
+    if given is not None:
+        return given if given.is_absolute() else Path.cwd() / given
+    default = root / DEFAULT_CONFIG_FILE
+    return default if default.is_file() else None
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    from orchestra_ci.operations import start_task
+
+    task_id = start_task(
+        _store(args),
+        args.agent,
+        args.prompt,
+        task_id=args.id,
+        config_file=_config_file(args.root, None),
+        timeout=args.timeout,
+        max_retries=args.max_retries,
+        priority=args.priority,
+        depends_on=args.depends_on,
+    )
+    print(task_id)
+    return 0
+
+
+def _prepare(args: argparse.Namespace, **overrides: Any) -> tuple[Any, Any, Any, list[Any]]:
+    """Settings, store, agents and the task specs from the configured sources."""
+    from orchestra_ci.agents import load_agents
+    from orchestra_ci.settings import load_settings
+    from orchestra_ci.store import Store
+    from orchestra_ci.tasksfile import load_tasks_file
+
+    settings = load_settings(
+        args.root,
+        log_format=args.log_format,
+        tasks_file=getattr(args, "tasks_file", None),
+        agent_config=getattr(args, "agent_config", None),
+        **overrides,
+    )
+    store = Store(args.root)
+    agents = load_agents(_config_file(args.root, settings.agent_config))
+    tasks_file = settings.tasks_file
+    if tasks_file is None and (args.root / ".orchestra/tasks.yml").is_file():
+        tasks_file = args.root / ".orchestra/tasks.yml"
+    specs = load_tasks_file(tasks_file, args.root, settings.default_agent) if tasks_file else []
+    return settings, store, agents, specs
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from orchestra_ci.loading import enqueue
+
+    _, store, agents, specs = _prepare(args)
+    result = enqueue(store, specs, agents)
+    print(f"added {result.added}, updated {result.updated}, unchanged {result.unchanged}")
+    return 0
+
+
+def _run_engine(args: argparse.Namespace, *, daemon: bool, **overrides: Any) -> int:
+    import asyncio
+
+    from orchestra_ci import log
+    from orchestra_ci.console import Console
+    from orchestra_ci.engine import Engine
+    from orchestra_ci.loading import check_queue, enqueue
+
+    settings, store, agents, specs = _prepare(args, **overrides)
+    if getattr(args, "dry_run", False):
+        return _dry_run(store, agents, specs)
+    enqueue(store, specs, agents)
+    check_queue(store.all(), agents)
+    console = Console()
+    log.configure(console, settings.log_format)
+    engine = Engine(
+        store, agents, settings, daemon=daemon, on_progress=console.status if console.live else None
+    )
+    try:
+        outcome = asyncio.run(engine.run())
+    finally:
+        console.close()
+    print(
+        f"{PROG}: " + ", ".join(f"{v} {k}" for k, v in outcome.report.totals.items()),
+        file=sys.stderr,
+    )
+    if daemon and engine.stop_signal is not None:
+        return 0
+    return outcome.exit_code
+
+
+def _dry_run(store: Any, agents: Any, specs: list[Any]) -> int:
+    from orchestra_ci.loading import check_queue
+    from orchestra_ci.record import new_record
+
+    records = {r["taskId"]: r for r in store.all()}
+    for spec in specs:
+        if spec.id not in records or records[spec.id]["status"] == "pending":
+            records[spec.id] = new_record(
+                spec.id, spec.agent, spec.prompt, depends_on=spec.depends_on, priority=spec.priority
+            )
+    check_queue(records.values(), agents)
+    pending = sorted(
+        (r for r in records.values() if r["status"] == "pending"),
+        key=lambda r: (-(r.get("priority") or 0), r["taskId"]),
+    )
+    for r in pending:
+        deps = f" after {', '.join(r['dependsOn'])}" if r.get("dependsOn") else ""
+        print(f"would run {r['taskId']} with {r['agent']}{deps}")
+    print(f"{len(pending)} tasks would run (dry run: nothing was queued or started)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return _run_engine(
+        args,
+        daemon=False,
+        parallel=args.parallel,
+        time_budget=args.time_budget,
+        grace=args.grace,
+        backoff=args.backoff,
+        fail_on_pending=True if args.fail_on_pending else None,
+    )
+
+
+def cmd_daemon(args: argparse.Namespace) -> int:
+    return _run_engine(
+        args, daemon=True, parallel=args.max_concurrent, daemon_interval=args.interval
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from orchestra_ci import status_view
+
+    store = _store(args)
+    if args.task_id:
+        record = store.get(args.task_id)
+        if args.json:
+            sys.stdout.buffer.write(store.record_path(args.task_id).read_bytes())
+        else:
+            sys.stdout.write(status_view.detail(record))
+        return 0
+    if args.json:
+        sys.stdout.buffer.write(status_view.raw_json_array(store))
+        return 0
+    if not args.watch:
+        sys.stdout.write(status_view.table(store.all()))
+        return 0
+    import time
+
+    try:
+        while True:
+            sys.stdout.write("\x1b[H\x1b[2J" + status_view.table(store.all()))
+            sys.stdout.flush()
+            time.sleep(1)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    import time
+
+    store = _store(args)
+    store.get(args.task_id)
+    path = store.log_path(args.task_id)
+    out = sys.stdout.buffer
+    offset = 0
+    try:
+        while True:
+            try:
+                with path.open("rb") as f:
+                    f.seek(offset)
+                    while chunk := f.read(65536):
+                        out.write(chunk)
+                        offset += len(chunk)
+            except FileNotFoundError:
+                if not args.follow:
+                    print(f"(no log yet for {args.task_id})", file=sys.stderr)
+            out.flush()
+            if not args.follow or store.get(args.task_id)["status"] not in ("pending", "running"):
+                return 0
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    from orchestra_ci.operations import retry_tasks
+
+    if bool(args.task_id) == bool(args.failed):
+        raise UsageError("give a TASK_ID or --failed")
+    ids = retry_tasks(_store(args), args.task_id)
+    print(f"{len(ids)} task(s) back to pending" + (f": {', '.join(ids)}" if ids else ""))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from orchestra_ci.operations import cancel_task
+
+    previous = cancel_task(_store(args), args.task_id)
+    print(f"cancelled {args.task_id} (was {previous})")
+    return 0
+
+
+def cmd_timeout(args: argparse.Namespace) -> int:
+    from orchestra_ci.durations import format_duration
+    from orchestra_ci.operations import set_timeout
+
+    set_timeout(_store(args), args.task_id, args.duration)
+    print(
+        f"timeout of {args.task_id} set to {format_duration(args.duration)} "
+        "(applies from its next attempt)"
+    )
+    return 0
+
+
+def cmd_clean(args: argparse.Namespace) -> int:
+    from orchestra_ci.operations import clean_tasks
+
+    statuses = [s.strip() for s in args.status.split(",") if s.strip()]
+    removed = clean_tasks(_store(args), statuses, args.older_than)
+    print(f"removed {len(removed)} task(s)")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Run AI coding agents in batch, in CI or locally.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=None,
+        help="directory holding .orchestra/ (default: $ORCHESTRA_ROOT or cwd)",
+    )
+    parser.add_argument("--log-format", choices=["console", "json"], default=None)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Any:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("start", cmd_start, "queue one task and print its id")
+    p.add_argument("agent")
+    p.add_argument("prompt")
+    p.add_argument("--id")
+    p.add_argument("--timeout", type=_duration)
+    p.add_argument("--max-retries", type=int, default=3)
+    p.add_argument("--priority", type=int, default=0)
+    p.add_argument("--depends-on", nargs="+", default=[], metavar="ID")
+
+    p = add("load", cmd_load, "queue tasks from the tasks file")
+    p.add_argument("--tasks-file", type=Path)
+    p.add_argument("--agent-config", type=Path)
+
+    p = add("run", cmd_run, "load, then run until the queue is drained or the budget is spent")
+    p.add_argument("--tasks-file", type=Path)
+    p.add_argument("--agent-config", type=Path)
+    p.add_argument("--parallel", type=_positive_int)
+    p.add_argument("--time-budget", type=_duration)
+    p.add_argument("--grace", type=_duration)
+    p.add_argument("--backoff", type=_duration)
+    p.add_argument("--fail-on-pending", action="store_true")
+    p.add_argument("--dry-run", action="store_true")
+
+    p = add("daemon", cmd_daemon, "keep running and pick up tasks as they are queued")
+    p.add_argument("--agent-config", type=Path)
+    p.add_argument("--max-concurrent", type=_positive_int)
+    p.add_argument("--interval", type=_duration)
+
+    p = add("status", cmd_status, "show the queue, or one task")
+    p.add_argument("task_id", nargs="?")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--watch", action="store_true")
+
+    p = add("logs", cmd_logs, "print a task's log")
+    p.add_argument("task_id")
+    p.add_argument("--follow", "-f", action="store_true")
+
+    p = add("retry", cmd_retry, "put failed or cancelled tasks back to pending")
+    p.add_argument("task_id", nargs="?")
+    p.add_argument("--failed", action="store_true")
+
+    p = add("cancel", cmd_cancel, "cancel a task; a running agent is stopped")
+    p.add_argument("task_id")
+
+    p = add("timeout", cmd_timeout, "change a task's timeout")
+    p.add_argument("task_id")
+    p.add_argument("duration", type=_duration)
+
+    p = add("clean", cmd_clean, "remove finished tasks with their files")
+    p.add_argument("--status", default="complete,failed,cancelled")
+    p.add_argument("--older-than", type=_duration)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.root = (args.root or Path(os.environ.get("ORCHESTRA_ROOT") or Path.cwd())).resolve()
+    try:
+        code: int = args.func(args)
+        return code
+    except OrchestraError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if os.environ.get("ORCHESTRA_DEBUG"):
+            raise
+        print(
+            f"{PROG}: internal error: {type(exc).__name__}: {exc} "
+            "(set ORCHESTRA_DEBUG=1 for a traceback)",
+            file=sys.stderr,
+        )
+        return 1

@@ -1,0 +1,515 @@
+"""The runner: claims tasks, runs their agents in parallel, records what happened.
+
+Decisions come from the pure modules (``schedule``, ``outcome``, ``retry_policy``); this
+module only acts on them: it claims records under the queue lock, starts processes,
+writes sentinels and reports, and reacts to the clock and to signals.
+"""
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from orchestra_ci import report
+from orchestra_ci.agents import AgentSpec, render_argv, render_prompt
+from orchestra_ci.durations import format_duration
+from orchestra_ci.outcome import AttemptResult, Verdict, classify
+from orchestra_ci.process import Control, Launch, kill_attempt, run_attempt
+from orchestra_ci.record import TaskRecord, now_iso
+from orchestra_ci.redact import redactor
+from orchestra_ci.retry_policy import decide
+from orchestra_ci.schedule import Blocked, Scheduler
+from orchestra_ci.settings import Settings
+from orchestra_ci.store import RunnerLease, Store
+
+log = structlog.get_logger("orchestra_ci")
+
+_REPORT_EVERY = 2.0
+_POLL_OTHERS = 1.0
+
+
+@dataclass
+class RunOutcome:
+    exit_code: int
+    report: report.RunReport
+
+
+@dataclass
+class _Running:
+    task_id: str
+    control: Control
+    future: "asyncio.Future[None]"
+
+
+@dataclass
+class Engine:
+    store: Store
+    agents: dict[str, AgentSpec]
+    settings: Settings
+    daemon: bool = False
+    on_progress: Callable[[str], None] | None = None
+    runner_id: str = field(default_factory=lambda: f"r{os.getpid()}-{secrets.token_hex(4)}")
+
+    def __post_init__(self) -> None:
+        self.scheduler = Scheduler()
+        self.running: dict[str, _Running] = {}
+        self.failed: set[str] = set()
+        self.stop_signal: int | None = None
+        self.started_at = now_iso()
+        self._t0 = time.monotonic()
+        self.deadline: float | None = (
+            self._t0 + self.settings.time_budget if self.settings.time_budget is not None else None
+        )
+        self._wake = asyncio.Event()
+        self._report_due = 0.0
+        self._progress_due = 0.0
+        self.records: dict[str, TaskRecord] = {}
+
+    # -- entry point --------------------------------------------------------------------
+
+    async def run(self) -> RunOutcome:
+        lease = RunnerLease(self.store, self.runner_id)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            self.recover()
+            self.refresh()
+            log.info(
+                "run started",
+                runner=self.runner_id,
+                parallel=self.settings.parallel,
+                budget=self.settings.time_budget,
+                tasks=len(self.scheduler.status),
+            )
+            await self._loop()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+            lease.release()
+        code = self._exit_code()
+        final = self.write_report(final=True, exit_code=code)
+        log.info("run finished", exit_code=code, **final.totals)
+        return RunOutcome(code, final)
+
+    # -- queue state --------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Return tasks orphaned by a dead runner to ``pending``; their agents are stopped."""
+        for record in self.store.all():
+            if record["status"] != "running":
+                continue
+            owner = record.get("runnerId")
+            if owner and owner != self.runner_id and self.store.runner_alive(owner):
+                continue
+            if not owner and _pid_alive(record.get("pid")):
+                continue
+            task_id = record["taskId"]
+            attempts = record.get("attempts") or []
+            pid = self.store.read_pid(task_id)
+            if attempts and pid and attempts[-1].get("marker"):
+                kill_attempt(pid, attempts[-1]["marker"], self.settings.grace)
+
+            def requeue(r: TaskRecord) -> None:
+                if r["status"] != "running":
+                    return
+                for attempt in (r.get("attempts") or [])[-1:]:
+                    if "outcome" not in attempt:
+                        attempt["endedAt"] = now_iso()
+                        attempt["outcome"] = "interrupted"
+                        attempt["error"] = "the runner stopped unexpectedly"
+                r["status"] = "pending"
+                r["runnerId"] = None
+                r["pid"] = None
+
+            with self.store.locked():
+                self.store.update(task_id, requeue)
+                self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
+            log.warning("recovered orphaned task", task=task_id, previous_runner=owner)
+
+    def refresh(self) -> None:
+        """Bring the scheduler up to date with records changed on disk by others."""
+        for task_id in self.store.ids():
+            if task_id in self.running:
+                continue
+            record = self.store.read(task_id)
+            if record is None:
+                continue
+            known = self.records.get(task_id)
+            if known is not None and known.get("updatedAt") == record.get("updatedAt"):
+                continue
+            self._remember(record)
+
+    def _remember(self, record: TaskRecord) -> None:
+        self.records[record["taskId"]] = record
+        self.scheduler.put(record)
+
+    # -- main loop ----------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        last_refresh = time.monotonic()
+        while True:
+            self._fail_blocked()
+            if self.stop_signal is None and not self._past_deadline():
+                self._launch_ready()
+            self._housekeeping()
+            if not self.running:
+                if self.stop_signal is not None:
+                    return
+                if self._drained() and not self.daemon:
+                    return
+            timeout = self._sleep_time()
+            self._wake.clear()
+            waitables: set[asyncio.Future[Any]] = {asyncio.ensure_future(self._wake.wait())}
+            attempt_futures = {r.future for r in self.running.values()}
+            waitables.update(attempt_futures)
+            done, pending = await asyncio.wait(
+                waitables, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for fut in pending | done:
+                if fut not in attempt_futures:
+                    fut.cancel()
+            if self._past_deadline():
+                self._stop_all(self.settings.grace)
+            polling = self.daemon or self._waiting_on_others()
+            interval = self.settings.daemon_interval if self.daemon else _POLL_OTHERS
+            if polling and time.monotonic() - last_refresh >= interval:
+                self.refresh()
+                last_refresh = time.monotonic()
+
+    def _sleep_time(self) -> float:
+        now = time.monotonic()
+        candidates = [max(0.0, self._report_due - now) + 0.01, 0.5]
+        wake = self.scheduler.next_wake()
+        if wake is not None:
+            candidates.append(max(0.0, wake - time.time()))
+        if self.deadline is not None:
+            candidates.append(max(0.0, self.deadline - now))
+        if self.daemon:
+            candidates.append(self.settings.daemon_interval)
+        return min(candidates)
+
+    def _past_deadline(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
+
+    def _waiting_on_others(self) -> bool:
+        return self.scheduler.waiting_on_dependencies() and self.scheduler.count("running") > len(
+            self.running
+        )
+
+    def _drained(self) -> bool:
+        if self._past_deadline():
+            return True
+        if self.scheduler.has_ready():
+            return False
+        wake = self.scheduler.next_wake()
+        if wake is not None and (
+            self.deadline is None or wake - time.time() < self.deadline - time.monotonic()
+        ):
+            return False
+        return not self._waiting_on_others()
+
+    def _launch_ready(self) -> None:
+        free = self.settings.parallel - len(self.running)
+        if free <= 0:
+            return
+        for task_id in self.scheduler.take(time.time(), free):
+            record = self._claim(task_id)
+            if record is None:
+                continue
+            control = Control()
+            future = asyncio.ensure_future(self._attempt(record, control))
+            self.running[task_id] = _Running(task_id, control, future)
+
+    def _claim(self, task_id: str) -> TaskRecord | None:
+        """Take the task for this runner, if it is still pending and due, atomically."""
+        with self.store.locked():
+            record = self.store.read(task_id)
+            due = (
+                record is not None
+                and record["status"] == "pending"
+                and ((record.get("nextAttemptAt") or "") <= now_iso())
+            )
+            if record is None or not due:
+                self.scheduler.release(task_id)
+                if record is not None:
+                    self._remember(record)
+                return None
+            attempts = record.setdefault("attempts", [])
+            number = len(attempts) + 1
+            started = now_iso()
+            attempts.append(
+                {
+                    "number": number,
+                    "agent": record["agent"],
+                    "startedAt": started,
+                    "runnerId": self.runner_id,
+                    "marker": f"{self.runner_id}.{task_id}.{number}",
+                }
+            )
+            record["status"] = "running"
+            record["runnerId"] = self.runner_id
+            record["startedAt"] = record.get("startedAt") or started
+            record["nextAttemptAt"] = None
+            self.store.sentinel(task_id, "done").unlink(missing_ok=True)
+            self.store.sentinel(task_id, "error").unlink(missing_ok=True)
+            self.store.write(record)
+        self.records[task_id] = record
+        self.scheduler.started(task_id)
+        return record
+
+    # -- one attempt --------------------------------------------------------------------
+
+    async def _attempt(self, record: TaskRecord, control: Control) -> None:
+        task_id = record["taskId"]
+        attempt = record["attempts"][-1]
+        spec = self.agents[record["agent"]]
+        values = {
+            "taskId": task_id,
+            "agent": record["agent"],
+            "worktree": str(self.store.root),
+            "doneFile": str(self.store.sentinel(task_id, "done")),
+            "errorFile": str(self.store.sentinel(task_id, "error")),
+        }
+        timeout = record.get("timeout") or spec.timeout or self.settings.timeout
+        log.info("task started", task=task_id, attempt=attempt["number"], agent=record["agent"])
+        try:
+            prompt = render_prompt(spec, record["prompt"], values, self.store.root)
+            launch = Launch(
+                argv=render_argv(spec, prompt, values),
+                cwd=self.store.root,
+                env={
+                    **os.environ,
+                    **spec.env,
+                    "ORCHESTRA_TASK_ID": task_id,
+                    "ORCHESTRA_ATTEMPT": str(attempt["number"]),
+                    "ORCHESTRA_ROOT": str(self.store.root),
+                },
+                log_path=self.store.log_path(task_id),
+                header=(
+                    f"===== orchestra-ci · task {task_id} · attempt {attempt['number']} · "
+                    f"agent {record['agent']} · {attempt['startedAt']} =====\n"
+                ),
+                marker=attempt["marker"],
+                timeout=timeout,
+                grace=self.settings.grace,
+                log_cap=self.settings.log_cap_bytes,
+            )
+            result = await run_attempt(
+                launch, control, lambda pid: self.store.write_pid(task_id, pid)
+            )
+            verdict = classify(
+                AttemptResult(
+                    exit_code=result.exit_code,
+                    stop_reason=result.stop_reason,
+                    spawn_error=result.spawn_error,
+                    done_sentinel=self.store.sentinel(task_id, "done").exists(),
+                    error_sentinel=self.store.read_error(task_id),
+                    timeout=timeout,
+                ),
+                spec.completion,
+            )
+            self._finish(task_id, verdict, result.exit_code, result.pid, result.tail)
+        except Exception as exc:  # an engine fault must not lose the task
+            log.exception("attempt crashed", task=task_id)
+            self._finish(task_id, Verdict("interrupted", f"internal error: {exc}"), None, None, b"")
+        finally:
+            self.running.pop(task_id, None)
+            self._wake.set()
+
+    def _finish(
+        self, task_id: str, verdict: Verdict, exit_code: int | None, pid: int | None, tail: bytes
+    ) -> None:
+        now = now_iso()
+        outcome = verdict.outcome
+        status_after = "pending"
+        next_at: float | None = None
+
+        def apply(record: TaskRecord) -> None:
+            nonlocal outcome, status_after, next_at
+            if record["status"] == "cancelled":
+                outcome = "cancelled"
+            attempt = record["attempts"][-1]
+            attempt.update({"endedAt": now, "exitCode": exit_code, "outcome": outcome})
+            if pid is not None:
+                attempt["pid"] = pid
+            error = "cancelled" if outcome == "cancelled" else verdict.error
+            if error:
+                attempt["error"] = redactor(error)
+            decision = decide(
+                outcome,
+                record.get("retryCount") or 0,
+                int(record.get("maxRetries", 3)),
+                record.get("backoff") or self.settings.backoff,
+                record.get("backoffMax") or self.settings.backoff_max,
+            )
+            record["runnerId"] = None
+            record["pid"] = None
+            if decision.action == "complete":
+                record.update({"status": "complete", "completedAt": now, "errorMessage": None})
+            elif decision.action == "retry":
+                retry = (record.get("retryCount") or 0) + 1
+                record["retryCount"] = retry
+                record.setdefault("retryHistory", []).append(
+                    {
+                        "attempt": retry,
+                        "timestamp": now,
+                        "error": redactor(error or ""),
+                        "retriedFrom": task_id,
+                    }
+                )
+                at = datetime.now(UTC) + timedelta(seconds=decision.delay)
+                record["nextAttemptAt"] = at.isoformat(timespec="milliseconds")
+                record["status"] = "pending"
+                record["errorMessage"] = redactor(error or "")
+                next_at = at.timestamp()
+            elif decision.action == "requeue":
+                record["status"] = "pending"
+            elif decision.action == "cancel":
+                record["status"] = "cancelled"
+                record["completedAt"] = record.get("completedAt") or now
+            else:
+                record.update(
+                    {"status": "failed", "completedAt": now, "errorMessage": redactor(error or "")}
+                )
+            status_after = record["status"]
+
+        with self.store.locked():
+            self.records[task_id] = self.store.update(task_id, apply)
+            if status_after == "complete" and not self.store.sentinel(task_id, "done").exists():
+                self.store.write_done(task_id)
+            if status_after == "failed" and not self.store.sentinel(task_id, "error").exists():
+                details = redactor(tail[-4000:].decode(errors="replace"))
+                self.store.write_error(task_id, redactor(verdict.error or "failed"), details)
+            self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
+        self.scheduler.finished(task_id, status_after, next_at)
+        if status_after == "failed":
+            self.failed.add(task_id)
+        event = {
+            "complete": "task complete",
+            "failed": "task failed",
+            "cancelled": "task cancelled",
+        }.get(status_after, "task requeued")
+        if status_after == "pending" and next_at is not None:
+            event = "task will retry"
+        level = log.warning if status_after == "failed" else log.info
+        level(
+            event,
+            task=task_id,
+            outcome=outcome,
+            error=verdict.error,
+            retry_in=round(next_at - time.time(), 1) if next_at else None,
+        )
+
+    def _fail_blocked(self) -> None:
+        for blocked in self.scheduler.pop_blocked():
+            self._write_blocked(blocked)
+
+    def _write_blocked(self, blocked: Blocked) -> None:
+        now = now_iso()
+
+        def apply(record: TaskRecord) -> None:
+            if record["status"] == "pending":
+                record.update(
+                    {
+                        "status": "failed",
+                        "completedAt": now,
+                        "blockedBy": blocked.blocker,
+                        "errorMessage": blocked.message,
+                    }
+                )
+
+        with self.store.locked():
+            record = self.store.update(blocked.task_id, apply)
+            self.records[blocked.task_id] = record
+            if record["status"] == "failed":
+                self.store.write_error(blocked.task_id, blocked.message)
+        self.failed.add(blocked.task_id)
+        log.warning("task blocked", task=blocked.task_id, blocked_by=blocked.blocker)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        first = self.stop_signal is None
+        self.stop_signal = signum
+        log.warning("stopping", signal=signal.Signals(signum).name, running=len(self.running))
+        self._stop_all(self.settings.grace if first else 0.0)
+        self._wake.set()
+
+    def _stop_all(self, grace: float) -> None:
+        for running in self.running.values():
+            running.control.stop("interrupted", grace)
+
+    def _exit_code(self) -> int:
+        if self.stop_signal is not None:
+            return 128 + self.stop_signal
+        if self.failed:
+            return 1
+        if self.settings.fail_on_pending and self.scheduler.count("pending"):
+            return 1
+        return 0
+
+    # -- reporting ----------------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now >= self._report_due:
+            self.write_report()
+            # Keep report writing under ~5% of the run however large the queue is.
+            cost = time.monotonic() - now
+            self._report_due = time.monotonic() + max(_REPORT_EVERY, 20 * cost)
+        if self.on_progress is not None and now >= self._progress_due:
+            self.on_progress(self.progress_line())
+            self._progress_due = now + 0.5
+
+    def progress_line(self) -> str:
+        counts = {s: self.scheduler.count(s) for s in ("complete", "failed", "pending")}
+        elapsed = format_duration(time.monotonic() - self._t0)
+        return (
+            f"{counts['complete']} done · {len(self.running)} running · "
+            f"{counts['pending']} pending · {counts['failed']} failed · {elapsed}"
+        )
+
+    def write_report(self, final: bool = False, exit_code: int | None = None) -> report.RunReport:
+        stopped_by = (
+            signal.Signals(self.stop_signal).name
+            if self.stop_signal is not None
+            else "time budget"
+            if self._past_deadline()
+            else None
+        )
+        if final:
+            self.records.update((r["taskId"], r) for r in self.store.all())
+        built = report.build(
+            self.records.values(),
+            run_id=self.runner_id,
+            started_at=self.started_at,
+            ended_at=now_iso() if final else None,
+            time_budget=self.settings.time_budget,
+            parallel=self.settings.parallel,
+            stopped_by=stopped_by,
+            exit_code=exit_code,
+        )
+        with contextlib.suppress(OSError):
+            report.write(self.store.results_path, built)
+        return built
+
+
+def _pid_alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,155 @@
+"""Queue operations behind the small CLI commands; each is one locked read-modify-write.
+
+Kept free of pydantic and structlog so that ``start``, ``cancel`` and friends start fast.
+"""
+
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+from orchestra_ci.errors import OrchestraError, UsageError
+from orchestra_ci.presets import agent_names
+from orchestra_ci.record import (
+    FINISHED,
+    TaskRecord,
+    check_task_id,
+    new_record,
+    new_task_id,
+    now_iso,
+    reset_to_pending,
+    timestamp,
+)
+from orchestra_ci.store import Store
+
+
+def start_task(
+    store: Store,
+    agent: str,
+    prompt: str,
+    *,
+    task_id: str | None,
+    config_file: Path | None,
+    timeout: float | None = None,
+    max_retries: int = 3,
+    priority: int = 0,
+    depends_on: Iterable[str] = (),
+) -> str:
+    """Queue one task and return its id."""
+    if agent not in agent_names(config_file):
+        known = ", ".join(sorted(agent_names(config_file)))
+        raise UsageError(f"unknown agent {agent!r} (known: {known})")
+    if "\x00" in prompt or not prompt.strip():
+        raise UsageError("prompt must be non-empty and contain no NUL byte")
+    if max_retries < 0:
+        raise UsageError("--max-retries must be >= 0")
+    try:
+        tid = check_task_id(task_id) if task_id else new_task_id(agent)
+        deps = [check_task_id(d) for d in depends_on]
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    with store.ensure().locked():
+        for dep in deps:
+            if store.read(dep) is None:
+                raise UsageError(f"--depends-on: no task {dep!r} in the queue")
+        record = new_record(
+            tid,
+            agent,
+            prompt,
+            max_retries=max_retries,
+            priority=priority,
+            timeout=timeout,
+            depends_on=deps,
+        )
+        if not store.create(record):
+            raise UsageError(f"a task with id {tid!r} already exists")
+    return tid
+
+
+def retry_tasks(store: Store, task_id: str | None) -> list[str]:
+    """Put a failed or cancelled task (or, with None, every failed one) back to pending,
+    with the tasks that failed only because they were blocked by it."""
+    with store.locked():
+        records = {r["taskId"]: r for r in store.all()}
+        if task_id is not None:
+            record = store.get(task_id)
+            if record["status"] not in ("failed", "cancelled"):
+                raise UsageError(
+                    f"task {task_id!r} is {record['status']}; only failed or cancelled tasks "
+                    "can be retried"
+                )
+            chosen = {task_id}
+        else:
+            chosen = {i for i, r in records.items() if r["status"] == "failed"}
+        grew = True
+        while grew:
+            extra = {
+                i
+                for i, r in records.items()
+                if r["status"] == "failed" and r.get("blockedBy") in chosen
+            } - chosen
+            chosen |= extra
+            grew = bool(extra)
+        for tid in sorted(chosen):
+            store.update(tid, reset_to_pending)
+            store.sentinel(tid, "error").unlink(missing_ok=True)
+            store.sentinel(tid, "done").unlink(missing_ok=True)
+    return sorted(chosen)
+
+
+def cancel_task(store: Store, task_id: str, grace: float = 5.0) -> str:
+    """Cancel a pending or running task; a running agent's whole process tree is stopped.
+
+    Returns the status the task had."""
+    previous = ""
+
+    def apply(record: TaskRecord) -> None:
+        nonlocal previous
+        previous = record["status"]
+        if previous in FINISHED:
+            raise OrchestraError(f"task {task_id!r} is already {previous}")
+        record["status"] = "cancelled"
+        record["completedAt"] = now_iso()
+        record["errorMessage"] = "cancelled"
+
+    with store.locked():
+        record = store.update(task_id, apply)
+        pid = store.read_pid(task_id)
+    attempts = record.get("attempts") or []
+    marker = attempts[-1].get("marker") if attempts else None
+    if previous == "running" and pid and marker:
+        from orchestra_ci.process import kill_attempt  # asyncio is not needed otherwise
+
+        kill_attempt(pid, marker, grace)
+    return previous
+
+
+def set_timeout(store: Store, task_id: str, seconds: float) -> None:
+    def apply(record: TaskRecord) -> None:
+        record["timeout"] = seconds
+
+    store.update(task_id, apply)
+
+
+def clean_tasks(
+    store: Store, statuses: Iterable[str], older_than: float | None = None
+) -> list[str]:
+    """Delete finished tasks (and their files) in ``statuses``, optionally only old ones."""
+    wanted = set(statuses)
+    bad = wanted - FINISHED
+    if bad:
+        raise UsageError(
+            f"--status: can only clean finished tasks ({', '.join(sorted(FINISHED))}), "
+            f"not {', '.join(sorted(bad))}"
+        )
+    cutoff = time.time() - older_than if older_than is not None else None
+    removed = []
+    with store.locked():
+        for record in store.all():
+            if record["status"] not in wanted:
+                continue
+            finished = timestamp(record.get("completedAt") or record.get("createdAt"))
+            if cutoff is not None and finished is not None and finished > cutoff:
+                continue
+            store.delete(record["taskId"])
+            removed.append(record["taskId"])
+    return sorted(removed)

@@ -1,0 +1,222 @@
+"""Running one agent attempt: a process group, a capped log, a timeout, a clean kill.
+
+Every agent starts in a new session (its own process group) with a marker variable in its
+environment; stopping an attempt signals the group and every process that still carries
+the marker, so children that ignore SIGTERM or left the group do not outlive the task.
+"""
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orchestra_ci.outcome import StopReason
+
+MARKER_VAR = "ORCHESTRA_ATTEMPT_ID"
+_CHUNK = 65536
+_TAIL = 16384
+
+
+@dataclass
+class Launch:
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    log_path: Path
+    header: str
+    marker: str
+    timeout: float | None
+    grace: float
+    log_cap: int = 50 * 1024 * 1024
+
+
+@dataclass
+class ProcessResult:
+    exit_code: int | None
+    stop_reason: StopReason | None = None
+    spawn_error: str | None = None
+    tail: bytes = b""
+    pid: int | None = None
+
+
+@dataclass
+class Control:
+    """Lets the runner stop an attempt from outside (cancel, budget, shutdown)."""
+
+    reason: StopReason | None = None
+    grace: float | None = None
+    _event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def stop(self, reason: StopReason, grace: float | None = None) -> None:
+        if self.reason is None:
+            self.reason = reason
+        if grace is not None:
+            self.grace = grace if self.grace is None else min(self.grace, grace)
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+
+def resolve_command(command: str, env: dict[str, str]) -> str | None:
+    if os.sep in command:
+        return command if os.access(command, os.X_OK) and Path(command).is_file() else None
+    return shutil.which(command, path=env.get("PATH", os.defpath))
+
+
+def marked_pids(marker: str) -> list[int]:
+    """Processes whose environment carries ``MARKER_VAR=marker`` (Linux /proc)."""
+    needle = f"{MARKER_VAR}={marker}\0".encode()
+    found = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    own = os.getpid()
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == own:
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                if needle in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def _signal_all(pgid: int, marker: str, sig: int) -> bool:
+    """Send ``sig`` to the group and to marked strays; True if anything was alive."""
+    alive = False
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+        alive = True
+    for pid in marked_pids(marker):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+            alive = True
+    return alive
+
+
+def kill_attempt(pgid: int, marker: str, grace: float) -> None:
+    """SIGTERM everything of an attempt, wait up to ``grace``, then SIGKILL what is left.
+
+    Blocking; the runner calls it in a thread, the CLI (``cancel``) and recovery directly.
+    """
+    if not _signal_all(pgid, marker, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if not _group_alive(pgid) and not marked_pids(marker):
+            return
+    _signal_all(pgid, marker, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _LogPump:
+    """Copies the agent's output to its log, up to a cap, keeping the tail in memory."""
+
+    def __init__(self, log: "os.PathLike[str]", cap: int) -> None:
+        self.file = open(log, "ab")  # noqa: SIM115
+        self.cap = cap
+        self.written = 0
+        self.tail = bytearray()
+        self.truncated = False
+
+    async def pump(self, stream: asyncio.StreamReader) -> None:
+        while chunk := await stream.read(_CHUNK):
+            self.tail += chunk
+            if len(self.tail) > _TAIL:
+                del self.tail[: len(self.tail) - _TAIL]
+            kept = chunk[: max(0, self.cap - self.written)]
+            if kept:
+                self.file.write(kept)
+                self.written += len(kept)
+            if len(kept) < len(chunk) and not self.truncated:
+                self.truncated = True
+                self.file.write(f"\n[orchestra-ci: log truncated at {self.cap} bytes]\n".encode())
+            self.file.flush()
+
+    def close(self, footer: str) -> None:
+        self.file.write(footer.encode())
+        self.file.close()
+
+
+async def run_attempt(
+    launch: Launch, control: Control, on_start: Callable[[int], None]
+) -> ProcessResult:
+    """Run one attempt to its end; never raises for agent failures."""
+    launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = _LogPump(launch.log_path, launch.log_cap)
+    log.file.write(launch.header.encode())
+    log.file.flush()
+    env = {**launch.env, MARKER_VAR: launch.marker}
+    executable = resolve_command(launch.argv[0], env)
+    if executable is None:
+        message = f"command not found: {launch.argv[0]!r}"
+        log.close(f"[orchestra-ci: {message}]\n")
+        return ProcessResult(exit_code=None, spawn_error=message)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            executable,
+            *launch.argv[1:],
+            cwd=launch.cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        message = f"cannot start {launch.argv[0]!r}: {exc.strerror or exc}"
+        log.close(f"[orchestra-ci: {message}]\n")
+        return ProcessResult(exit_code=None, spawn_error=message)
+    on_start(proc.pid)
+    assert proc.stdout is not None
+    reader = asyncio.ensure_future(log.pump(proc.stdout))
+    waiter = asyncio.ensure_future(proc.wait())
+    stopper = asyncio.ensure_future(control.wait())
+    stop_reason: StopReason | None = None
+    try:
+        done, _ = await asyncio.wait(
+            {waiter, stopper}, timeout=launch.timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter not in done:
+            stop_reason = control.reason if stopper in done else "timeout"
+            grace = control.grace if control.grace is not None else launch.grace
+            await asyncio.to_thread(kill_attempt, proc.pid, launch.marker, grace)
+            await waiter
+    finally:
+        stopper.cancel()
+        # Whatever the agent left running (children, daemons) ends with the attempt.
+        if _group_alive(proc.pid):
+            await asyncio.to_thread(kill_attempt, proc.pid, launch.marker, min(launch.grace, 2.0))
+        try:
+            await asyncio.wait_for(reader, timeout=5)
+        except TimeoutError:
+            reader.cancel()
+    code = proc.returncode
+    footer = (
+        f"[orchestra-ci: exit code {code}]\n"
+        if stop_reason is None
+        else (f"[orchestra-ci: stopped ({stop_reason}), exit code {code}]\n")
+    )
+    log.close(footer)
+    return ProcessResult(
+        exit_code=code, stop_reason=stop_reason, tail=bytes(log.tail), pid=proc.pid
+    )

@@ -1,0 +1,156 @@
+"""The task record: one JSON object per task, in agent-orchestrator's camelCase shape.
+
+Records stay plain dicts (typed as ``TaskRecord``) so that fields written by other tools
+survive a round trip and the hot read paths (``status``, ``start``) need no model library.
+"""
+
+import re
+import secrets
+from datetime import UTC, datetime
+from typing import Literal, NotRequired, Required, TypedDict
+
+Status = Literal["pending", "running", "complete", "failed", "cancelled"]
+STATUSES: tuple[Status, ...] = ("pending", "running", "complete", "failed", "cancelled")
+FINISHED: frozenset[str] = frozenset({"complete", "failed", "cancelled"})
+
+Outcome = Literal[
+    "success", "failed", "timeout", "not_found", "interrupted", "cancelled", "blocked"
+]
+
+TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,100}")
+DEFAULT_MAX_RETRIES = 3
+
+
+class Attempt(TypedDict, total=False):
+    number: Required[int]
+    agent: Required[str]
+    startedAt: Required[str]
+    endedAt: str
+    exitCode: int | None
+    outcome: Outcome
+    error: str
+    runnerId: str
+    pid: int
+    marker: str
+
+
+class RetryEntry(TypedDict):
+    """agent-orchestrator's retry history entry."""
+
+    attempt: int
+    timestamp: str
+    error: str
+    retriedFrom: str
+
+
+class TaskRecord(TypedDict, total=False):
+    taskId: Required[str]
+    status: Required[Status]
+    agent: Required[str]
+    prompt: Required[str]
+    createdAt: Required[str]
+    updatedAt: str
+    startedAt: str | None
+    completedAt: str | None
+    retryCount: int
+    maxRetries: int
+    retryHistory: list[RetryEntry]
+    priority: int
+    timeout: float | None
+    dependsOn: list[str]
+    errorMessage: str | None
+    blockedBy: str | None
+    logFile: str
+    source: str
+    sourceFile: NotRequired[str]
+    issueNumber: int | None
+    attempts: list[Attempt]
+    nextAttemptAt: str | None
+    runnerId: str | None
+    pid: int | None
+    backoff: float | None
+    backoffMax: float | None
+    patch: str | None
+    changedFiles: list[str]
+    prUrl: str | None
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def parse_time(value: str) -> datetime:
+    """Parse a stored timestamp; naive ones (written by agent-orchestrator) are local time."""
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.astimezone()
+
+
+def timestamp(value: str | None) -> float | None:
+    return parse_time(value).timestamp() if value else None
+
+
+def check_task_id(task_id: str) -> str:
+    if not TASK_ID_PATTERN.fullmatch(task_id) or task_id in {".", ".."}:
+        raise ValueError(
+            f"invalid task id {task_id!r}: use 1-100 characters from A-Z a-z 0-9 . _ -"
+        )
+    return task_id
+
+
+def new_task_id(agent: str) -> str:
+    """A fresh id that does not collide: agent, UTC time and 48 random bits."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    prefix = re.sub(r"[^A-Za-z0-9._-]", "-", agent)[:60] or "task"
+    return f"{prefix}-{stamp}-{secrets.token_hex(6)}"
+
+
+def new_record(
+    task_id: str,
+    agent: str,
+    prompt: str,
+    *,
+    source: str = "cli",
+    max_retries: int = DEFAULT_MAX_RETRIES,
+    priority: int = 0,
+    timeout: float | None = None,
+    depends_on: list[str] | None = None,
+    backoff: float | None = None,
+    backoff_max: float | None = None,
+) -> TaskRecord:
+    created = now_iso()
+    return {
+        "taskId": check_task_id(task_id),
+        "status": "pending",
+        "agent": agent,
+        "prompt": prompt,
+        "createdAt": created,
+        "updatedAt": created,
+        "startedAt": None,
+        "completedAt": None,
+        "retryCount": 0,
+        "maxRetries": max_retries,
+        "retryHistory": [],
+        "priority": priority,
+        "timeout": timeout,
+        "dependsOn": list(depends_on or []),
+        "errorMessage": None,
+        "blockedBy": None,
+        "logFile": f".orchestra/logs/{task_id}.log",
+        "source": source,
+        "attempts": [],
+        "nextAttemptAt": None,
+        "backoff": backoff,
+        "backoffMax": backoff_max,
+    }
+
+
+def reset_to_pending(record: TaskRecord) -> None:
+    """Put a failed or cancelled task back in the queue with a fresh retry allowance."""
+    record["status"] = "pending"
+    record["retryCount"] = 0
+    record["errorMessage"] = None
+    record["blockedBy"] = None
+    record["completedAt"] = None
+    record["nextAttemptAt"] = None
+    record["runnerId"] = None
+    record["pid"] = None

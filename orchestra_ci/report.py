@@ -1,0 +1,132 @@
+"""``results.json``: the run report that summaries, comments and shard merges render from."""
+
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestra_ci import atomic
+from orchestra_ci.record import TaskRecord, timestamp
+
+SCHEMA_VERSION = 1
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+
+class AttemptReport(_Model):
+    number: int
+    agent: str
+    started_at: str = Field(alias="startedAt")
+    ended_at: str | None = Field(default=None, alias="endedAt")
+    exit_code: int | None = Field(default=None, alias="exitCode")
+    outcome: str | None = None
+    error: str | None = None
+    duration: float | None = None
+
+
+class TaskReport(_Model):
+    id: str
+    source: str
+    issue_number: int | None = Field(default=None, alias="issueNumber")
+    agents: list[str]
+    status: str
+    attempts: list[AttemptReport]
+    retry_count: int = Field(alias="retryCount")
+    duration: float
+    error: str | None = None
+    blocked_by: str | None = Field(default=None, alias="blockedBy")
+    patch: str | None = None
+    changed_files: list[str] = Field(default_factory=list, alias="changedFiles")
+    pr_url: str | None = Field(default=None, alias="prUrl")
+    log: str
+
+
+class RunReport(_Model):
+    schema_version: int = Field(default=SCHEMA_VERSION, alias="schemaVersion")
+    run_id: str = Field(alias="runId")
+    started_at: str = Field(alias="startedAt")
+    ended_at: str | None = Field(default=None, alias="endedAt")
+    time_budget: float | None = Field(default=None, alias="timeBudget")
+    parallel: int
+    stopped_by: str | None = Field(default=None, alias="stoppedBy")
+    exit_code: int | None = Field(default=None, alias="exitCode")
+    totals: dict[str, int]
+    tasks: list[TaskReport]
+
+
+def _span(start: str | None, end: str | None) -> float | None:
+    a, b = timestamp(start), timestamp(end)
+    return round(b - a, 3) if a is not None and b is not None else None
+
+
+def task_report(record: TaskRecord) -> TaskReport:
+    attempts = [
+        AttemptReport(
+            number=a["number"],
+            agent=a["agent"],
+            started_at=a["startedAt"],
+            ended_at=a.get("endedAt"),
+            exit_code=a.get("exitCode"),
+            outcome=a.get("outcome"),
+            error=a.get("error"),
+            duration=_span(a["startedAt"], a.get("endedAt")),
+        )
+        for a in record.get("attempts") or []
+    ]
+    agents = list(dict.fromkeys(a.agent for a in attempts)) or [record["agent"]]
+    task_id = record["taskId"]
+    return TaskReport(
+        id=task_id,
+        source=record.get("source") or "cli",
+        issue_number=record.get("issueNumber"),
+        agents=agents,
+        status=record["status"],
+        attempts=attempts,
+        retry_count=record.get("retryCount") or 0,
+        duration=round(sum(a.duration or 0.0 for a in attempts), 3),
+        error=record.get("errorMessage"),
+        blocked_by=record.get("blockedBy"),
+        patch=record.get("patch"),
+        changed_files=record.get("changedFiles") or [],
+        pr_url=record.get("prUrl"),
+        log=record.get("logFile") or f".orchestra/logs/{task_id}.log",
+    )
+
+
+def build(
+    records: Iterable[TaskRecord],
+    *,
+    run_id: str,
+    started_at: str,
+    ended_at: str | None,
+    time_budget: float | None,
+    parallel: int,
+    stopped_by: str | None = None,
+    exit_code: int | None = None,
+) -> RunReport:
+    tasks = sorted((task_report(r) for r in records), key=lambda t: t.id)
+    totals = Counter(t.status for t in tasks)
+    return RunReport(
+        run_id=run_id,
+        started_at=started_at,
+        ended_at=ended_at,
+        time_budget=time_budget,
+        parallel=parallel,
+        stopped_by=stopped_by,
+        exit_code=exit_code,
+        totals={
+            "total": len(tasks),
+            **{
+                s: totals.get(s, 0)
+                for s in ("pending", "running", "complete", "failed", "cancelled")
+            },
+        },
+        tasks=tasks,
+    )
+
+
+def write(path: Path, report: RunReport) -> None:
+    atomic.write_bytes(path, report.model_dump_json(indent=2).encode() + b"\n")

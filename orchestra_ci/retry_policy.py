@@ -1,0 +1,59 @@
+"""When to retry and how long to wait: tenacity's stop and wait strategies, without sleeping.
+
+The runner never blocks a worker on a backoff: a task that should be retried goes back to
+``pending`` with ``nextAttemptAt`` set, and the scheduler starts it when that time comes.
+"""
+
+from dataclasses import dataclass
+from typing import Literal
+
+import tenacity
+
+from orchestra_ci.record import Outcome
+
+RETRYABLE: frozenset[Outcome] = frozenset({"failed", "timeout"})
+
+DEFAULT_BACKOFF = 10.0
+DEFAULT_BACKOFF_MAX = 600.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["complete", "retry", "fail", "requeue", "cancel"]
+    delay: float = 0.0
+
+
+def _state(attempt_number: int) -> tenacity.RetryCallState:
+    state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+    state.attempt_number = attempt_number
+    return state
+
+
+def backoff_delay(retry_number: int, backoff: float, backoff_max: float) -> float:
+    """Delay before retry ``retry_number`` (1-based): ``backoff`` doubling, +25% jitter, capped."""
+    wait = tenacity.wait_exponential_jitter(
+        initial=backoff, max=backoff_max, exp_base=2, jitter=backoff * 0.25
+    )
+    return float(wait(_state(retry_number)))
+
+
+def decide(
+    outcome: Outcome,
+    retry_count: int,
+    max_retries: int,
+    backoff: float = DEFAULT_BACKOFF,
+    backoff_max: float = DEFAULT_BACKOFF_MAX,
+) -> Decision:
+    """``retry_count`` is the number of retries already performed for this task."""
+    if outcome == "success":
+        return Decision("complete")
+    if outcome == "interrupted":
+        return Decision("requeue")
+    if outcome == "cancelled":
+        return Decision("cancel")
+    if outcome not in RETRYABLE:
+        return Decision("fail")
+    stop = tenacity.stop_after_attempt(max_retries + 1)
+    if stop(_state(retry_count + 1)):
+        return Decision("fail")
+    return Decision("retry", backoff_delay(retry_count + 1, backoff, backoff_max))

@@ -1,0 +1,71 @@
+"""Run configuration.
+
+Precedence: CLI flags > ``ORCHESTRA_*`` variables > ``.orchestra/config.yml`` > defaults.
+"""
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from orchestra_ci.durations import parse_duration
+from orchestra_ci.errors import UsageError
+from orchestra_ci.validation import describe
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+CONFIG_FILE = ".orchestra/config.yml"
+_config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ORCHESTRA_", extra="ignore", frozen=True)
+
+    log_format: Literal["console", "json"] | None = None
+    tasks_file: Path | None = None
+    agent_config: Path | None = None
+    default_agent: str = "claude"
+    parallel: int = Field(default=4, ge=1, le=512)
+    time_budget: Duration | None = None
+    grace: Duration = 10.0
+    timeout: Duration = 1800.0
+    backoff: Duration = 10.0
+    backoff_max: Duration = 600.0
+    fail_on_pending: bool = False
+    log_cap_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
+    progress_interval: Duration = 10.0
+    daemon_interval: Duration = 2.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = _config_file.get()
+        if config is not None and config.is_file():
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+        return tuple(sources)
+
+
+def load_settings(root: Path, **flags: Any) -> Settings:
+    """Settings for a queue at ``root``; flags given as None are left to the other sources."""
+    token = _config_file.set(root / CONFIG_FILE)
+    try:
+        return Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:
+        raise UsageError(describe(exc, source="configuration")) from None
+    except (ValueError, OSError) as exc:
+        raise UsageError(f"{root / CONFIG_FILE}: {exc}") from None
+    finally:
+        _config_file.reset(token)

@@ -1,0 +1,96 @@
+"""Rendering the queue for ``status``: raw JSON as stored, or a table for people."""
+
+import json
+import os
+import time
+from collections import Counter
+from collections.abc import Sequence
+
+from orchestra_ci.durations import format_duration
+from orchestra_ci.errors import StoreError
+from orchestra_ci.record import TaskRecord, timestamp
+from orchestra_ci.store import Store
+
+
+def raw_json_array(store: Store) -> bytes:
+    """Every record exactly as stored, as one JSON array, sorted by task id.
+
+    Records are joined without being parsed, which keeps ``status --json`` fast on large
+    queues; each is still checked to be a JSON object."""
+    parts = []
+    for task_id in sorted(store.ids()):
+        path = store.record_path(task_id)
+        try:
+            data = path.read_bytes().strip()
+        except FileNotFoundError:
+            continue
+        if not (data.startswith(b"{") and data.endswith(b"}")):
+            raise StoreError(f"{path}: not a JSON object")
+        parts.append(data)
+    return b"[" + b",\n".join(parts) + b"]\n"
+
+
+def _age(record: TaskRecord) -> str:
+    start = timestamp(record.get("startedAt"))
+    if start is None:
+        return "-"
+    end = timestamp(record.get("completedAt")) if record["status"] != "running" else None
+    return format_duration((end or time.time()) - start)
+
+
+def _oneline(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def table(records: Sequence[TaskRecord]) -> str:
+    if not records:
+        return "no tasks in the queue\n"
+    order = {"running": 0, "pending": 1, "failed": 2, "cancelled": 3, "complete": 4}
+    rows = sorted(records, key=lambda r: (order.get(r["status"], 9), r.get("createdAt", "")))
+    width = max(40, os.get_terminal_size(2).columns if os.isatty(2) else 100)
+    id_w = min(40, max(len(r["taskId"]) for r in rows))
+    lines = [f"{'ID':<{id_w}}  {'STATUS':<9}  {'AGENT':<8}  TRIES  {'TIME':>6}  DETAIL"]
+    for r in rows:
+        tries = len(r.get("attempts") or []) or (
+            1 + (r.get("retryCount") or 0) if r["status"] != "pending" else 0
+        )
+        detail = r.get("errorMessage") or r.get("prompt") or ""
+        head = (
+            f"{_oneline(r['taskId'], id_w):<{id_w}}  {r['status']:<9}  "
+            f"{_oneline(r['agent'], 8):<8}  {tries:>5}  {_age(r):>6}  "
+        )
+        lines.append(head + _oneline(detail, max(10, width - len(head))))
+    counts: Counter[str] = Counter(r["status"] for r in records)
+    summary = ", ".join(f"{counts[s]} {s}" for s in order if counts[s])
+    lines.append(f"\n{len(records)} tasks: {summary}")
+    return "\n".join(lines) + "\n"
+
+
+def detail(record: TaskRecord) -> str:
+    keys = [
+        "taskId",
+        "status",
+        "agent",
+        "priority",
+        "timeout",
+        "retryCount",
+        "maxRetries",
+        "dependsOn",
+        "createdAt",
+        "startedAt",
+        "completedAt",
+        "nextAttemptAt",
+        "errorMessage",
+        "blockedBy",
+        "logFile",
+    ]
+    lines = [f"{k}: {json.dumps(record.get(k))}" for k in keys if record.get(k) not in (None, [])]
+    lines.append("prompt: " + _oneline(record["prompt"], 200))
+    for a in record.get("attempts") or []:
+        lines.append(
+            f"attempt {a['number']}: {a.get('outcome', 'running')} agent={a['agent']} "
+            f"exit={a.get('exitCode')} {a['startedAt']} -> {a.get('endedAt', '')}"
+            + (f" ({a['error']})" if a.get("error") else "")
+        )
+    return "\n".join(lines) + "\n"

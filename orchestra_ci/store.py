@@ -1,0 +1,234 @@
+"""The ``.orchestra/`` directory: task records, sentinels, logs, locks.
+
+Every record change happens under the queue lock (an ``flock`` on ``queue.lock``) as a
+read-modify-write of the file on disk, so concurrent processes never lose an update.
+Runners hold an ``flock`` on ``runners/<id>.lock`` for their whole life; the kernel drops it
+when a runner dies, which is how a later run knows that a ``running`` task was orphaned.
+"""
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+from orchestra_ci import atomic
+from orchestra_ci.errors import StoreError, TaskNotFound
+from orchestra_ci.record import TaskRecord, check_task_id, now_iso
+
+ORCHESTRA_DIR = ".orchestra"
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{path}: not valid JSON ({exc})") from None
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.dir = self.root / ORCHESTRA_DIR
+        self.tasks_dir = self.dir / "tasks"
+        self.logs_dir = self.dir / "logs"
+        self.patches_dir = self.dir / "patches"
+        self.worktrees_dir = self.dir / "worktrees"
+        self.runners_dir = self.dir / "runners"
+        self.results_path = self.dir / "results.json"
+        self._lock_fd: int | None = None
+        self._lock_depth = 0
+
+    # -- layout -------------------------------------------------------------------------
+
+    def ensure(self) -> "Store":
+        for directory in (self.tasks_dir, self.logs_dir, self.runners_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def record_path(self, task_id: str) -> Path:
+        return self.tasks_dir / f"{task_id}.json"
+
+    def sentinel(self, task_id: str, kind: str) -> Path:
+        """``kind`` is ``done``, ``error`` or ``pid``."""
+        return self.tasks_dir / f"{task_id}.{kind}"
+
+    def log_path(self, task_id: str) -> Path:
+        return self.logs_dir / f"{task_id}.log"
+
+    # -- locking ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the queue lock (re-entrant within this process)."""
+        if self._lock_depth == 0:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.dir / "queue.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._lock_fd = fd
+        self._lock_depth += 1
+        try:
+            yield
+        finally:
+            self._lock_depth -= 1
+            if self._lock_depth == 0 and self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    # -- records ------------------------------------------------------------------------
+
+    def ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.tasks_dir)
+        except FileNotFoundError:
+            return []
+        return [n[:-5] for n in names if n.endswith(".json") and not n.startswith(".")]
+
+    def read(self, task_id: str) -> TaskRecord | None:
+        record = _read_json(self.record_path(task_id))
+        if record is not None and not (isinstance(record, dict) and "taskId" in record):
+            raise StoreError(f"{self.record_path(task_id)}: not a task record")
+        return cast(TaskRecord | None, record)
+
+    def get(self, task_id: str) -> TaskRecord:
+        check_task_id_or_missing(task_id)
+        record = self.read(task_id)
+        if record is None:
+            raise TaskNotFound(task_id)
+        return record
+
+    def all(self) -> list[TaskRecord]:
+        records = []
+        for task_id in self.ids():
+            record = self.read(task_id)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def write(self, record: TaskRecord) -> None:
+        record["updatedAt"] = now_iso()
+        path = self.record_path(record["taskId"])
+        try:
+            atomic.write_json(path, record)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc}") from exc
+
+    def create(self, record: TaskRecord) -> bool:
+        """Add a new record; False if a task with this id already exists."""
+        self.ensure()
+        try:
+            return atomic.create_bytes(self.record_path(record["taskId"]), atomic.dump_json(record))
+        except OSError as exc:
+            raise StoreError(f"cannot write task {record['taskId']}: {exc}") from exc
+
+    def update(self, task_id: str, change: Callable[[TaskRecord], None]) -> TaskRecord:
+        """Read, change and write one record under the queue lock."""
+        with self.locked():
+            record = self.get(task_id)
+            change(record)
+            self.write(record)
+            return record
+
+    def delete(self, task_id: str) -> None:
+        """Remove a task and every file that belongs to it."""
+        for path in (
+            self.sentinel(task_id, "done"),
+            self.sentinel(task_id, "error"),
+            self.sentinel(task_id, "pid"),
+            self.log_path(task_id),
+            self.patches_dir / f"{task_id}.patch",
+            self.record_path(task_id),
+        ):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.worktrees_dir / task_id, ignore_errors=True)
+
+    # -- sentinels ----------------------------------------------------------------------
+
+    def write_done(self, task_id: str) -> None:
+        atomic.write_bytes(self.sentinel(task_id, "done"), now_iso().encode() + b"\n")
+
+    def write_error(self, task_id: str, error: str, details: str = "") -> None:
+        body = {"error": error, "details": details, "timestamp": now_iso()}
+        atomic.write_json(self.sentinel(task_id, "error"), body)
+
+    def read_error(self, task_id: str) -> dict[str, Any] | None:
+        """The ``.error`` sentinel as a dict; free text from an agent becomes ``error``."""
+        path = self.sentinel(task_id, "error")
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            value = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            value = None
+        if isinstance(value, dict):
+            return value
+        text = raw.decode(errors="replace").strip()
+        return {"error": text or "agent wrote an empty .error file", "details": ""}
+
+    def clear_sentinels(self, task_id: str) -> None:
+        for kind in ("done", "error", "pid"):
+            self.sentinel(task_id, kind).unlink(missing_ok=True)
+
+    def write_pid(self, task_id: str, pid: int) -> None:
+        atomic.write_bytes(self.sentinel(task_id, "pid"), f"{pid}\n".encode(), durable=False)
+
+    def read_pid(self, task_id: str) -> int | None:
+        try:
+            return int(self.sentinel(task_id, "pid").read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    # -- runners ------------------------------------------------------------------------
+
+    def runner_alive(self, runner_id: str) -> bool:
+        """True while the runner that wrote ``runner_id`` still holds its lease."""
+        path = self.runners_dir / f"{runner_id}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return True
+            raise
+        finally:
+            os.close(fd)
+        path.unlink(missing_ok=True)
+        return False
+
+
+def check_task_id_or_missing(task_id: str) -> None:
+    """A malformed id names no task; say so instead of touching odd paths."""
+    try:
+        check_task_id(task_id)
+    except ValueError:
+        raise TaskNotFound(task_id) from None
+
+
+class RunnerLease:
+    """Marks a live runner: an exclusive ``flock`` held until :meth:`release` or death."""
+
+    def __init__(self, store: Store, runner_id: str) -> None:
+        self.store = store
+        self.runner_id = runner_id
+        store.ensure()
+        self._path = store.runners_dir / f"{runner_id}.lock"
+        self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            self._path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = -1

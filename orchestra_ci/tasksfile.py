@@ -1,0 +1,163 @@
+"""The tasks file (``.orchestra/tasks.yml``, YAML or JSON) and its validation."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from orchestra_ci.durations import parse_duration
+from orchestra_ci.errors import UsageError
+from orchestra_ci.record import DEFAULT_MAX_RETRIES, check_task_id
+from orchestra_ci.validation import describe
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Defaults(_Strict):
+    agent: str | None = None
+    timeout: Duration | None = None
+    max_retries: int = Field(default=DEFAULT_MAX_RETRIES, ge=0, le=100)
+    backoff: Duration | None = None
+    backoff_max: Duration | None = None
+    priority: int = 0
+
+
+class TaskEntry(_Strict):
+    id: str
+    prompt: str | None = None
+    prompt_file: str | None = None
+    agent: str | None = None
+    timeout: Duration | None = None
+    max_retries: int | None = Field(default=None, ge=0, le=100)
+    backoff: Duration | None = None
+    backoff_max: Duration | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    priority: int | None = None
+
+    @field_validator("id", "depends_on")
+    @classmethod
+    def _ids(cls, value: str | list[str]) -> str | list[str]:
+        if isinstance(value, list):
+            return [check_task_id(v) for v in value]
+        return check_task_id(value)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str | None) -> str | None:
+        return check_prompt(value) if value is not None else None
+
+
+class TasksFile(_Strict):
+    defaults: Defaults = Field(default_factory=Defaults)
+    tasks: list[TaskEntry] = Field(default_factory=list)
+
+
+class TaskSpec(BaseModel):
+    """A task as the file asks for it, with defaults applied and the prompt resolved."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    agent: str
+    prompt: str
+    timeout: float | None
+    max_retries: int
+    backoff: float | None
+    backoff_max: float | None
+    depends_on: list[str]
+    priority: int
+    source_file: str
+
+
+def check_prompt(prompt: str) -> str:
+    if "\x00" in prompt:
+        raise ValueError("prompt contains a NUL byte, which cannot be passed to a program")
+    if not prompt.strip():
+        raise ValueError("prompt is empty")
+    return prompt
+
+
+def _parse(path: Path, text: str) -> Any:
+    if path.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path}: invalid JSON: {exc}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UsageError(f"{path}: invalid YAML{where}: {problem}") from None
+
+
+def _declared_names(data: Any) -> dict[int, str]:
+    tasks = data.get("tasks") if isinstance(data, dict) else None
+    if not isinstance(tasks, list):
+        return {}
+    return {i: str(t["id"]) for i, t in enumerate(tasks) if isinstance(t, dict) and "id" in t}
+
+
+def _resolve_prompt(entry: TaskEntry, path: Path, root: Path) -> str:
+    where = f"{path}: task {entry.id!r}"
+    if (entry.prompt is None) == (entry.prompt_file is None):
+        raise UsageError(f"{where}: give exactly one of 'prompt' and 'prompt_file'")
+    if entry.prompt is not None:
+        return entry.prompt
+    assert entry.prompt_file is not None
+    candidates = [root / entry.prompt_file, path.parent / entry.prompt_file]
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                return check_prompt(candidate.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise UsageError(f"{where}: field 'prompt_file': {candidate}: {exc}") from None
+    raise UsageError(f"{where}: field 'prompt_file': {entry.prompt_file!r} not found")
+
+
+def load_tasks_file(path: Path, root: Path, default_agent: str) -> list[TaskSpec]:
+    """Read and validate a whole tasks file; raise UsageError on the first problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: tasks file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot read tasks file: {exc}") from None
+    data = _parse(path, text)
+    if data is None:
+        return []
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping with 'tasks' (and optional 'defaults')")
+    try:
+        parsed = TasksFile.model_validate(data)
+    except ValidationError as exc:
+        raise UsageError(describe(exc, source=str(path), names=_declared_names(data))) from None
+    seen: set[str] = set()
+    specs = []
+    d = parsed.defaults
+    for entry in parsed.tasks:
+        if entry.id in seen:
+            raise UsageError(f"{path}: task {entry.id!r}: duplicate id")
+        seen.add(entry.id)
+        specs.append(
+            TaskSpec(
+                id=entry.id,
+                agent=entry.agent or d.agent or default_agent,
+                prompt=_resolve_prompt(entry, path, root),
+                timeout=entry.timeout if entry.timeout is not None else d.timeout,
+                max_retries=entry.max_retries if entry.max_retries is not None else d.max_retries,
+                backoff=entry.backoff if entry.backoff is not None else d.backoff,
+                backoff_max=entry.backoff_max if entry.backoff_max is not None else d.backoff_max,
+                depends_on=entry.depends_on,
+                priority=entry.priority if entry.priority is not None else d.priority,
+                source_file=str(path),
+            )
+        )
+    return specs

@@ -1,0 +1,1 @@
+"""Reusable test doubles: fake agent CLIs (and, later, fake GitHub services)."""
