@@ -1,11 +1,19 @@
 """Agent definitions: built-in presets, ``agent-config.json``, and rendering of argv."""
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from orchestra_ci.durations import parse_duration
 from orchestra_ci.errors import UsageError
@@ -31,6 +39,17 @@ class AgentSpec(BaseModel):
     prompt_template_file: str | None = Field(default=None, alias="promptTemplateFile")
     description: str | None = None
 
+    @field_validator("rate_limit_patterns", "fatal_patterns")
+    @classmethod
+    def _patterns(cls, patterns: list[str]) -> list[str]:
+        """Reject a bad regular expression now, not when an agent's output is scanned."""
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression {pattern!r}: {exc}") from None
+        return patterns
+
 
 class AgentConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -48,7 +67,7 @@ def load_agents(path: Path | None) -> dict[str, AgentSpec]:
             raise UsageError(f"{path}: agent config not found") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise UsageError(f"{path}: cannot read agent config: {exc}") from None
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
             raise UsageError(f"{path}: invalid JSON: {exc}") from None
         try:
             parsed = AgentConfigFile.model_validate(data)

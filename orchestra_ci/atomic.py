@@ -28,6 +28,34 @@ def _write_temp(path: Path, data: bytes, durable: bool = True) -> Path:
     return tmp
 
 
+def remove_stale_temp_files(directory: Path) -> int:
+    """Delete temp files left by writers that died mid-write (their pid is gone)."""
+    removed = 0
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return 0
+    for name in names:
+        parts = name.split(".")
+        if not (name.startswith(".") and name.endswith(".tmp") and len(parts) >= 5):
+            continue
+        pid = parts[-3]
+        if pid.isdigit() and not pid_exists(int(pid)):
+            (directory / name).unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -6,12 +6,19 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _FACTORS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(value: str | int | float) -> float:
-    """Return seconds; a bare number means seconds. Raises ValueError naming the input."""
-    if isinstance(value, bool):
+def parse_duration(value: object) -> float:
+    """Return seconds; a bare number means seconds. Raises ValueError naming the input.
+
+    Any input (it is also a pydantic validator, so it may see lists, dates or None from a
+    YAML file) either parses or raises ValueError, never another exception.
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise ValueError(f"invalid duration {value!r}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError("invalid duration: number too large") from None
     else:
         text = value.strip().lower().replace(" ", "")
         try:

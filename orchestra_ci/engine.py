@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from orchestra_ci import report
+from orchestra_ci import atomic, report
 from orchestra_ci.agents import AgentSpec, render_argv, render_prompt
 from orchestra_ci.durations import format_duration
 from orchestra_ci.outcome import AttemptResult, Verdict, classify
@@ -104,13 +104,15 @@ class Engine:
 
     def recover(self) -> None:
         """Return tasks orphaned by a dead runner to ``pending``; their agents are stopped."""
+        atomic.remove_stale_temp_files(self.store.tasks_dir)
         for record in self.store.all():
             if record["status"] != "running":
                 continue
             owner = record.get("runnerId")
             if owner and owner != self.runner_id and self.store.runner_alive(owner):
                 continue
-            if not owner and _pid_alive(record.get("pid")):
+            pid_field = record.get("pid")
+            if not owner and isinstance(pid_field, int) and atomic.pid_exists(pid_field):
                 continue
             task_id = record["taskId"]
             attempts = record.get("attempts") or []
@@ -501,15 +503,3 @@ class Engine:
         with contextlib.suppress(OSError):
             report.write(self.store.results_path, built)
         return built
-
-
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

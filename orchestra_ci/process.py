@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,6 +117,9 @@ def kill_attempt(pgid: int, marker: str, grace: float) -> None:
         if not _group_alive(pgid) and not marked_pids(marker):
             return
     _signal_all(pgid, marker, signal.SIGKILL)
+    deadline = time.monotonic() + 1.0
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -129,32 +133,90 @@ def _group_alive(pgid: int) -> bool:
 
 
 class _LogPump:
-    """Copies the agent's output to its log, up to a cap, keeping the tail in memory."""
+    """Copies the agent's output to its log as it arrives, up to a cap, keeping the tail.
 
-    def __init__(self, log: "os.PathLike[str]", cap: int) -> None:
-        self.file = open(log, "ab")  # noqa: SIM115
+    It reads the pipe from the event loop's selector, so it needs no thread, and it does not
+    decide when the attempt ends: a child that keeps the pipe open cannot hold up the run.
+    """
+
+    def __init__(self, log: Path, header: str, cap: int) -> None:
+        self.file = log.open("ab")
+        self.file.write(header.encode())
+        self.file.flush()
         self.cap = cap
         self.written = 0
         self.tail = bytearray()
         self.truncated = False
+        self.eof: asyncio.Future[None] | None = None
+        self._fd = -1
 
-    async def pump(self, stream: asyncio.StreamReader) -> None:
-        while chunk := await stream.read(_CHUNK):
-            self.tail += chunk
-            if len(self.tail) > _TAIL:
-                del self.tail[: len(self.tail) - _TAIL]
-            kept = chunk[: max(0, self.cap - self.written)]
-            if kept:
-                self.file.write(kept)
-                self.written += len(kept)
-            if len(kept) < len(chunk) and not self.truncated:
-                self.truncated = True
-                self.file.write(f"\n[orchestra-ci: log truncated at {self.cap} bytes]\n".encode())
-            self.file.flush()
+    def attach(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        self.eof = loop.create_future()
+        self._fd = fd
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, self._readable)
+
+    def _readable(self) -> None:
+        try:
+            chunk = os.read(self._fd, _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        if not chunk:
+            self.detach()
+            return
+        self.tail += chunk
+        if len(self.tail) > _TAIL:
+            del self.tail[: len(self.tail) - _TAIL]
+        kept = chunk[: max(0, self.cap - self.written)]
+        if kept:
+            self.file.write(kept)
+            self.written += len(kept)
+        if len(kept) < len(chunk) and not self.truncated:
+            self.truncated = True
+            self.file.write(f"\n[orchestra-ci: log truncated at {self.cap} bytes]\n".encode())
+        self.file.flush()
+
+    def detach(self) -> None:
+        if self._fd >= 0:
+            asyncio.get_running_loop().remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+        if self.eof is not None and not self.eof.done():
+            self.eof.set_result(None)
 
     def close(self, footer: str) -> None:
         self.file.write(footer.encode())
         self.file.close()
+
+
+def _exited(proc: "subprocess.Popen[bytes]") -> "asyncio.Future[None]":
+    """A future that resolves when ``proc`` exits (pidfd on Linux, polling elsewhere)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):
+
+        async def poll() -> None:
+            while proc.poll() is None:
+                await asyncio.sleep(0.05)
+            done.set_result(None)
+
+        poller = asyncio.ensure_future(poll())
+        done.add_done_callback(lambda _: poller.cancel())
+        return done
+
+    def on_exit() -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+        if not done.done():
+            done.set_result(None)
+
+    loop.add_reader(pidfd, on_exit)
+    return done
 
 
 async def run_attempt(
@@ -162,59 +224,61 @@ async def run_attempt(
 ) -> ProcessResult:
     """Run one attempt to its end; never raises for agent failures."""
     launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = _LogPump(launch.log_path, launch.log_cap)
-    log.file.write(launch.header.encode())
-    log.file.flush()
+    log = _LogPump(launch.log_path, launch.header, launch.log_cap)
     env = {**launch.env, MARKER_VAR: launch.marker}
     executable = resolve_command(launch.argv[0], env)
     if executable is None:
         message = f"command not found: {launch.argv[0]!r}"
         log.close(f"[orchestra-ci: {message}]\n")
         return ProcessResult(exit_code=None, spawn_error=message)
+    read_end, write_end = os.pipe()
     try:
-        proc = await asyncio.create_subprocess_exec(
-            executable,
-            *launch.argv[1:],
+        proc = subprocess.Popen(
+            [executable, *launch.argv[1:]],
             cwd=launch.cwd,
             env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            stdout=write_end,
+            stderr=write_end,
             start_new_session=True,
         )
     except OSError as exc:
+        os.close(read_end)
         message = f"cannot start {launch.argv[0]!r}: {exc.strerror or exc}"
         log.close(f"[orchestra-ci: {message}]\n")
         return ProcessResult(exit_code=None, spawn_error=message)
+    finally:
+        os.close(write_end)
+    log.attach(read_end)
     on_start(proc.pid)
-    assert proc.stdout is not None
-    reader = asyncio.ensure_future(log.pump(proc.stdout))
-    waiter = asyncio.ensure_future(proc.wait())
+    exited = _exited(proc)
     stopper = asyncio.ensure_future(control.wait())
     stop_reason: StopReason | None = None
     try:
         done, _ = await asyncio.wait(
-            {waiter, stopper}, timeout=launch.timeout, return_when=asyncio.FIRST_COMPLETED
+            {exited, stopper}, timeout=launch.timeout, return_when=asyncio.FIRST_COMPLETED
         )
-        if waiter not in done:
+        if exited not in done:
             stop_reason = control.reason if stopper in done else "timeout"
             grace = control.grace if control.grace is not None else launch.grace
             await asyncio.to_thread(kill_attempt, proc.pid, launch.marker, grace)
-            await waiter
+            await exited
     finally:
         stopper.cancel()
+        if not exited.done():  # we are being cancelled ourselves: take the agent down too
+            kill_attempt(proc.pid, launch.marker, 0)
+        code = proc.wait()
         # Whatever the agent left running (children, daemons) ends with the attempt.
         if _group_alive(proc.pid):
             await asyncio.to_thread(kill_attempt, proc.pid, launch.marker, min(launch.grace, 2.0))
-        try:
-            await asyncio.wait_for(reader, timeout=5)
-        except TimeoutError:
-            reader.cancel()
-    code = proc.returncode
+        assert log.eof is not None
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(log.eof), timeout=2)
+        log.detach()
     footer = (
         f"[orchestra-ci: exit code {code}]\n"
         if stop_reason is None
-        else (f"[orchestra-ci: stopped ({stop_reason}), exit code {code}]\n")
+        else f"[orchestra-ci: stopped ({stop_reason}), exit code {code}]\n"
     )
     log.close(footer)
     return ProcessResult(

@@ -31,10 +31,12 @@ def _state(attempt_number: int) -> tenacity.RetryCallState:
 
 def backoff_delay(retry_number: int, backoff: float, backoff_max: float) -> float:
     """Delay before retry ``retry_number`` (1-based): ``backoff`` doubling, +25% jitter, capped."""
-    wait = tenacity.wait_exponential_jitter(
-        initial=backoff, max=backoff_max, exp_base=2, jitter=backoff * 0.25
-    )
-    return float(wait(_state(retry_number)))
+    # wait_exponential_jitter's ``initial`` is deprecated (tenacity 9) and its replacement,
+    # ``multiplier``, does not exist in tenacity 8: compose the two waits instead.
+    wait = tenacity.wait_exponential(
+        multiplier=backoff, max=backoff_max, exp_base=2
+    ) + tenacity.wait_random(0, backoff * 0.25)
+    return min(float(wait(_state(retry_number))), backoff_max)
 
 
 def decide(

@@ -87,11 +87,11 @@ def _parse(path: Path, text: str) -> Any:
     if path.suffix == ".json":
         try:
             return json.loads(text)
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
             raise UsageError(f"{path}: invalid JSON: {exc}") from None
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer too long to convert
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -130,6 +130,8 @@ def load_tasks_file(path: Path, root: Path, default_agent: str) -> list[TaskSpec
         raise UsageError(f"{path}: tasks file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read tasks file: {exc}") from None
+    if not text.strip():
+        return []
     data = _parse(path, text)
     if data is None:
         return []
@@ -144,7 +146,7 @@ def load_tasks_file(path: Path, root: Path, default_agent: str) -> list[TaskSpec
     d = parsed.defaults
     for entry in parsed.tasks:
         if entry.id in seen:
-            raise UsageError(f"{path}: task {entry.id!r}: duplicate id")
+            raise UsageError(f"{path}: task {entry.id!r}: field 'id': duplicate id")
         seen.add(entry.id)
         specs.append(
             TaskSpec(

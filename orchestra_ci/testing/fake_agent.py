@@ -82,7 +82,9 @@ def main(argv: list[str]) -> int:
             [
                 sys.executable,
                 "-c",
-                "import signal,time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(3600)",
+                "import signal, time\n"
+                "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+                "time.sleep(3600)",
             ]
         )
         Path("child.pid").write_text(str(child.pid))

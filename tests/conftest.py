@@ -1,0 +1,77 @@
+"""Shared fixtures: a queue directory, a fake agent configured in it, and a CLI runner."""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestra_ci.store import Store
+
+FAKE_AGENT = {
+    "command": sys.executable,
+    "args": ["-m", "orchestra_ci.testing.fake_agent", "{prompt}"],
+}
+
+CliRunner = Callable[..., subprocess.CompletedProcess[str]]
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A project directory with an agent config defining ``fake`` (and ``fake2``)."""
+    project = tmp_path / "project"
+    (project / ".orchestra").mkdir(parents=True)
+    write_agents(project, {"fake": FAKE_AGENT, "fake2": FAKE_AGENT})
+    return project
+
+
+@pytest.fixture
+def store(root: Path) -> Store:
+    return Store(root).ensure()
+
+
+def write_agents(root: Path, agents: dict[str, Any]) -> Path:
+    path = root / ".orchestra" / "agent-config.json"
+    path.write_text(json.dumps({"agents": agents}))
+    return path
+
+
+def write_tasks(root: Path, text: str, name: str = "tasks.yml") -> Path:
+    path = root / ".orchestra" / name
+    path.write_text(text)
+    return path
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCHESTRA_")}
+    env.update({"CI": "true", "ORCHESTRA_DEMO_DELAY": "0.05", "ORCHESTRA_BACKOFF": "0.05"})
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def cli(root: Path) -> CliRunner:
+    """Run ``python -m orchestra_ci --root ROOT ARGS...`` as a real subprocess."""
+
+    def run(
+        *args: str, timeout: float = 60, env: dict[str, str] | None = None, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestra_ci", "--root", str(root), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env or cli_env(),
+            input=input,
+            check=False,
+        )
+
+    return run
+
+
+def records(root: Path) -> dict[str, dict[str, Any]]:
+    return {r["taskId"]: dict(r) for r in Store(root).all()}

@@ -1,0 +1,393 @@
+"""End-to-end runs through the real CLI, with fake agent processes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CliRunner, cli_env, records, write_tasks
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` is a live process (zombies waiting to be reaped do not count)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def attempts_per_task(log: Path) -> dict[str, list[str]]:
+    seen: dict[str, list[str]] = {}
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        if event["event"] == "start":
+            seen.setdefault(event["task"], []).append(event["attempt"])
+    return seen
+
+
+MIXED = """
+defaults: {agent: fake, max_retries: 2, backoff: 0.05s}
+tasks:
+  - {id: ok, prompt: "sleep=0.2 write=ok.txt"}
+  - {id: flaky, prompt: "fail_times=1"}
+  - {id: always-fails, prompt: "exit=3"}
+  - {id: slow, prompt: "hang", timeout: 1s, max_retries: 1}
+  - {id: missing, agent: ghost, prompt: "anything"}
+  - {id: stubborn, prompt: "child_ignores_term sleep=0.2"}
+  - {id: after-fail, prompt: "exit=0", depends_on: [always-fails]}
+  - {id: after-ok, prompt: "exit=0", depends_on: [ok]}
+"""
+
+
+def test_mixed_outcomes_in_one_run(root: Path, cli: CliRunner) -> None:
+    agents = json.loads((root / ".orchestra/agent-config.json").read_text())
+    agents["agents"]["ghost"] = {"command": "no-such-agent-binary-xyz"}
+    (root / ".orchestra/agent-config.json").write_text(json.dumps(agents))
+    write_tasks(root, MIXED)
+
+    result = cli("run", "--parallel", "4", "--grace", "0.5")
+
+    assert result.returncode == 1, result.stderr
+    tasks = records(root)
+    status = {k: v["status"] for k, v in tasks.items()}
+    assert status == {
+        "ok": "complete",
+        "flaky": "complete",
+        "always-fails": "failed",
+        "slow": "failed",
+        "missing": "failed",
+        "stubborn": "complete",
+        "after-fail": "failed",
+        "after-ok": "complete",
+    }
+    assert len(tasks["flaky"]["attempts"]) == 2 and tasks["flaky"]["retryCount"] == 1
+    assert [a["outcome"] for a in tasks["always-fails"]["attempts"]] == ["failed"] * 3
+    assert tasks["always-fails"]["retryCount"] == 2
+    assert [a["outcome"] for a in tasks["slow"]["attempts"]] == ["timeout", "timeout"]
+    assert "command not found" in tasks["missing"]["errorMessage"]
+    assert len(tasks["missing"]["attempts"]) == 1  # a missing binary is not retried
+    assert tasks["after-fail"]["blockedBy"] == "always-fails"
+    assert "always-fails" in tasks["after-fail"]["errorMessage"]
+    assert tasks["after-fail"]["attempts"] == []
+    # sentinels: .done for complete tasks, .error (JSON) for failed ones, no .pid left
+    tasks_dir = root / ".orchestra/tasks"
+    for task_id, record in tasks.items():
+        assert (tasks_dir / f"{task_id}.done").exists() == (record["status"] == "complete")
+        if record["status"] == "failed":
+            error = json.loads((tasks_dir / f"{task_id}.error").read_text())
+            assert error["error"] and "timestamp" in error
+        assert not (tasks_dir / f"{task_id}.pid").exists()
+    assert (root / "ok.txt").read_text() == "written by ok\n"
+    # the child that ignored SIGTERM did not outlive its task
+    assert not alive(int((root / "child.pid").read_text()))
+    # the report agrees with the records
+    report = json.loads((root / ".orchestra/results.json").read_text())
+    assert report["totals"]["complete"] == 4 and report["totals"]["failed"] == 4
+    assert report["exitCode"] == 1
+    by_id = {t["id"]: t for t in report["tasks"]}
+    assert [a["outcome"] for a in by_id["flaky"]["attempts"]] == ["failed", "success"]
+    assert by_id["ok"]["source"] == "file"
+    # the log holds every attempt with a header
+    log = (root / ".orchestra/logs/always-fails.log").read_text()
+    assert log.count("===== orchestra-ci · task always-fails · attempt") == 3
+
+
+def test_attempts_never_exceed_one_plus_max_retries(root: Path, cli: CliRunner) -> None:
+    record_file = root / "attempts.jsonl"
+    lines = ["defaults: {agent: fake, backoff: 0.01s}", "tasks:"]
+    for n in range(6):
+        lines.append(f"  - {{id: t{n}, max_retries: {n}, prompt: 'record={record_file} exit=1'}}")
+    write_tasks(root, "\n".join(lines))
+
+    assert cli("run", "--parallel", "6").returncode == 1
+
+    seen = attempts_per_task(record_file)
+    for n in range(6):
+        assert len(seen[f"t{n}"]) == n + 1
+        assert seen[f"t{n}"] == [str(i) for i in range(1, n + 2)]
+    assert len(records(root)) == 6  # retries never create new task records
+
+
+def test_time_budget_leaves_unfinished_tasks_pending(root: Path, cli: CliRunner) -> None:
+    write_tasks(
+        root,
+        "defaults: {agent: fake}\ntasks:\n"
+        + "".join(f"  - {{id: long{n}, prompt: 'sleep=30'}}\n" for n in range(4)),
+    )
+
+    started = time.monotonic()
+    result = cli("run", "--parallel", "2", "--time-budget", "1.5s", "--grace", "0.5s")
+    elapsed = time.monotonic() - started
+
+    assert result.returncode == 0, result.stderr  # pending is not failure by default
+    assert elapsed < 20
+    tasks = records(root)
+    assert {r["status"] for r in tasks.values()} == {"pending"}
+    interrupted = [a for r in tasks.values() for a in r["attempts"]]
+    assert len(interrupted) == 2 and {a["outcome"] for a in interrupted} == {"interrupted"}
+    assert all(r["retryCount"] == 0 for r in tasks.values())
+    report = json.loads((root / ".orchestra/results.json").read_text())
+    assert report["stoppedBy"] == "time budget"
+    assert cli("run", "--time-budget", "0.5s", "--fail-on-pending").returncode == 1
+
+
+def test_sigterm_requeues_running_tasks_and_exits_143(root: Path) -> None:
+    write_tasks(
+        root,
+        "defaults: {agent: fake}\ntasks:\n"
+        "  - {id: a, prompt: 'child_ignores_term hang'}\n"
+        "  - {id: b, prompt: 'hang'}\n",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(root), "run", "--grace", "0.5"],
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not (root / ".orchestra/tasks/a.pid").exists() or not (root / "child.pid").exists():
+        assert time.monotonic() < deadline, "agents did not start"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+
+    assert proc.returncode == 143, err
+    tasks = records(root)
+    assert {r["status"] for r in tasks.values()} == {"pending"}
+    assert tasks["a"]["attempts"][0]["outcome"] == "interrupted"
+    assert not alive(int((root / "child.pid").read_text()))
+    report = json.loads((root / ".orchestra/results.json").read_text())
+    assert report["stoppedBy"] == "SIGTERM" and report["exitCode"] == 143
+
+
+def test_sigkill_of_runner_then_new_run_finishes_everything(root: Path, cli: CliRunner) -> None:
+    write_tasks(
+        root,
+        "defaults: {agent: fake}\ntasks:\n"
+        + "".join(f"  - {{id: t{n}, prompt: 'sleep=0.3 write=out/t{n}.txt'}}\n" for n in range(12)),
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(root), "run", "--parallel", "3"],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while sum(r["status"] == "complete" for r in records(root).values()) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    orphans = [r for r in records(root).values() if r["status"] == "running"]
+    assert orphans, "the kill should have caught some tasks running"
+    orphan_pids = [int(p.read_text()) for p in (root / ".orchestra/tasks").glob("*.pid")]
+
+    result = cli("run", "--parallel", "3")
+
+    assert result.returncode == 0, result.stderr
+    tasks = records(root)  # every record parses: none is corrupt
+    assert len(tasks) == 12
+    assert {r["status"] for r in tasks.values()} == {"complete"}
+    for orphan in orphans:
+        outcomes = [a.get("outcome") for a in tasks[orphan["taskId"]]["attempts"]]
+        assert outcomes[0] == "interrupted" and outcomes[-1] == "success"
+        assert tasks[orphan["taskId"]]["retryCount"] == 0
+    assert not any(alive(pid) for pid in orphan_pids)
+    assert not list((root / ".orchestra/tasks").glob(".*.tmp"))
+    assert "recovered orphaned task" in result.stderr
+
+
+def test_two_runners_never_run_the_same_attempt(root: Path) -> None:
+    record_file = root / "attempts.jsonl"
+    write_tasks(
+        root,
+        "defaults: {agent: fake}\ntasks:\n"
+        + "".join(
+            f"  - {{id: t{n:02d}, prompt: 'record={record_file} sleep=0.05'}}\n" for n in range(40)
+        ),
+    )
+    cmd = [sys.executable, "-m", "orchestra_ci", "--root", str(root), "run", "--parallel", "4"]
+    runners = [
+        subprocess.Popen(cmd, env=cli_env(), stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    for runner in runners:
+        _, err = runner.communicate(timeout=120)
+        assert runner.returncode == 0, err
+
+    seen = attempts_per_task(record_file)
+    assert sorted(seen) == [f"t{n:02d}" for n in range(40)]
+    assert all(attempts == ["1"] for attempts in seen.values())
+    assert {r["status"] for r in records(root).values()} == {"complete"}
+    runner_ids = {r["attempts"][0]["runnerId"] for r in records(root).values()}
+    assert len(runner_ids) == 2, "both runners should have taken work"
+
+
+def test_agent_orchestrator_queue_loads_and_runs(root: Path, cli: CliRunner) -> None:
+    """A queue written by agent-orchestrator (naive timestamps, planFile, int timeout)."""
+    tasks_dir = root / ".orchestra/tasks"
+    tasks_dir.mkdir(parents=True)
+    for n, status in enumerate(["pending", "pending", "complete"]):
+        task = {
+            "taskId": f"coder_2025011{n}_120000",
+            "status": status,
+            "agent": "fake",
+            "prompt": "write=seed.txt",
+            "planFile": f".orchestra/plans/t{n}_plan.md",
+            "logFile": f".orchestra/logs/t{n}.log",
+            "createdAt": f"2025-01-1{n}T12:00:00.123456",
+            "startedAt": None,
+            "completedAt": None,
+            "timedOutAt": None,
+            "retriedAt": None,
+            "pid": None,
+            "errorMessage": None,
+            "retryCount": 0,
+            "maxRetries": 3,
+            "autoRetry": False,
+            "retryHistory": [],
+            "parentTaskId": None,
+            "retriedBy": None,
+            "priority": 5,
+            "timeout": 60,
+            "timeoutWarning": None,
+            "dependsOn": [],
+            "blockedBy": None,
+            "blockedReason": None,
+        }
+        (tasks_dir / f"{task['taskId']}.json").write_text(json.dumps(task, indent=2))
+
+    result = cli("run")
+
+    assert result.returncode == 0, result.stderr
+    tasks = records(root)
+    assert {r["status"] for r in tasks.values()} == {"complete"}
+    first = tasks["coder_20250110_120000"]
+    assert first["planFile"] == ".orchestra/plans/t0_plan.md"  # unknown fields survive
+    assert first["autoRetry"] is False
+    assert len(first["attempts"]) == 1
+    assert len(tasks["coder_20250112_120000"].get("attempts", [])) == 0  # complete: not rerun
+    status = cli("status", "--json")
+    assert len(json.loads(status.stdout)) == 3
+
+
+CYCLE = "tasks:\n  - {id: a, prompt: x, depends_on: [b]}\n  - {id: b, prompt: y, depends_on: [a]}\n"
+
+
+@pytest.mark.parametrize(
+    ("tasks_yml", "needle"),
+    [
+        ("tasks:\n  - id: a\n    prompt: [unclosed\n", "invalid YAML at line"),
+        ("tasks:\n  - {id: a, prompt: x}\n  - {id: a, prompt: y}\n", "duplicate id"),
+        ("tasks:\n  - {id: a, prompt: x, agent: nope}\n", "unknown agent 'nope'"),
+        (CYCLE, "dependency cycle: a -> b -> a"),
+        ("tasks:\n  - {id: a, prompt: x, timeout: soon}\n", "field 'timeout'"),
+        ("tasks:\n  - {id: a, prompt: x, depends_on: [ghost]}\n", "unknown task 'ghost'"),
+    ],
+)
+def test_bad_tasks_file_exits_2_with_one_line_and_queues_nothing(
+    root: Path, cli: CliRunner, tasks_yml: str, needle: str
+) -> None:
+    write_tasks(root, "defaults: {agent: fake}\n" + tasks_yml)
+
+    result = cli("run")
+
+    assert result.returncode == 2
+    assert needle in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+    assert "tasks.yml" in result.stderr or "cycle" in result.stderr
+    assert records(root) == {}
+
+
+def test_dry_run_writes_nothing(root: Path, cli: CliRunner) -> None:
+    write_tasks(
+        root,
+        "defaults: {agent: fake}\ntasks:\n  - {id: a, prompt: x}\n"
+        "  - {id: b, prompt: y, depends_on: [a]}\n",
+    )
+    result = cli("run", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "would run a with fake" in result.stdout
+        and "would run b with fake after a" in result.stdout
+    )
+    assert records(root) == {}
+    assert not (root / ".orchestra/results.json").exists()
+
+
+def test_priority_orders_the_queue(root: Path, cli: CliRunner) -> None:
+    record_file = root / "order.jsonl"
+    write_tasks(
+        root,
+        "defaults: {agent: fake}\ntasks:\n"
+        + "".join(
+            f"  - {{id: p{p}, priority: {p}, prompt: 'record={record_file}'}}\n"
+            for p in (1, 5, 3, 9)
+        ),
+    )
+    assert cli("run", "--parallel", "1").returncode == 0
+    order = [
+        json.loads(line)["task"]
+        for line in record_file.read_text().splitlines()
+        if json.loads(line)["event"] == "start"
+    ]
+    assert order == ["p9", "p5", "p3", "p1"]
+
+
+def test_env_and_sentinel_completion(root: Path, cli: CliRunner) -> None:
+    agents = json.loads((root / ".orchestra/agent-config.json").read_text())
+    sentinel_agent = {**agents["agents"]["fake"], "completion": "sentinel"}
+    agents["agents"]["proto"] = sentinel_agent
+    (root / ".orchestra/agent-config.json").write_text(json.dumps(agents))
+    write_tasks(
+        root,
+        "tasks:\n"
+        "  - {id: writes-done, agent: proto, prompt: done_sentinel}\n"
+        "  - {id: forgets-done, agent: proto, prompt: 'exit=0', max_retries: 0}\n"
+        "  - {id: writes-error, agent: fake, prompt: 'error_sentinel', max_retries: 0}\n",
+    )
+    assert cli("run").returncode == 1
+    tasks = records(root)
+    assert tasks["writes-done"]["status"] == "complete"
+    assert tasks["forgets-done"]["status"] == "failed"
+    assert "without writing its .done" in tasks["forgets-done"]["errorMessage"]
+    assert tasks["writes-error"]["status"] == "failed"
+    assert tasks["writes-error"]["errorMessage"] == "fake agent gave up"
+
+
+def test_results_written_with_os_environ_untouched(root: Path, cli: CliRunner) -> None:
+    """The agent inherits the runner's environment plus ORCHESTRA_TASK_ID/ATTEMPT/ROOT."""
+    agents = {
+        "agents": {
+            "env": {
+                "command": sys.executable,
+                "args": [
+                    "-c",
+                    "import os,json; json.dump({k: os.environ.get(k) for k in "
+                    "['ORCHESTRA_TASK_ID','ORCHESTRA_ATTEMPT','ORCHESTRA_ROOT','FROM_RUNNER','FROM_AGENT']},"
+                    " open('env.json','w'))",
+                    "{prompt}",
+                ],
+                "env": {"FROM_AGENT": "yes"},
+            }
+        }
+    }
+    (root / ".orchestra/agent-config.json").write_text(json.dumps(agents))
+    write_tasks(root, "tasks:\n  - {id: e1, agent: env, prompt: hi}\n")
+    assert cli("run", env=cli_env(FROM_RUNNER="inherited")).returncode == 0
+    seen = json.loads((root / "env.json").read_text())
+    assert seen == {
+        "ORCHESTRA_TASK_ID": "e1",
+        "ORCHESTRA_ATTEMPT": "1",
+        "ORCHESTRA_ROOT": str(root.resolve()),
+        "FROM_RUNNER": "inherited",
+        "FROM_AGENT": "yes",
+    }
+    assert os.environ.get("FROM_RUNNER") is None
