@@ -57,6 +57,20 @@ def _config_file(root: Path, given: Path | None) -> Path | None:
     return default if default.is_file() else None
 
 
+def _start_agent_config(root: Path, agent: str) -> Path | None:
+    """The agent config ``run`` would use, found without loading pydantic when possible."""
+    from orchestra_ci.presets import agent_names
+
+    from_env = os.environ.get("ORCHESTRA_AGENT_CONFIG")
+    cheap = _config_file(root, Path(from_env) if from_env else None)
+    if from_env or agent in agent_names(cheap) or not (root / ".orchestra/config.yml").is_file():
+        return cheap
+    # config.yml may name another agent config: only then pay for reading the settings.
+    from orchestra_ci.settings import load_settings
+
+    return _config_file(root, load_settings(root).agent_config)
+
+
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -68,7 +82,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         args.agent,
         args.prompt,
         task_id=args.id,
-        config_file=_config_file(args.root, None),
+        config_file=_start_agent_config(args.root, args.agent),
         timeout=args.timeout,
         max_retries=args.max_retries,
         priority=args.priority,
@@ -186,11 +200,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     store = _store(args)
     if args.task_id:
-        record = store.get(args.task_id)
         if args.json:
-            sys.stdout.buffer.write(store.record_path(args.task_id).read_bytes())
+            sys.stdout.buffer.write(status_view.raw_json_object(store, args.task_id))
         else:
-            sys.stdout.write(status_view.detail(record))
+            sys.stdout.write(status_view.detail(store.get(args.task_id)))
         return 0
     if args.json:
         sys.stdout.buffer.write(status_view.raw_json_array(store))
@@ -219,6 +232,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
     offset = 0
     try:
         while True:
+            # Look at the status before reading: whatever the runner wrote before it
+            # finished the task is then in the file, so the last read gets all of it.
+            last = not args.follow or store.get(args.task_id)["status"] not in (
+                "pending",
+                "running",
+            )
             try:
                 with path.open("rb") as f:
                     f.seek(offset)
@@ -229,7 +248,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 if not args.follow:
                     print(f"(no log yet for {args.task_id})", file=sys.stderr)
             out.flush()
-            if not args.follow or store.get(args.task_id)["status"] not in ("pending", "running"):
+            if last:
                 return 0
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -70,7 +70,7 @@ class Engine:
         )
         self._wake = asyncio.Event()
         self._report_due = 0.0
-        self._progress_due = 0.0
+        self._progress_due = 0.0 if self.on_progress else self._t0 + self.settings.progress_interval
         self.records: dict[str, TaskRecord] = {}
 
     # -- entry point --------------------------------------------------------------------
@@ -468,12 +468,25 @@ class Engine:
             # Keep report writing under ~5% of the run however large the queue is.
             cost = time.monotonic() - now
             self._report_due = time.monotonic() + max(_REPORT_EVERY, 20 * cost)
-        if self.on_progress is not None and now >= self._progress_due:
-            self.on_progress(self.progress_line())
-            self._progress_due = now + 0.5
+        if now >= self._progress_due:
+            if self.on_progress is not None:
+                self.on_progress(self.progress_line())
+                self._progress_due = now + 0.5
+            else:
+                counts = self._counts()
+                log.info(
+                    "progress",
+                    running=len(self.running),
+                    elapsed=round(now - self._t0, 1),
+                    **counts,
+                )
+                self._progress_due = now + self.settings.progress_interval
+
+    def _counts(self) -> dict[str, int]:
+        return {s: self.scheduler.count(s) for s in ("complete", "failed", "pending")}
 
     def progress_line(self) -> str:
-        counts = {s: self.scheduler.count(s) for s in ("complete", "failed", "pending")}
+        counts = self._counts()
         elapsed = format_duration(time.monotonic() - self._t0)
         return (
             f"{counts['complete']} done · {len(self.running)} running · "

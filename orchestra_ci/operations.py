@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from orchestra_ci.errors import OrchestraError, UsageError
+from orchestra_ci.errors import UsageError
 from orchestra_ci.presets import agent_names
 from orchestra_ci.record import (
     FINISHED,
@@ -65,6 +65,13 @@ def start_task(
     return tid
 
 
+def _still_stopping(store: Store, record: TaskRecord) -> bool:
+    """A finished task whose last attempt a live runner is still winding down (after a
+    ``cancel``): the runner writes the record once more, so leave it alone until then."""
+    runner = record.get("runnerId")
+    return record["status"] in FINISHED and bool(runner) and store.runner_alive(str(runner))
+
+
 def retry_tasks(store: Store, task_id: str | None) -> list[str]:
     """Put a failed or cancelled task (or, with None, every failed one) back to pending,
     with the tasks that failed only because they were blocked by it."""
@@ -76,6 +83,10 @@ def retry_tasks(store: Store, task_id: str | None) -> list[str]:
                 raise UsageError(
                     f"task {task_id!r} is {record['status']}; only failed or cancelled tasks "
                     "can be retried"
+                )
+            if _still_stopping(store, record):
+                raise UsageError(
+                    f"task {task_id!r} is still being stopped by its runner; try again shortly"
                 )
             chosen = {task_id}
         else:
@@ -106,7 +117,7 @@ def cancel_task(store: Store, task_id: str, grace: float = 5.0) -> str:
         nonlocal previous
         previous = record["status"]
         if previous in FINISHED:
-            raise OrchestraError(f"task {task_id!r} is already {previous}")
+            raise UsageError(f"task {task_id!r} is already {previous}")
         record["status"] = "cancelled"
         record["completedAt"] = now_iso()
         record["errorMessage"] = "cancelled"
@@ -116,11 +127,47 @@ def cancel_task(store: Store, task_id: str, grace: float = 5.0) -> str:
         pid = store.read_pid(task_id)
     attempts = record.get("attempts") or []
     marker = attempts[-1].get("marker") if attempts else None
-    if previous == "running" and pid and marker:
-        from orchestra_ci.process import kill_attempt  # asyncio is not needed otherwise
+    if previous == "running" and marker:
+        if pid is None:
+            # Claimed but not started yet: the runner writes the pid right after the spawn.
+            pid = _wait_for_pid(store, task_id, record.get("runnerId"), _PID_WAIT)
+        if pid is not None:
+            from orchestra_ci.process import kill_attempt  # asyncio is not needed otherwise
 
-        kill_attempt(pid, marker, grace)
+            kill_attempt(pid, marker, grace)
     return previous
+
+
+_PID_WAIT = 10.0
+
+
+def _wait_for_pid(store: Store, task_id: str, runner_id: str | None, limit: float) -> int | None:
+    """The pid of the attempt being started, or None once it cannot start any more
+    (the attempt ended, the runner is gone, the record was removed, or ``limit`` passed)."""
+    deadline = time.monotonic() + limit
+    while True:
+        pid = store.read_pid(task_id)
+        if pid is not None:
+            return pid
+        record = store.read(task_id)
+        attempts = (record.get("attempts") or []) if record else []
+        if (
+            record is None
+            or not attempts
+            or "endedAt" in attempts[-1]
+            or not runner_id
+            or not store.runner_alive(runner_id)
+            or time.monotonic() >= deadline
+        ):
+            return None
+        time.sleep(0.02)
+
+
+def _time(value: object) -> float | None:
+    try:
+        return timestamp(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def set_timeout(store: Store, task_id: str, seconds: float) -> None:
@@ -145,11 +192,12 @@ def clean_tasks(
     removed = []
     with store.locked():
         for record in store.all():
-            if record["status"] not in wanted:
+            if record["status"] not in wanted or _still_stopping(store, record):
                 continue
-            finished = timestamp(record.get("completedAt") or record.get("createdAt"))
-            if cutoff is not None and finished is not None and finished > cutoff:
-                continue
+            if cutoff is not None:
+                finished = _time(record.get("completedAt") or record.get("createdAt"))
+                if finished is None or finished > cutoff:
+                    continue  # only tasks known to be old enough
             store.delete(record["taskId"])
             removed.append(record["taskId"])
     return sorted(removed)

@@ -70,8 +70,9 @@ def resolve_command(command: str, env: dict[str, str]) -> str | None:
     return shutil.which(command, path=env.get("PATH", os.defpath))
 
 
-def marked_pids(marker: str) -> list[int]:
-    """Processes whose environment carries ``MARKER_VAR=marker`` (Linux /proc)."""
+def attempt_pids(pgid: int, marker: str) -> list[int]:
+    """Live (non-zombie) processes of an attempt: in its process group, or carrying its
+    marker in their environment after leaving the group. Reads Linux /proc."""
     needle = f"{MARKER_VAR}={marker}\0".encode()
     found = []
     try:
@@ -83,42 +84,48 @@ def marked_pids(marker: str) -> list[int]:
         if not entry.isdigit() or int(entry) == own:
             continue
         try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if fields[0] == b"Z":
+                continue
+            if int(fields[2]) == pgid:
+                found.append(int(entry))
+                continue
             with open(f"/proc/{entry}/environ", "rb") as f:
                 if needle in f.read():
                     found.append(int(entry))
-        except OSError:
+        except (OSError, IndexError, ValueError):
             continue
     return found
 
 
 def _signal_all(pgid: int, marker: str, sig: int) -> bool:
-    """Send ``sig`` to the group and to marked strays; True if anything was alive."""
-    alive = False
+    """Send ``sig`` to the attempt's processes; True if any was alive."""
+    pids = attempt_pids(pgid, marker)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-        alive = True
-    for pid in marked_pids(marker):
+    for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-            alive = True
-    return alive
+    return bool(pids)
 
 
 def kill_attempt(pgid: int, marker: str, grace: float) -> None:
     """SIGTERM everything of an attempt, wait up to ``grace``, then SIGKILL what is left.
 
-    Blocking; the runner calls it in a thread, the CLI (``cancel``) and recovery directly.
+    Zombies count as gone: the agent itself may be an exited child its runner has not
+    reaped yet. Blocking; the runner calls it in a thread, ``cancel`` and recovery directly.
     """
     if not _signal_all(pgid, marker, signal.SIGTERM):
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
         time.sleep(0.05)
-        if not _group_alive(pgid) and not marked_pids(marker):
+        if not attempt_pids(pgid, marker):
             return
     _signal_all(pgid, marker, signal.SIGKILL)
     deadline = time.monotonic() + 1.0
-    while _group_alive(pgid) and time.monotonic() < deadline:
+    while attempt_pids(pgid, marker) and time.monotonic() < deadline:
         time.sleep(0.01)
 
 

@@ -4,6 +4,7 @@ Precedence: CLI flags > ``ORCHESTRA_*`` variables > ``.orchestra/config.yml`` > 
 """
 
 from contextvars import ContextVar
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -24,6 +25,21 @@ CONFIG_FILE = ".orchestra/config.yml"
 _config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
 
 
+class _ConfigFile(YamlConfigSettingsSource):
+    """``config.yml``: a YAML mapping; syntax errors and other shapes become ValueError."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        import yaml
+
+        try:
+            data = super()._read_file(file_path)
+        except yaml.YAMLError as exc:
+            raise ValueError("invalid YAML: " + " ".join(str(exc).split())) from None
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a mapping of settings, got {type(data).__name__}")
+        return data
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ORCHESTRA_", extra="ignore", frozen=True)
 
@@ -39,7 +55,7 @@ class Settings(BaseSettings):
     backoff_max: Duration = 600.0
     fail_on_pending: bool = False
     log_cap_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
-    progress_interval: Duration = 10.0
+    progress_interval: Duration = 5.0
     daemon_interval: Duration = 2.0
 
     @classmethod
@@ -54,7 +70,7 @@ class Settings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = _config_file.get()
         if config is not None and config.is_file():
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=config))
+            sources.append(_ConfigFile(settings_cls, yaml_file=config))
         return tuple(sources)
 
 

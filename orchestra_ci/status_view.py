@@ -5,36 +5,62 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 from orchestra_ci.durations import format_duration
-from orchestra_ci.errors import StoreError
+from orchestra_ci.errors import StoreError, TaskNotFound
 from orchestra_ci.record import TaskRecord, timestamp
-from orchestra_ci.store import Store
+from orchestra_ci.store import Store, check_task_id_or_missing
+
+
+def _read_object(path: Path) -> bytes | None:
+    """A stored record's bytes (None if it is gone), checked to look like a JSON object."""
+    try:
+        data = path.read_bytes().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not (data.startswith(b"{") and data.endswith(b"}")):
+        raise StoreError(f"{path}: not a JSON object")
+    return data
 
 
 def raw_json_array(store: Store) -> bytes:
     """Every record exactly as stored, as one JSON array, sorted by task id.
 
     Records are joined without being parsed, which keeps ``status --json`` fast on large
-    queues; each is still checked to be a JSON object."""
+    queues; each is still checked to look like a JSON object."""
     parts = []
     for task_id in sorted(store.ids()):
-        path = store.record_path(task_id)
-        try:
-            data = path.read_bytes().strip()
-        except FileNotFoundError:
-            continue
-        if not (data.startswith(b"{") and data.endswith(b"}")):
-            raise StoreError(f"{path}: not a JSON object")
-        parts.append(data)
+        data = _read_object(store.record_path(task_id))
+        if data is not None:
+            parts.append(data)
     return b"[" + b",\n".join(parts) + b"]\n"
 
 
+def raw_json_object(store: Store, task_id: str) -> bytes:
+    """One record exactly as stored, newline-terminated."""
+    check_task_id_or_missing(task_id)
+    data = _read_object(store.record_path(task_id))
+    if data is None:
+        raise TaskNotFound(task_id)
+    return data + b"\n"
+
+
+def _time(value: object) -> float | None:
+    """A stored timestamp in seconds; None when missing or not one we can read."""
+    try:
+        return timestamp(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
 def _age(record: TaskRecord) -> str:
-    start = timestamp(record.get("startedAt"))
+    start = _time(record.get("startedAt"))
     if start is None:
         return "-"
-    end = timestamp(record.get("completedAt")) if record["status"] != "running" else None
+    end = _time(record.get("completedAt")) if record["status"] != "running" else None
     return format_duration((end or time.time()) - start)
 
 
@@ -47,7 +73,7 @@ def table(records: Sequence[TaskRecord]) -> str:
     if not records:
         return "no tasks in the queue\n"
     order = {"running": 0, "pending": 1, "failed": 2, "cancelled": 3, "complete": 4}
-    rows = sorted(records, key=lambda r: (order.get(r["status"], 9), r.get("createdAt", "")))
+    rows = sorted(records, key=lambda r: (order.get(r["status"], 9), str(r.get("createdAt") or "")))
     width = max(40, os.get_terminal_size(2).columns if os.isatty(2) else 100)
     id_w = min(40, max(len(r["taskId"]) for r in rows))
     lines = [f"{'ID':<{id_w}}  {'STATUS':<9}  {'AGENT':<8}  TRIES  {'TIME':>6}  DETAIL"]
@@ -89,8 +115,8 @@ def detail(record: TaskRecord) -> str:
     lines.append("prompt: " + _oneline(record["prompt"], 200))
     for a in record.get("attempts") or []:
         lines.append(
-            f"attempt {a['number']}: {a.get('outcome', 'running')} agent={a['agent']} "
-            f"exit={a.get('exitCode')} {a['startedAt']} -> {a.get('endedAt', '')}"
+            f"attempt {a.get('number')}: {a.get('outcome', 'running')} agent={a.get('agent')} "
+            f"exit={a.get('exitCode')} {a.get('startedAt')} -> {a.get('endedAt', '')}"
             + (f" ({a['error']})" if a.get("error") else "")
         )
     return "\n".join(lines) + "\n"

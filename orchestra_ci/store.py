@@ -30,6 +30,8 @@ def _read_json(path: Path) -> Any:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise StoreError(f"{path}: not valid JSON ({exc})") from None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 class Store:
@@ -70,7 +72,11 @@ class Store:
         if self._lock_depth == 0:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.dir / "queue.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(fd)
+                raise
             self._lock_fd = fd
         self._lock_depth += 1
         try:

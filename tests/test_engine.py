@@ -210,7 +210,7 @@ def test_two_runners_never_run_the_same_attempt(root: Path) -> None:
         root,
         "defaults: {agent: fake}\ntasks:\n"
         + "".join(
-            f"  - {{id: t{n:02d}, prompt: 'record={record_file} sleep=0.05'}}\n" for n in range(40)
+            f"  - {{id: t{n:02d}, prompt: 'record={record_file} sleep=0.2'}}\n" for n in range(40)
         ),
     )
     cmd = [sys.executable, "-m", "orchestra_ci", "--root", str(root), "run", "--parallel", "4"]

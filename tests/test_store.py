@@ -1,0 +1,462 @@
+"""orchestra_ci.store: records, the queue lock, sentinels and runner leases."""
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestra_ci.errors import StoreError, TaskNotFound, UsageError
+from orchestra_ci.record import TaskRecord, new_record, parse_time
+from orchestra_ci.store import RunnerLease, Store
+
+
+def alive(pid: int) -> bool:
+    """True if ``pid`` is a live process (zombies waiting to be reaped do not count)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"
+
+
+def queue_lock_is_held(store: Store) -> bool:
+    """Try the queue lock on a fresh open file description (flock conflicts even in-process)."""
+    fd = os.open(store.dir / "queue.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        assert exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN)
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def add(store: Store, task_id: str, **fields: object) -> TaskRecord:
+    record = new_record(task_id, "fake", f"prompt of {task_id}")
+    record.update(fields)  # type: ignore[typeddict-item]
+    assert store.create(record)
+    return record
+
+
+# -- records ------------------------------------------------------------------------------
+
+
+def test_create_then_read_get_all_ids(store: Store) -> None:
+    a = add(store, "a", priority=5)
+    add(store, "b")
+    assert store.read("a") == a
+    assert store.get("a") == a
+    assert sorted(store.ids()) == ["a", "b"]
+    assert sorted(r["taskId"] for r in store.all()) == ["a", "b"]
+    assert json.loads(store.record_path("a").read_text()) == a
+
+
+def test_create_makes_the_directories(tmp_path: Path) -> None:
+    store = Store(tmp_path / "fresh")
+    assert store.ids() == []
+    assert store.all() == []
+    assert store.create(new_record("t1", "fake", "p"))
+    assert store.ids() == ["t1"]
+
+
+def test_create_refuses_an_existing_id_and_keeps_the_original(store: Store) -> None:
+    add(store, "dup")
+    other = new_record("dup", "other-agent", "another prompt")
+    assert store.create(other) is False
+    assert store.get("dup")["agent"] == "fake"
+    assert store.get("dup")["prompt"] == "prompt of dup"
+
+
+def test_ids_ignore_sentinels_logs_and_temp_files(store: Store) -> None:
+    add(store, "real")
+    (store.tasks_dir / "real.done").write_text("x")
+    (store.tasks_dir / "real.pid").write_text("1")
+    (store.tasks_dir / ".real.json.123.abcd.tmp").write_text("{")
+    store.log_path("real").write_text("log")
+    assert store.ids() == ["real"]
+    assert [r["taskId"] for r in store.all()] == ["real"]
+
+
+def test_read_missing_returns_none_and_get_raises(store: Store) -> None:
+    assert store.read("nope") is None
+    with pytest.raises(TaskNotFound, match="nope"):
+        store.get("nope")
+
+
+@pytest.mark.parametrize("bad_id", ["", "../outside", "a/b", ".", "..", "x" * 101, "sp ace"])
+def test_get_of_a_malformed_id_is_task_not_found(store: Store, bad_id: str) -> None:
+    (store.root / "outside.json").write_text(json.dumps(new_record("outside", "fake", "p")))
+    with pytest.raises(TaskNotFound) as info:
+        store.get(bad_id)
+    assert isinstance(info.value, UsageError)
+    assert info.value.exit_code == 2
+
+
+def test_write_persists_and_keeps_unknown_fields(store: Store) -> None:
+    record = add(store, "t")
+    record["status"] = "running"
+    record["customField"] = {"nested": [1, 2]}  # type: ignore[typeddict-unknown-key]
+    store.write(record)
+    again = store.get("t")
+    assert again["status"] == "running"
+    assert again["customField"] == {"nested": [1, 2]}  # type: ignore[typeddict-item]
+    parse_time(again["updatedAt"])  # a valid timestamp
+
+
+def test_update_changes_returns_and_persists(store: Store) -> None:
+    add(store, "t", foreign="kept")
+
+    def change(r: TaskRecord) -> None:
+        r["status"] = "failed"
+        r["errorMessage"] = "boom"
+
+    returned = store.update("t", change)
+    assert returned["status"] == "failed"
+    on_disk = store.get("t")
+    assert on_disk == returned
+    assert on_disk["errorMessage"] == "boom"
+    assert on_disk["foreign"] == "kept"  # type: ignore[typeddict-item]
+
+
+def test_update_that_raises_writes_nothing_and_releases_the_lock(store: Store) -> None:
+    add(store, "t")
+    before = store.record_path("t").read_bytes()
+
+    def change(r: TaskRecord) -> None:
+        r["status"] = "complete"
+        raise RuntimeError("changed my mind")
+
+    with pytest.raises(RuntimeError):
+        store.update("t", change)
+    assert store.record_path("t").read_bytes() == before
+    assert not queue_lock_is_held(store)
+
+
+def test_update_of_a_missing_task_raises(store: Store) -> None:
+    with pytest.raises(TaskNotFound):
+        store.update("ghost", lambda r: None)
+    assert not store.record_path("ghost").exists()
+
+
+def test_delete_removes_every_file_of_the_task(store: Store) -> None:
+    add(store, "gone")
+    add(store, "stays")
+    store.write_done("gone")
+    store.write_error("gone", "e")
+    store.write_pid("gone", 1)
+    store.log_path("gone").write_text("log")
+    store.patches_dir.mkdir(parents=True)
+    (store.patches_dir / "gone.patch").write_text("diff")
+    (store.worktrees_dir / "gone" / "sub").mkdir(parents=True)
+    store.write_done("stays")
+    store.log_path("stays").write_text("log")
+
+    store.delete("gone")
+
+    assert store.ids() == ["stays"]
+    assert sorted(os.listdir(store.tasks_dir)) == ["stays.done", "stays.json"]
+    assert os.listdir(store.logs_dir) == ["stays.log"]
+    assert os.listdir(store.patches_dir) == []
+    assert not (store.worktrees_dir / "gone").exists()
+    store.delete("gone")  # deleting again is harmless
+
+
+def test_corrupt_record_raises_store_error_naming_the_file(store: Store) -> None:
+    add(store, "good")
+    path = store.record_path("bad")
+    path.write_text('{"taskId": "bad", "status": ')
+    for call in (lambda: store.read("bad"), lambda: store.get("bad"), store.all):
+        with pytest.raises(StoreError) as info:
+            call()
+        assert str(path) in str(info.value)
+        assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content", [b"[1, 2]", b'{"status": "pending"}', b"\xff\xfe\x00", b""])
+def test_record_that_is_not_a_task_raises_store_error(store: Store, content: bytes) -> None:
+    path = store.record_path("odd")
+    path.write_bytes(content)
+    with pytest.raises(StoreError, match=str(path)):
+        store.read("odd")
+
+
+def test_unreadable_record_raises_store_error_naming_the_file(store: Store) -> None:
+    path = store.record_path("dir")
+    path.mkdir()
+    with pytest.raises(StoreError, match=str(path)):
+        store.read("dir")
+    with pytest.raises(StoreError, match=str(path)):
+        store.all()
+
+
+# -- the queue lock -------------------------------------------------------------------------
+
+
+def set_priority_7(record: TaskRecord) -> None:
+    record["priority"] = 7
+
+
+@pytest.mark.timeout(20)
+def test_lock_is_reentrant_within_a_process(store: Store) -> None:
+    add(store, "t")
+    assert not queue_lock_is_held(store)
+    with store.locked():
+        assert queue_lock_is_held(store)
+        with store.locked():
+            store.update("t", set_priority_7)  # takes the lock a third time
+        assert queue_lock_is_held(store)  # the inner exits did not release the outer hold
+        assert store.get("t")["priority"] == 7
+    assert not queue_lock_is_held(store)
+
+
+def open_descriptors_on(path: Path) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path.resolve())
+    return count
+
+
+def test_interrupted_lock_wait_leaks_no_descriptor_and_leaves_the_lock_usable(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def interrupted(fd: int, operation: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fcntl, "flock", interrupted)
+    with pytest.raises(KeyboardInterrupt), store.locked():
+        pass
+    monkeypatch.undo()
+    assert open_descriptors_on(store.dir / "queue.lock") == 0
+    with store.locked():
+        assert queue_lock_is_held(store)
+    assert not queue_lock_is_held(store)
+
+
+COUNTER = textwrap.dedent(
+    """
+    import os, sys, time
+    from pathlib import Path
+    from orchestra_ci.store import Store
+    root, go, me = sys.argv[1], sys.argv[2], sys.argv[3]
+    store = Store(Path(root))
+    open(go + "." + me, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.001)
+
+    def bump(record):
+        record["counter"] = record.get("counter", 0) + 1
+
+    for _ in range(100):
+        store.update("shared", bump)
+    """
+)
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_updates_from_four_processes_lose_nothing(store: Store) -> None:
+    add(store, "shared", counter=0)
+    go = store.root / "go"
+    names = [f"w{i}" for i in range(4)]
+    workers = [
+        subprocess.Popen([sys.executable, "-c", COUNTER, str(store.root), str(go), name])
+        for name in names
+    ]
+    try:
+        while not all((store.root / f"go.{name}").exists() for name in names):
+            assert all(w.poll() is None for w in workers), "a worker died before the start"
+        go.touch()
+        codes = [w.wait(timeout=50) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+    assert codes == [0, 0, 0, 0]
+    assert store.get("shared")["counter"] == 400  # type: ignore[typeddict-item]
+    assert sorted(os.listdir(store.tasks_dir)) == ["shared.json"]
+
+
+# -- sentinels ------------------------------------------------------------------------------
+
+
+def test_write_done(store: Store) -> None:
+    store.write_done("t")
+    path = store.sentinel("t", "done")
+    assert path == store.tasks_dir / "t.done"
+    parse_time(path.read_text().strip())
+
+
+def test_write_error_and_read_error(store: Store) -> None:
+    store.write_error("t", "agent exited with code 3", "last lines of output")
+    body = json.loads(store.sentinel("t", "error").read_text())
+    assert body["error"] == "agent exited with code 3"
+    assert body["details"] == "last lines of output"
+    parse_time(body["timestamp"])
+    assert store.read_error("t") == body
+
+
+def test_read_error_of_an_agent_json_error(store: Store) -> None:
+    store.sentinel("t", "error").write_text(json.dumps({"error": "quota", "extra": 1}))
+    assert store.read_error("t") == {"error": "quota", "extra": 1}
+
+
+def test_read_error_turns_agent_free_text_into_error(store: Store) -> None:
+    store.sentinel("t", "error").write_text("  could not push: permission denied\n")
+    result = store.read_error("t")
+    assert result is not None
+    assert result["error"] == "could not push: permission denied"
+
+
+@pytest.mark.parametrize("content", [b"", b"\n  \n", b"\xff\xfe bad bytes"])
+def test_read_error_of_empty_or_binary_text_still_gives_an_error(
+    store: Store, content: bytes
+) -> None:
+    store.sentinel("t", "error").write_bytes(content)
+    result = store.read_error("t")
+    assert result is not None
+    assert isinstance(result["error"], str) and result["error"].strip()
+
+
+def test_read_error_without_a_file_is_none(store: Store) -> None:
+    assert store.read_error("t") is None
+
+
+def test_clear_sentinels(store: Store) -> None:
+    add(store, "t")
+    store.write_done("t")
+    store.write_error("t", "e")
+    store.write_pid("t", 42)
+    store.log_path("t").write_text("log")
+    store.clear_sentinels("t")
+    assert sorted(os.listdir(store.tasks_dir)) == ["t.json"]
+    assert store.log_path("t").exists()
+    store.clear_sentinels("t")  # nothing left to clear is fine
+
+
+def test_write_pid_and_read_pid(store: Store) -> None:
+    assert store.read_pid("t") is None
+    store.write_pid("t", 12345)
+    assert store.read_pid("t") == 12345
+    store.write_pid("t", 7)
+    assert store.read_pid("t") == 7
+    store.sentinel("t", "pid").write_text("not a pid\n")
+    assert store.read_pid("t") is None
+
+
+# -- runner leases --------------------------------------------------------------------------
+
+HOLDER = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    from pathlib import Path
+    from orchestra_ci.store import RunnerLease, Store
+    lease = RunnerLease(Store(Path(sys.argv[1])), sys.argv[2])
+    if sys.argv[3] == "child":
+        child = subprocess.Popen(["sleep", "60"], close_fds=False, stdout=subprocess.DEVNULL)
+        print(child.pid, flush=True)
+    else:
+        print(0, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.fixture
+def holders() -> Iterator[list[subprocess.Popen[str]]]:
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for proc in started:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def start_holder(
+    store: Store, runner_id: str, mode: str, holders: list[subprocess.Popen[str]]
+) -> tuple[subprocess.Popen[str], int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(store.root), runner_id, mode],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    holders.append(proc)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    assert line, "the lease holder died"
+    return proc, int(line)
+
+
+def test_runner_alive_while_another_process_holds_the_lease(
+    store: Store, holders: list[subprocess.Popen[str]]
+) -> None:
+    proc, _ = start_holder(store, "runner-1", "plain", holders)
+    lock = store.runners_dir / "runner-1.lock"
+    assert store.runner_alive("runner-1")
+    assert store.runner_alive("runner-1")  # asking does not take the lease away
+    assert lock.exists()
+    assert not store.runner_alive("runner-2")
+
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+    assert not store.runner_alive("runner-1")
+    assert not lock.exists()
+    assert not store.runner_alive("runner-1")
+
+
+def test_a_killed_runners_surviving_child_does_not_keep_it_alive(
+    store: Store, holders: list[subprocess.Popen[str]]
+) -> None:
+    proc, child_pid = start_holder(store, "runner-c", "child", holders)
+    try:
+        assert store.runner_alive("runner-c")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert alive(child_pid)
+        assert not store.runner_alive("runner-c")
+        assert not (store.runners_dir / "runner-c.lock").exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child_pid, signal.SIGKILL)
+
+
+def test_lease_in_this_process_and_release(store: Store) -> None:
+    lease = RunnerLease(store, "me")
+    assert store.runner_alive("me")
+    assert (store.runners_dir / "me.lock").read_text().strip() == str(os.getpid())
+    lease.release()
+    assert not store.runner_alive("me")
+    assert not (store.runners_dir / "me.lock").exists()
+    lease.release()  # twice is harmless
+
+
+def test_lease_descriptor_is_not_inherited_by_children(store: Store) -> None:
+    lease = RunnerLease(store, "parent")
+    lock = (store.runners_dir / "parent.lock").resolve()
+    child = subprocess.Popen(["sleep", "30"], close_fds=False)
+    try:
+        open_files = []
+        for fd in os.listdir(f"/proc/{child.pid}/fd"):
+            with contextlib.suppress(FileNotFoundError):
+                open_files.append(os.readlink(f"/proc/{child.pid}/fd/{fd}"))
+        assert str(lock) not in open_files
+        lease.release()
+        assert child.poll() is None
+        assert not store.runner_alive("parent")
+    finally:
+        lease.release()
+        child.kill()
+        child.wait()
