@@ -6,8 +6,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,27 +15,10 @@ import pytest
 from orchestra_ci import __version__
 from orchestra_ci.record import new_record
 from orchestra_ci.store import Store
-from tests.conftest import FAKE_AGENT, CliRunner, cli_env, records, write_tasks
+from tests.conftest import FAKE_AGENT, CliRunner, alive, cli_env, records, wait_for, write_tasks
 
 TASK_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")
 DEADLINE = 30.0
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` is a live process (zombies waiting to be reaped do not count)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def assert_usage_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:

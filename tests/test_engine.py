@@ -10,16 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CliRunner, cli_env, records, write_tasks
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` is a live process (zombies waiting to be reaped do not count)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
+from tests.conftest import CliRunner, alive, cli_env, records, write_tasks
 
 
 def attempts_per_task(log: Path) -> dict[str, list[str]]:

@@ -5,8 +5,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,25 +24,9 @@ from orchestra_ci.presets import PRESETS, agent_names
 from orchestra_ci.process import MARKER_VAR, kill_attempt
 from orchestra_ci.record import FINISHED, TaskRecord, new_record, now_iso
 from orchestra_ci.store import RunnerLease, Store
+from tests.conftest import alive, wait_for
 
 DEADLINE = 30.0
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` is a live process (zombies waiting to be reaped do not count)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def put(store: Store, task_id: str, status: str = "pending", **fields: Any) -> TaskRecord:

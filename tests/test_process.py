@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestra_ci.process import Control, Launch, ProcessResult, run_attempt
-from tests.test_engine import alive
+from tests.conftest import alive
 
 FAKE = [sys.executable, "-m", "orchestra_ci.testing.fake_agent"]
 

@@ -17,15 +17,7 @@ import pytest
 from orchestra_ci.errors import StoreError, TaskNotFound, UsageError
 from orchestra_ci.record import TaskRecord, new_record, parse_time
 from orchestra_ci.store import RunnerLease, Store
-
-
-def alive(pid: int) -> bool:
-    """True if ``pid`` is a live process (zombies waiting to be reaped do not count)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state != "Z"
+from tests.conftest import alive
 
 
 def queue_lock_is_held(store: Store) -> bool:
