@@ -220,16 +220,18 @@ class Engine:
         return not self._waiting_on_others()
 
     def _launch_ready(self) -> None:
-        free = self.settings.parallel - len(self.running)
-        if free <= 0:
-            return
-        for task_id in self.scheduler.take(time.time(), free):
-            record = self._claim(task_id)
-            if record is None:
-                continue
-            control = Control()
-            future = asyncio.ensure_future(self._attempt(record, control))
-            self.running[task_id] = _Running(task_id, control, future)
+        """Fill free slots; a task another runner took meanwhile does not use up a slot."""
+        while (free := self.settings.parallel - len(self.running)) > 0:
+            candidates = self.scheduler.take(time.time(), free)
+            if not candidates:
+                return
+            for task_id in candidates:
+                record = self._claim(task_id)
+                if record is None:
+                    continue
+                control = Control()
+                future = asyncio.ensure_future(self._attempt(record, control))
+                self.running[task_id] = _Running(task_id, control, future)
 
     def _claim(self, task_id: str) -> TaskRecord | None:
         """Take the task for this runner, if it is still pending and due, atomically."""
