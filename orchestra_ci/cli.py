@@ -146,10 +146,9 @@ def _run_engine(args: argparse.Namespace, *, daemon: bool, **overrides: Any) -> 
         outcome = asyncio.run(engine.run())
     finally:
         console.close()
-    print(
-        f"{PROG}: " + ", ".join(f"{v} {k}" for k, v in outcome.report.totals.items()),
-        file=sys.stderr,
-    )
+    from orchestra_ci.summary import text
+
+    sys.stdout.write(text(outcome.report, str(store.results_path.relative_to(store.root))))
     if daemon and engine.stop_signal is not None:
         return 0
     return outcome.exit_code
