@@ -136,7 +136,7 @@ def _run_engine(args: argparse.Namespace, *, daemon: bool, **overrides: Any) -> 
     if getattr(args, "dry_run", False):
         return _dry_run(store, agents, specs)
     enqueue(store, specs, agents)
-    check_queue(store.all(), agents)
+    check_queue(store.all(), agents, root=store.root)
     console = Console()
     log.configure(console, settings.log_format)
     engine = Engine(
@@ -164,7 +164,7 @@ def _dry_run(store: Any, agents: Any, specs: list[Any]) -> int:
             records[spec.id] = new_record(
                 spec.id, spec.agent, spec.prompt, depends_on=spec.depends_on, priority=spec.priority
             )
-    check_queue(records.values(), agents)
+    check_queue(records.values(), agents, root=store.root)
     pending = sorted(
         (r for r in records.values() if r["status"] == "pending"),
         key=lambda r: (-(r.get("priority") or 0), r["taskId"]),

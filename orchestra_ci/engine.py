@@ -21,6 +21,7 @@ import structlog
 from orchestra_ci import atomic, report
 from orchestra_ci.agents import AgentSpec, render_argv, render_prompt
 from orchestra_ci.durations import format_duration
+from orchestra_ci.errors import UsageError
 from orchestra_ci.outcome import AttemptResult, Verdict, classify
 from orchestra_ci.process import Control, Launch, kill_attempt, run_attempt
 from orchestra_ci.record import TaskRecord, now_iso
@@ -63,6 +64,7 @@ class Engine:
         self.running: dict[str, _Running] = {}
         self.failed: set[str] = set()
         self.stop_signal: int | None = None
+        self.internal_errors = 0
         self.started_at = now_iso()
         self._t0 = time.monotonic()
         self.deadline: float | None = (
@@ -90,7 +92,14 @@ class Engine:
                 budget=self.settings.time_budget,
                 tasks=len(self.scheduler.status),
             )
-            await self._loop()
+            try:
+                await self._loop()
+            except BaseException:
+                self._stop_all(0.0)
+                await asyncio.gather(
+                    *(r.future for r in self.running.values()), return_exceptions=True
+                )
+                raise
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -286,7 +295,11 @@ class Engine:
         timeout = record.get("timeout") or spec.timeout or self.settings.timeout
         log.info("task started", task=task_id, attempt=attempt["number"], agent=record["agent"])
         try:
-            prompt = render_prompt(spec, record["prompt"], values, self.store.root)
+            try:
+                prompt = render_prompt(spec, record["prompt"], values, self.store.root)
+            except UsageError as exc:  # e.g. its prompt template is gone
+                self._finish(task_id, Verdict("not_found", str(exc)), None, None, b"")
+                return
             launch = Launch(
                 argv=render_argv(spec, prompt, values),
                 cwd=self.store.root,
@@ -322,9 +335,13 @@ class Engine:
                 spec.completion,
             )
             self._finish(task_id, verdict, result.exit_code, result.pid, result.tail)
-        except Exception as exc:  # an engine fault must not lose the task
-            log.exception("attempt crashed", task=task_id)
-            self._finish(task_id, Verdict("interrupted", f"internal error: {exc}"), None, None, b"")
+        except Exception as exc:
+            # An engine fault (e.g. the disk is full) fails the attempt, never loops on it;
+            # if even that cannot be written, the next run recovers the task.
+            log.exception("attempt crashed", task=task_id, error=str(exc))
+            self.internal_errors += 1
+            with contextlib.suppress(Exception):
+                self._finish(task_id, Verdict("failed", f"internal error: {exc}"), None, None, b"")
         finally:
             self.running.pop(task_id, None)
             self._wake.set()
@@ -455,7 +472,7 @@ class Engine:
     def _exit_code(self) -> int:
         if self.stop_signal is not None:
             return 128 + self.stop_signal
-        if self.failed:
+        if self.failed or self.internal_errors:
             return 1
         if self.settings.fail_on_pending and self.scheduler.count("pending"):
             return 1

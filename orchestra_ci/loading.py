@@ -2,6 +2,7 @@
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from orchestra_ci.agents import AgentSpec, require_agent
 from orchestra_ci.errors import UsageError
@@ -32,22 +33,31 @@ def _spec_fields(spec: TaskSpec) -> dict[str, object]:
 
 
 def check_queue(
-    records: Iterable[TaskRecord], agents: dict[str, AgentSpec], where: str = "queue"
+    records: Iterable[TaskRecord],
+    agents: dict[str, AgentSpec],
+    where: str = "queue",
+    root: Path | None = None,
 ) -> None:
-    """Reject what would make a run fail before it starts: unknown agents or
-    dependencies, and dependency cycles (among tasks that can still run)."""
+    """Reject what would make a run fail before it starts: unknown agents, missing prompt
+    templates, unknown dependencies and dependency cycles (among tasks that can still run)."""
     by_id = {r["taskId"]: r for r in records}
     graph: dict[str, Sequence[str]] = {}
+    used: set[str] = set()
     for task_id, record in by_id.items():
         if record["status"] not in ("pending", "running"):
             continue
         origin = record.get("sourceFile") or where
         require_agent(agents, record["agent"], f"{origin}: task {task_id!r}")
+        used.add(record["agent"])
         deps = record.get("dependsOn") or []
         for dep in deps:
             if dep not in by_id:
                 raise UsageError(f"{origin}: task {task_id!r}: depends on unknown task {dep!r}")
         graph[task_id] = deps
+    for name in sorted(used):
+        template = agents[name].prompt_template_file
+        if template and root is not None and not (root / template).is_file():
+            raise UsageError(f"agent {name!r}: promptTemplateFile {template!r} not found")
     cycle = find_cycle(graph)
     if cycle:
         raise UsageError(f"{where}: dependency cycle: {' -> '.join(cycle)}")
@@ -81,7 +91,8 @@ def enqueue(store: Store, specs: Sequence[TaskSpec], agents: dict[str, AgentSpec
                 unchanged += 1
                 continue
             planned[spec.id] = record
-        check_queue(planned.values(), agents, where=specs[0].source_file if specs else "queue")
+        where = specs[0].source_file if specs else "queue"
+        check_queue(planned.values(), agents, where=where, root=store.root)
         added = updated = 0
         for kind, record in writes:
             if kind == "add":

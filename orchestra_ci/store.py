@@ -51,7 +51,10 @@ class Store:
 
     def ensure(self) -> "Store":
         for directory in (self.tasks_dir, self.logs_dir, self.runners_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {directory}: {exc.strerror or exc}") from None
         return self
 
     def record_path(self, task_id: str) -> Path:

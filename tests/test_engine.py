@@ -382,3 +382,32 @@ def test_results_written_with_os_environ_untouched(root: Path, cli: CliRunner) -
         "FROM_AGENT": "yes",
     }
     assert os.environ.get("FROM_RUNNER") is None
+
+
+def test_missing_prompt_template_is_a_configuration_error(root: Path, cli: CliRunner) -> None:
+    agents = json.loads((root / ".orchestra/agent-config.json").read_text())
+    agents["agents"]["templated"] = {
+        **agents["agents"]["fake"],
+        "promptTemplateFile": ".orchestra/prompts/missing.txt",
+    }
+    (root / ".orchestra/agent-config.json").write_text(json.dumps(agents))
+    write_tasks(root, "tasks:\n  - {id: a, agent: templated, prompt: x}\n")
+    result = cli("run")
+    assert result.returncode == 2
+    assert "promptTemplateFile '.orchestra/prompts/missing.txt' not found" in result.stderr
+    assert records(root) == {}
+
+
+def test_an_engine_fault_fails_the_attempt_instead_of_looping(root: Path, cli: CliRunner) -> None:
+    """With the log directory unusable every attempt breaks inside the runner: the task
+    must use up its retries and fail, and the run must end with exit 1."""
+    write_tasks(
+        root, "tasks:\n  - {id: a, agent: fake, prompt: x, max_retries: 1, backoff: 0.01}\n"
+    )
+    (root / ".orchestra/logs/a.log").mkdir(parents=True)  # the log cannot be opened
+    result = cli("run", timeout=60)
+    assert result.returncode == 1, result.stderr
+    task = records(root)["a"]
+    assert task["status"] == "failed"
+    assert [a["outcome"] for a in task["attempts"]] == ["failed", "failed"]
+    assert "internal error" in task["errorMessage"]
