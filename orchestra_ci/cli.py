@@ -52,7 +52,7 @@ def _config_file(root: Path, given: Path | None) -> Path | None:
     from orchestra_ci.presets import DEFAULT_CONFIG_FILE
 
     if given is not None:
-        return given if given.is_absolute() else Path.cwd() / given
+        return given if given.is_absolute() else root / given
     default = root / DEFAULT_CONFIG_FILE
     return default if default.is_file() else None
 
@@ -92,92 +92,53 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prepare(args: argparse.Namespace, **overrides: Any) -> tuple[Any, Any, Any, list[Any]]:
-    """Settings, store, agents and the task specs from the configured sources."""
-    from orchestra_ci.agents import load_agents
-    from orchestra_ci.settings import load_settings
-    from orchestra_ci.store import Store
-    from orchestra_ci.tasksfile import load_tasks_file
+def _abs(path: Path | None) -> Path | None:
+    """Paths given on the command line are relative to the current directory."""
+    return None if path is None else (path if path.is_absolute() else Path.cwd() / path)
 
-    settings = load_settings(
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
+    """Settings from flags (given ones win), ``ORCHESTRA_*``/GitHub variables, config.yml."""
+    from orchestra_ci.settings import load_settings
+
+    return load_settings(
         args.root,
         log_format=args.log_format,
-        tasks_file=getattr(args, "tasks_file", None),
-        agent_config=getattr(args, "agent_config", None),
+        tasks_file=_abs(getattr(args, "tasks_file", None)),
+        agent_config=_abs(getattr(args, "agent_config", None)),
+        issue_label=getattr(args, "issue_label", None),
+        repository=getattr(args, "repo", None),
+        github_token=getattr(args, "github_token", None),
         **overrides,
     )
-    store = Store(args.root)
-    agents = load_agents(_config_file(args.root, settings.agent_config))
-    tasks_file = settings.tasks_file
-    if tasks_file is None and (args.root / ".orchestra/tasks.yml").is_file():
-        tasks_file = args.root / ".orchestra/tasks.yml"
-    specs = load_tasks_file(tasks_file, args.root, settings.default_agent) if tasks_file else []
-    return settings, store, agents, specs
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    from orchestra_ci import batch
     from orchestra_ci.loading import enqueue
+    from orchestra_ci.store import Store
 
-    _, store, agents, specs = _prepare(args)
-    result = enqueue(store, specs, agents)
+    settings = _settings(args)
+    ctx = batch.connect_github(settings) if settings.issue_label else None
+    sources = batch.load_sources(args.root, settings, ctx)
+    result = enqueue(Store(args.root), sources.specs, batch.agents_for(args.root, settings))
     print(f"added {result.added}, updated {result.updated}, unchanged {result.unchanged}")
+    for number, reason in sources.skipped.items():
+        print(f"skipped issue #{number}: {reason}", file=sys.stderr)
     return 0
 
 
-def _run_engine(args: argparse.Namespace, *, daemon: bool, **overrides: Any) -> int:
-    import asyncio
-
-    from orchestra_ci import log
+def _batch(args: argparse.Namespace, *, daemon: bool, **overrides: Any) -> int:
+    from orchestra_ci import batch, log
     from orchestra_ci.console import Console
-    from orchestra_ci.engine import Engine
-    from orchestra_ci.loading import check_queue, enqueue
 
-    settings, store, agents, specs = _prepare(args, **overrides)
-    if getattr(args, "dry_run", False):
-        return _dry_run(store, agents, specs)
-    enqueue(store, specs, agents)
-    check_queue(store.all(), agents, root=store.root)
-    console = Console()
-    log.configure(console, settings.log_format)
-    engine = Engine(
-        store, agents, settings, daemon=daemon, on_progress=console.status if console.live else None
-    )
-    try:
-        outcome = asyncio.run(engine.run())
-    finally:
-        console.close()
-    from orchestra_ci.summary import text
-
-    sys.stdout.write(text(outcome.report, str(store.results_path.relative_to(store.root))))
-    if daemon and engine.stop_signal is not None:
-        return 0
-    return outcome.exit_code
-
-
-def _dry_run(store: Any, agents: Any, specs: list[Any]) -> int:
-    from orchestra_ci.loading import check_queue
-    from orchestra_ci.record import new_record
-
-    records = {r["taskId"]: r for r in store.all()}
-    for spec in specs:
-        if spec.id not in records or records[spec.id]["status"] == "pending":
-            records[spec.id] = new_record(
-                spec.id, spec.agent, spec.prompt, depends_on=spec.depends_on, priority=spec.priority
-            )
-    check_queue(records.values(), agents, root=store.root)
-    pending = sorted(
-        (r for r in records.values() if r["status"] == "pending"),
-        key=lambda r: (-(r.get("priority") or 0), r["taskId"]),
-    )
-    for r in pending:
-        deps = f" after {', '.join(r['dependsOn'])}" if r.get("dependsOn") else ""
-        print(f"would run {r['taskId']} with {r['agent']}{deps}")
-    print(f"{len(pending)} tasks would run (dry run: nothing was queued or started)")
-    return 0
+    settings = _settings(args, **overrides)
+    log.configure(Console(), settings.log_format)
+    return batch.run_batch(args.root, settings, daemon=daemon, dry=getattr(args, "dry_run", False))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return _run_engine(
+    return _batch(
         args,
         daemon=False,
         parallel=args.parallel,
@@ -189,9 +150,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    return _run_engine(
-        args, daemon=True, parallel=args.max_concurrent, daemon_interval=args.interval
-    )
+    return _batch(args, daemon=True, parallel=args.max_concurrent, daemon_interval=args.interval)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -323,13 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--priority", type=int, default=0)
     p.add_argument("--depends-on", nargs="+", default=[], metavar="ID")
 
-    p = add("load", cmd_load, "queue tasks from the tasks file")
-    p.add_argument("--tasks-file", type=Path)
-    p.add_argument("--agent-config", type=Path)
+    def sources(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tasks-file", type=Path)
+        p.add_argument("--agent-config", type=Path)
+        p.add_argument("--issue-label", help="also queue open issues carrying this label")
+        p.add_argument("--repo", metavar="OWNER/NAME", help="default: $GITHUB_REPOSITORY")
+        p.add_argument("--github-token", help="default: $GITHUB_TOKEN")
+
+    p = add("load", cmd_load, "queue tasks from the tasks file and labelled issues")
+    sources(p)
 
     p = add("run", cmd_run, "load, then run until the queue is drained or the budget is spent")
-    p.add_argument("--tasks-file", type=Path)
-    p.add_argument("--agent-config", type=Path)
+    sources(p)
     p.add_argument("--parallel", type=_positive_int)
     p.add_argument("--time-budget", type=_duration)
     p.add_argument("--grace", type=_duration)

@@ -57,6 +57,7 @@ class Engine:
     settings: Settings
     daemon: bool = False
     on_progress: Callable[[str], None] | None = None
+    on_change: Callable[[TaskRecord], None] | None = None
     runner_id: str = field(default_factory=lambda: f"r{os.getpid()}-{secrets.token_hex(4)}")
 
     def __post_init__(self) -> None:
@@ -277,6 +278,7 @@ class Engine:
             self.store.write(record)
         self.records[task_id] = record
         self.scheduler.started(task_id)
+        self._changed(record)
         return record
 
     # -- one attempt --------------------------------------------------------------------
@@ -404,7 +406,7 @@ class Engine:
             status_after = record["status"]
 
         with self.store.locked():
-            self.records[task_id] = self.store.update(task_id, apply)
+            self.records[task_id] = record = self.store.update(task_id, apply)
             if status_after == "complete" and not self.store.sentinel(task_id, "done").exists():
                 self.store.write_done(task_id)
             if status_after == "failed" and not self.store.sentinel(task_id, "error").exists():
@@ -412,6 +414,7 @@ class Engine:
                 self.store.write_error(task_id, redactor(verdict.error or "failed"), details)
             self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
         self.scheduler.finished(task_id, status_after, next_at)
+        self._changed(record)
         if status_after == "failed":
             self.failed.add(task_id)
         event = {
@@ -453,8 +456,16 @@ class Engine:
             self.records[blocked.task_id] = record
             if record["status"] == "failed":
                 self.store.write_error(blocked.task_id, blocked.message)
+        self._changed(record)
         self.failed.add(blocked.task_id)
         log.warning("task blocked", task=blocked.task_id, blocked_by=blocked.blocker)
+
+    def _changed(self, record: TaskRecord) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(record)
+            except Exception as exc:  # an observer never stops the run
+                log.warning("status observer failed", error=str(exc))
 
     # -- stopping -----------------------------------------------------------------------
 

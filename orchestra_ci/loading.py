@@ -78,9 +78,12 @@ def enqueue(store: Store, specs: Sequence[TaskSpec], agents: dict[str, AgentSpec
             fields = _spec_fields(spec)
             current = existing.get(spec.id)
             if current is None:
-                record = new_record(spec.id, spec.agent, spec.prompt, source="file")
+                record = new_record(spec.id, spec.agent, spec.prompt, source=spec.source)
                 record.update(fields)  # type: ignore[typeddict-item]
-                record["sourceFile"] = spec.source_file
+                if spec.source_file:
+                    record["sourceFile"] = spec.source_file
+                if spec.issue_number is not None:
+                    record["issueNumber"] = spec.issue_number
                 writes.append(("add", record))
             elif current["status"] == "pending" and any(
                 current.get(k) != v for k, v in fields.items()
@@ -91,7 +94,7 @@ def enqueue(store: Store, specs: Sequence[TaskSpec], agents: dict[str, AgentSpec
                 unchanged += 1
                 continue
             planned[spec.id] = record
-        where = specs[0].source_file if specs else "queue"
+        where = (specs[0].source_file or specs[0].source) if specs else "queue"
         check_queue(planned.values(), agents, where=where, root=store.root)
         added = updated = 0
         for kind, record in writes:

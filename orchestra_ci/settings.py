@@ -8,7 +8,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationError
+from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -57,6 +57,31 @@ class Settings(BaseSettings):
     log_cap_bytes: int = Field(default=50 * 1024 * 1024, ge=1024)
     progress_interval: Duration = 5.0
     daemon_interval: Duration = 2.0
+    max_retries: int = Field(default=3, ge=0, le=100)
+
+    # GitHub: the same variables the Actions runner sets, so a local run needs only those.
+    issue_label: str | None = None
+    issue_agent: str | None = None
+    repository: str | None = Field(
+        default=None, validation_alias=AliasChoices("repository", "GITHUB_REPOSITORY")
+    )
+    github_token: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("github_token", "ORCHESTRA_GITHUB_TOKEN", "GITHUB_TOKEN"),
+    )
+    api_url: str = Field(
+        default="https://api.github.com", validation_alias=AliasChoices("api_url", "GITHUB_API_URL")
+    )
+    trusted_users: str = ""
+    trusted_bots: str = ""
+    done_label: str = "orchestra:done"
+    failed_label: str = "orchestra:failed"
+    comments: bool = True
+    bot_login: str | None = None
+    github_max_wait: Duration = 300.0
+    github_min_interval: Duration = 0.25
+    github_write_interval: Duration = 1.0
+    artifact_name: str = "orchestra-results"
 
     @classmethod
     def settings_customise_sources(
@@ -72,6 +97,11 @@ class Settings(BaseSettings):
         if config is not None and config.is_file():
             sources.append(_ConfigFile(settings_cls, yaml_file=config))
         return tuple(sources)
+
+
+def split_list(value: str) -> list[str]:
+    """Comma- or newline-separated names from an input or variable."""
+    return [v.strip() for v in value.replace("\n", ",").split(",") if v.strip()]
 
 
 def load_settings(root: Path, **flags: Any) -> Settings:

@@ -21,3 +21,82 @@ def text(report: RunReport, results_path: str) -> str:
             lines.append(f"  failed  {task.id}: {task.error or 'failed'}")
     lines.append(f"report: {results_path}")
     return "\n".join(lines) + "\n"
+
+
+_ICONS = {"complete": "✅", "failed": "❌", "pending": "⏸️", "running": "⏳", "cancelled": "🚫"}
+_GANTT_TASKS = 60
+_TABLE_ROWS = 1000
+
+
+def _cell(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _gantt_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_. " else "-" for c in text)[:60] or "task"
+
+
+def gantt(report: RunReport) -> str:
+    """A mermaid gantt chart: one section per task, one bar per attempt."""
+    lines = ["```mermaid", "gantt", "  dateFormat x", "  axisFormat %H:%M:%S"]
+    shown = [t for t in report.tasks if t.attempts][:_GANTT_TASKS]
+    for task in shown:
+        lines.append(f"  section {_gantt_name(task.id)}")
+        for attempt in task.attempts:
+            start = timestamp(attempt.started_at)
+            end = timestamp(attempt.ended_at) or start
+            if start is None or end is None:
+                continue
+            tag = {"success": "done, ", "failed": "crit, ", "timeout": "crit, "}.get(
+                attempt.outcome or "", ""
+            )
+            name = _gantt_name(f"{attempt.agent} #{attempt.number} {attempt.outcome or ''}")
+            lines.append(
+                f"  {name} :{tag}{int(start * 1000)}, {int(max(end, start + 0.001) * 1000)}"
+            )
+    lines.append("```")
+    if not shown:
+        return ""
+    more = len([t for t in report.tasks if t.attempts]) - len(shown)
+    note = f"\n_{more} more tasks are not drawn._\n" if more > 0 else ""
+    return "\n".join(lines) + "\n" + note
+
+
+def markdown(report: RunReport, links: dict[str, str] | None = None) -> str:
+    """The job summary: totals, a table of tasks, a gantt chart of the run, links."""
+    links = links or {}
+    totals = report.totals
+    start, end = timestamp(report.started_at), timestamp(report.ended_at)
+    took = format_duration(end - start) if start is not None and end is not None else "-"
+    out = ["## orchestra-ci", ""]
+    counts = " · ".join(
+        f"{_ICONS[s]} {totals[s]} {s}"
+        for s in ("complete", "failed", "pending", "cancelled")
+        if totals.get(s)
+    )
+    out.append(f"**{totals['total']} tasks** · {counts or 'nothing to do'} · took {took}")
+    if report.time_budget is not None:
+        out[-1] += f" · budget {format_duration(report.time_budget)}"
+    if report.stopped_by:
+        out[-1] += f" · stopped by {report.stopped_by}"
+    out += ["", "| task | status | agent | attempts | time | result |", "|---|---|---|---|---|---|"]
+    for task in report.tasks[:_TABLE_ROWS]:
+        result = task.pr_url or task.error or (task.patch or "")
+        name = task.id
+        if task.issue_number is not None and "issues" in links:
+            name = f"[{task.id}]({links['issues']}/{task.issue_number})"
+        out.append(
+            f"| {_cell(name, 300)} | {_ICONS.get(task.status, '')} {task.status} | "
+            f"{_cell(', '.join(task.agents))} | {len(task.attempts)} | "
+            f"{format_duration(task.duration)} | {_cell(result)} |"
+        )
+    if len(report.tasks) > _TABLE_ROWS:
+        out.append(f"\n_{len(report.tasks) - _TABLE_ROWS} more tasks are in results.json._")
+    chart = gantt(report)
+    if chart:
+        out += ["", "### Timeline", "", chart]
+    link_lines = [f"- [{label}]({url})" for label, url in links.items() if label != "issues"]
+    if link_lines:
+        out += ["", "### Links", "", *link_lines]
+    return "\n".join(out) + "\n"

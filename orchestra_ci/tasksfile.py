@@ -72,7 +72,9 @@ class TaskSpec(BaseModel):
     backoff_max: float | None
     depends_on: list[str]
     priority: int
-    source_file: str
+    source_file: str | None = None
+    source: str = "file"
+    issue_number: int | None = None
 
 
 def check_prompt(prompt: str) -> str:
@@ -122,7 +124,9 @@ def _resolve_prompt(entry: TaskEntry, path: Path, root: Path) -> str:
     raise UsageError(f"{where}: field 'prompt_file': {entry.prompt_file!r} not found")
 
 
-def load_tasks_file(path: Path, root: Path, default_agent: str) -> list[TaskSpec]:
+def load_tasks_file(
+    path: Path, root: Path, default_agent: str, default_max_retries: int = DEFAULT_MAX_RETRIES
+) -> list[TaskSpec]:
     """Read and validate a whole tasks file; raise UsageError on the first problem."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -144,6 +148,7 @@ def load_tasks_file(path: Path, root: Path, default_agent: str) -> list[TaskSpec
     seen: set[str] = set()
     specs = []
     d = parsed.defaults
+    file_max_retries = d.max_retries if "max_retries" in d.model_fields_set else default_max_retries
     for entry in parsed.tasks:
         if entry.id in seen:
             raise UsageError(f"{path}: task {entry.id!r}: field 'id': duplicate id")
@@ -154,7 +159,9 @@ def load_tasks_file(path: Path, root: Path, default_agent: str) -> list[TaskSpec
                 agent=entry.agent or d.agent or default_agent,
                 prompt=_resolve_prompt(entry, path, root),
                 timeout=entry.timeout if entry.timeout is not None else d.timeout,
-                max_retries=entry.max_retries if entry.max_retries is not None else d.max_retries,
+                max_retries=entry.max_retries
+                if entry.max_retries is not None
+                else file_max_retries,
                 backoff=entry.backoff if entry.backoff is not None else d.backoff,
                 backoff_max=entry.backoff_max if entry.backoff_max is not None else d.backoff_max,
                 depends_on=entry.depends_on,

@@ -1,0 +1,332 @@
+"""One batch, as both ``orchestra-ci run`` and the Action do it: load the sources, run the
+queue, then report (results, job summary, outputs, artifact, issue comments, labels)."""
+
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from orchestra_ci import workflow
+from orchestra_ci.agents import AgentSpec, load_agents
+from orchestra_ci.console import Console
+from orchestra_ci.engine import Engine, RunOutcome
+from orchestra_ci.errors import UsageError
+from orchestra_ci.loading import check_queue, enqueue
+from orchestra_ci.presets import DEFAULT_CONFIG_FILE
+from orchestra_ci.record import TaskRecord, new_record
+from orchestra_ci.redact import redactor
+from orchestra_ci.report import RunReport
+from orchestra_ci.settings import Settings, split_list
+from orchestra_ci.store import Store
+from orchestra_ci.tasksfile import TaskSpec, load_tasks_file
+
+log = structlog.get_logger("orchestra_ci")
+
+
+@dataclass
+class Sources:
+    specs: list[TaskSpec] = field(default_factory=list)
+    skipped: dict[int, str] = field(default_factory=dict)  # issue number -> reason
+
+
+@dataclass
+class GitHubContext:
+    """PyGithub handles for the repository, built only when issues are involved."""
+
+    gh: Any
+    repo: Any
+    comments: Any = None
+    reporter: Any = None
+
+
+def resolve(root: Path, path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    return path if path.is_absolute() else root / path
+
+
+def agents_for(root: Path, settings: Settings) -> dict[str, AgentSpec]:
+    config = resolve(root, settings.agent_config)
+    if config is None and (root / DEFAULT_CONFIG_FILE).is_file():
+        config = root / DEFAULT_CONFIG_FILE
+    return load_agents(config)
+
+
+def connect_github(settings: Settings) -> GitHubContext:
+    from orchestra_ci.ghclient import GitHubConfig, call, connect
+
+    repository = settings.repository
+    if not repository or settings.github_token is None:
+        raise UsageError(
+            "--issue-label needs the repository (GITHUB_REPOSITORY or --repo OWNER/NAME) and a "
+            "token (GITHUB_TOKEN or --github-token)"
+        )
+    token = settings.github_token.get_secret_value()
+    redactor.add(token)
+    gh = connect(
+        GitHubConfig(
+            token=token,
+            repository=repository,
+            api_url=settings.api_url,
+            max_wait=settings.github_max_wait,
+            min_interval=settings.github_min_interval,
+            write_interval=settings.github_write_interval,
+        )
+    )
+    import github
+
+    try:
+        repo = call(lambda: gh.get_repo(repository))
+    except github.GithubException as exc:
+        message = exc.data.get("message") if isinstance(exc.data, dict) else exc.status
+        raise UsageError(f"cannot open repository {repository!r}: {message}") from None
+    return GitHubContext(gh, repo)
+
+
+def load_sources(root: Path, settings: Settings, github_ctx: GitHubContext | None) -> Sources:
+    sources = Sources()
+    tasks_file = resolve(root, settings.tasks_file)
+    if tasks_file is None and (root / ".orchestra/tasks.yml").is_file():
+        tasks_file = root / ".orchestra/tasks.yml"
+    if tasks_file is not None:
+        sources.specs += load_tasks_file(
+            tasks_file, root, settings.default_agent, settings.max_retries
+        )
+    if settings.issue_label and github_ctx is not None:
+        from orchestra_ci.issues import IssueTaskOptions, scan
+
+        found = scan(
+            github_ctx.repo,
+            IssueTaskOptions(
+                label=settings.issue_label,
+                agent=settings.issue_agent or settings.default_agent,
+                max_retries=settings.max_retries,
+                allow_users=split_list(settings.trusted_users),
+                allow_bots=split_list(settings.trusted_bots),
+            ),
+        )
+        taken = {s.id for s in sources.specs}
+        sources.specs += [s for s in found.specs if s.id not in taken]
+        sources.skipped = {n: d.reason for n, d in found.skipped.items()}
+    return sources
+
+
+def dry_run(store: Store, agents: dict[str, AgentSpec], specs: list[TaskSpec]) -> int:
+    records = {r["taskId"]: r for r in store.all()}
+    for spec in specs:
+        if spec.id not in records or records[spec.id]["status"] == "pending":
+            records[spec.id] = new_record(
+                spec.id, spec.agent, spec.prompt, depends_on=spec.depends_on, priority=spec.priority
+            )
+    check_queue(records.values(), agents, root=store.root)
+    pending = sorted(
+        (r for r in records.values() if r["status"] == "pending"),
+        key=lambda r: (-(r.get("priority") or 0), r["taskId"]),
+    )
+    for r in pending:
+        deps = f" after {', '.join(r['dependsOn'])}" if r.get("dependsOn") else ""
+        print(f"would run {r['taskId']} with {r['agent']}{deps}")
+    print(f"{len(pending)} tasks would run (dry run: nothing was queued or started)")
+    return 0
+
+
+def run_url(env: Mapping[str, str]) -> str | None:
+    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        return f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+    return None
+
+
+class _IssueStatus:
+    """Engine observer: mirrors issue tasks' state into their status comments."""
+
+    def __init__(self, ctx: GitHubContext, store: Store, links: Any) -> None:
+        from orchestra_ci.comments import IssueReporter, StatusComments, identity
+
+        login = identity(
+            ctx.gh, "github-actions[bot]" if os.environ.get("GITHUB_ACTIONS") else None
+        )
+        ctx.comments = StatusComments(ctx.repo, login)
+        self.reporter = IssueReporter(ctx.comments)
+        self.store = store
+        self.links = links
+
+    def __call__(self, record: TaskRecord) -> None:
+        from orchestra_ci.comments import body_for
+
+        number = record.get("issueNumber")
+        if number is None:
+            return
+        tail = ""
+        if record["status"] == "failed":
+            try:
+                tail = (
+                    self.store.log_path(record["taskId"])
+                    .read_bytes()[-8192:]
+                    .decode(errors="replace")
+                )
+            except OSError:
+                tail = ""
+        self.reporter.update(number, record["taskId"], body_for(record, self.links, tail))
+
+
+def run_batch(
+    root: Path,
+    settings: Settings,
+    *,
+    daemon: bool = False,
+    dry: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    env = os.environ if env is None else env
+    store = Store(root)
+    agents = agents_for(root, settings)
+    github_ctx = connect_github(settings) if settings.issue_label else None
+    sources = load_sources(root, settings, github_ctx)
+    if dry:
+        return dry_run(store, agents, sources.specs)
+    enqueue(store, sources.specs, agents)
+    check_queue(store.all(), agents, root=store.root)
+
+    from orchestra_ci.comments import Links
+
+    links = Links(run_url=run_url(env))
+    observer: _IssueStatus | None = None
+    if github_ctx is not None and settings.comments:
+        observer = _IssueStatus(github_ctx, store, links)
+        _announce(observer, github_ctx, store, sources)
+
+    console = Console()
+    engine = Engine(
+        store,
+        agents,
+        settings,
+        daemon=daemon,
+        on_progress=console.status if console.live else None,
+        on_change=observer,
+    )
+    try:
+        outcome = asyncio.run(engine.run())
+    finally:
+        console.close()
+    _report(store, settings, outcome, env, github_ctx, observer, links)
+    from orchestra_ci.summary import text
+
+    sys.stdout.write(text(outcome.report, str(store.results_path.relative_to(store.root))))
+    if daemon and engine.stop_signal is not None:
+        return 0
+    return outcome.exit_code
+
+
+def _announce(observer: _IssueStatus, ctx: GitHubContext, store: Store, sources: Sources) -> None:
+    """Queued comments for issue tasks, and an explanation on issues we will not run."""
+    from orchestra_ci.comments import skipped_body
+    from orchestra_ci.issues import issue_task_id
+
+    for record in store.all():
+        if record.get("issueNumber") is not None and record["status"] == "pending":
+            observer(record)
+    for number, reason in sources.skipped.items():
+        observer.reporter.update(
+            number, issue_task_id(number), skipped_body(issue_task_id(number), reason)
+        )
+
+
+def _report(
+    store: Store,
+    settings: Settings,
+    outcome: RunOutcome,
+    env: Mapping[str, str],
+    ctx: GitHubContext | None,
+    observer: _IssueStatus | None,
+    links: Any,
+) -> None:
+    report: RunReport = outcome.report
+    in_actions = env.get("GITHUB_ACTIONS") == "true"
+    artifact_id: int | None = None
+    artifact_url: str | None = None
+    if in_actions:
+        artifact_id, artifact_url = _publish(store, settings, env)
+    outputs = {
+        "total": str(report.totals["total"]),
+        "complete": str(report.totals["complete"]),
+        "failed": str(report.totals["failed"]),
+        "pending": str(report.totals["pending"]),
+        "results": str(store.results_path),
+        "artifact-id": str(artifact_id or ""),
+    }
+    workflow.write_outputs(outputs, env)
+    from orchestra_ci.summary import markdown
+
+    summary_links = {}
+    if links.run_url:
+        summary_links["workflow run"] = links.run_url
+    if artifact_url:
+        summary_links["artifact (logs, patches, results.json)"] = artifact_url
+    if settings.repository:
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        summary_links["issues"] = f"{server}/{settings.repository}/issues"
+    workflow.write_summary(redactor(markdown(report, summary_links)), env)
+    if in_actions:
+        _print_groups(store, report)
+    if ctx is not None and observer is not None:
+        from orchestra_ci.comments import Links, move_labels
+
+        observer.links = Links(run_url=links.run_url, artifact_url=artifact_url)
+        for record in store.all():
+            if record.get("issueNumber") is not None and record["status"] in ("complete", "failed"):
+                observer(record)
+        observer.reporter.close()
+        for record in store.all():
+            number = record.get("issueNumber")
+            if number is None or record["status"] not in ("complete", "failed"):
+                continue
+            add = settings.done_label if record["status"] == "complete" else settings.failed_label
+            try:
+                move_labels(ctx.repo, number, settings.issue_label or "", add)
+            except Exception as exc:
+                log.warning("label update failed", issue=number, error=redactor(str(exc)))
+
+
+def _publish(
+    store: Store, settings: Settings, env: Mapping[str, str]
+) -> tuple[int | None, str | None]:
+    from orchestra_ci import artifacts
+
+    try:
+        result = artifacts.publish(store.dir, settings.artifact_name, env)
+    except Exception as exc:
+        log.warning("artifact upload failed", error=redactor(str(exc)))
+        print(workflow.command("warning", f"artifact upload failed: {redactor(str(exc))}"))
+        return None, None
+    if result.artifact_id is None:
+        return None, None
+    url = run_url(env)
+    return result.artifact_id, (f"{url}/artifacts/{result.artifact_id}" if url else None)
+
+
+def _print_groups(store: Store, report: RunReport) -> None:
+    """A log group per task (tail of its log) and an error annotation per failed task."""
+    for task in report.tasks:
+        if not task.attempts:
+            continue
+        try:
+            tail = store.log_path(task.id).read_bytes()[-32768:].decode(errors="replace")
+        except OSError:
+            tail = ""
+        workflow.print_log_group(sys.stdout, f"{task.id}: {task.status}", redactor(tail))
+    for task in report.tasks:
+        if task.status == "failed":
+            print(
+                workflow.command(
+                    "error",
+                    redactor(task.error or "failed"),
+                    title=f"orchestra-ci: {task.id} failed",
+                )
+            )
+    sys.stdout.flush()
