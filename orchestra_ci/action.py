@@ -1,0 +1,119 @@
+"""The container Action's entrypoint: ``python -m orchestra_ci.action``.
+
+Inputs arrive as ``INPUT_<NAME>`` variables and map onto the same settings the CLI uses.
+The workspace is the queue root. The container runs as root on a workspace owned by the
+runner's user: git is told the workspace is safe, and what the run created is handed back
+to the workspace owner at the end.
+"""
+
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestra_ci import workflow
+from orchestra_ci.errors import OrchestraError
+from orchestra_ci.redact import redactor, secret_values
+
+
+class ActionInputs(BaseSettings):
+    """The inputs of action.yml, as the runner passes them (empty string = not given)."""
+
+    model_config = SettingsConfigDict(env_prefix="INPUT_", extra="ignore")
+
+    tasks_file: str = ""
+    issue_label: str = ""
+    agent_config: str = ""
+    default_agent: str = ""
+    parallel: str = ""
+    time_budget: str = ""
+    grace: str = ""
+    timeout: str = ""
+    max_retries: str = ""
+    github_token: str = ""
+    artifact_name: str = ""
+    fail_on_pending: str = ""
+    setup_command: str = ""
+    done_label: str = ""
+    failed_label: str = ""
+    trusted_users: str = ""
+    trusted_bots: str = ""
+    log_format: str = ""
+
+    def settings_overrides(self) -> dict[str, Any]:
+        """Non-empty inputs, named as Settings fields."""
+        skip = {"setup_command"}
+        return {k: v for k, v in self.model_dump().items() if v.strip() and k not in skip}
+
+
+def _git_safe_directory(root: Path) -> None:
+    subprocess.run(
+        ["git", "config", "--global", "--add", "safe.directory", str(root)],
+        check=False,
+        capture_output=True,
+    )
+
+
+def _setup(command: str, root: Path) -> None:
+    if not command.strip():
+        return
+    print(workflow.command("group", "setup_command"), flush=True)
+    result = subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=root, check=False)
+    print("::endgroup::", flush=True)
+    if result.returncode != 0:
+        raise OrchestraError(f"setup_command failed with exit code {result.returncode}")
+
+
+def hand_back(root: Path) -> int:
+    """Give files the run created (owned by root) to the workspace owner; count them."""
+    owner = root.stat()
+    if os.geteuid() != 0 or owner.st_uid == 0:
+        return 0
+    changed = 0
+    for directory, dirs, files in os.walk(root):
+        for name in [*dirs, *files]:
+            path = os.path.join(directory, name)
+            try:
+                if os.lstat(path).st_uid == 0:
+                    os.lchown(path, owner.st_uid, owner.st_gid)
+                    changed += 1
+            except OSError:
+                continue
+    return changed
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    env = os.environ if env is None else env
+    inputs = ActionInputs()
+    secrets = [v for v in [inputs.github_token, *secret_values(env)] if v]
+    for line in workflow.mask_commands(secrets):
+        print(line)
+    redactor.add(*secrets)
+    root = Path(env.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
+    try:
+        from orchestra_ci import batch, log
+        from orchestra_ci.console import Console
+        from orchestra_ci.settings import load_settings
+
+        overrides = inputs.settings_overrides()
+        overrides.setdefault("log_format", "json")
+        settings = load_settings(root, **overrides)
+        log.configure(Console(), settings.log_format)
+        _git_safe_directory(root)
+        _setup(inputs.setup_command, root)
+        return batch.run_batch(root, settings, env=env)
+    except OrchestraError as exc:
+        message = redactor(str(exc))
+        print(workflow.command("error", message, title="orchestra-ci"))
+        print(f"orchestra-ci: error: {message}", file=sys.stderr)
+        return exc.exit_code
+    finally:
+        hand_back(root)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
