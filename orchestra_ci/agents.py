@@ -36,10 +36,11 @@ class AgentSpec(BaseModel):
     fallback: list[str] = Field(default_factory=list)
     rate_limit_patterns: list[str] = Field(default_factory=list, alias="rateLimitPatterns")
     fatal_patterns: list[str] = Field(default_factory=list, alias="fatalPatterns")
+    success_patterns: list[str] = Field(default_factory=list, alias="successPatterns")
     prompt_template_file: str | None = Field(default=None, alias="promptTemplateFile")
     description: str | None = None
 
-    @field_validator("rate_limit_patterns", "fatal_patterns")
+    @field_validator("rate_limit_patterns", "fatal_patterns", "success_patterns")
     @classmethod
     def _patterns(cls, patterns: list[str]) -> list[str]:
         """Reject a bad regular expression now, not when an agent's output is scanned."""

@@ -22,6 +22,7 @@ from orchestra_ci import atomic, report
 from orchestra_ci.agents import AgentSpec, render_argv, render_prompt
 from orchestra_ci.durations import format_duration
 from orchestra_ci.errors import UsageError
+from orchestra_ci.limits import looks_successful, read_output
 from orchestra_ci.outcome import AttemptResult, Verdict, classify
 from orchestra_ci.process import Control, Launch, kill_attempt, run_attempt
 from orchestra_ci.record import TaskRecord, now_iso
@@ -66,6 +67,8 @@ class Engine:
         self.failed: set[str] = set()
         self.stop_signal: int | None = None
         self.internal_errors = 0
+        self.cooldown: dict[str, float] = {}  # agent -> epoch seconds when it may run again
+        self.disabled: dict[str, str] = {}  # agent -> the fatal error that disabled it
         self.started_at = now_iso()
         self._t0 = time.monotonic()
         self.deadline: float | None = (
@@ -243,6 +246,27 @@ class Engine:
                 future = asyncio.ensure_future(self._attempt(record, control))
                 self.running[task_id] = _Running(task_id, control, future)
 
+    def _agent_for(self, record: TaskRecord) -> str | None:
+        """The agent for the next attempt: the one chosen by a fallback switch, else the
+        task's own; an agent that failed fatally in this run hands over to its fallbacks."""
+        wanted = record.get("nextAgent") or record["agent"]
+        if wanted not in self.disabled:
+            return wanted
+        return self._fallback(record, wanted, include_cooling=True)
+
+    def _fallback(
+        self, record: TaskRecord, current: str, include_cooling: bool = False
+    ) -> str | None:
+        primary = record["agent"]
+        chain = [primary, *self.agents[primary].fallback] if primary in self.agents else []
+        now = time.time()
+        for name in chain:
+            if name == current or name in self.disabled or name not in self.agents:
+                continue
+            if include_cooling or self.cooldown.get(name, 0.0) <= now:
+                return name
+        return None
+
     def _claim(self, task_id: str) -> TaskRecord | None:
         """Take the task for this runner, if it is still pending and due, atomically."""
         with self.store.locked():
@@ -257,13 +281,27 @@ class Engine:
                 if record is not None:
                     self._remember(record)
                 return None
+            agent = self._agent_for(record)
+            if agent is None:
+                self.scheduler.release(task_id)
+                self._fail_now(
+                    record,
+                    "no usable agent: " + "; ".join(f"{a}: {e}" for a, e in self.disabled.items()),
+                )
+                return None
+            until = self.cooldown.get(agent, 0.0)
+            if until > time.time():
+                # The provider asked everyone to wait: leave the task queued until then.
+                self.scheduler.release(task_id)
+                self.scheduler.finished(task_id, "pending", until)
+                return None
             attempts = record.setdefault("attempts", [])
             number = len(attempts) + 1
             started = now_iso()
             attempts.append(
                 {
                     "number": number,
-                    "agent": record["agent"],
+                    "agent": agent,
                     "startedAt": started,
                     "runnerId": self.runner_id,
                     "marker": f"{self.runner_id}.{task_id}.{number}",
@@ -281,21 +319,34 @@ class Engine:
         self._changed(record)
         return record
 
+    def _fail_now(self, record: TaskRecord, message: str) -> None:
+        """Fail a pending task without running it (its agents are all unusable)."""
+        now = now_iso()
+        record.update({"status": "failed", "completedAt": now, "errorMessage": redactor(message)})
+        self.store.write(record)
+        self.store.write_error(record["taskId"], redactor(message))
+        self.records[record["taskId"]] = record
+        self.scheduler.finished(record["taskId"], "failed")
+        self.failed.add(record["taskId"])
+        self._changed(record)
+        log.warning("task failed", task=record["taskId"], error=message)
+
     # -- one attempt --------------------------------------------------------------------
 
     async def _attempt(self, record: TaskRecord, control: Control) -> None:
         task_id = record["taskId"]
         attempt = record["attempts"][-1]
-        spec = self.agents[record["agent"]]
+        agent = attempt["agent"]
+        spec = self.agents[agent]
         values = {
             "taskId": task_id,
-            "agent": record["agent"],
+            "agent": agent,
             "worktree": str(self.store.root),
             "doneFile": str(self.store.sentinel(task_id, "done")),
             "errorFile": str(self.store.sentinel(task_id, "error")),
         }
         timeout = record.get("timeout") or spec.timeout or self.settings.timeout
-        log.info("task started", task=task_id, attempt=attempt["number"], agent=record["agent"])
+        log.info("task started", task=task_id, attempt=attempt["number"], agent=agent)
         try:
             try:
                 prompt = render_prompt(spec, record["prompt"], values, self.store.root)
@@ -315,7 +366,7 @@ class Engine:
                 log_path=self.store.log_path(task_id),
                 header=(
                     f"===== orchestra-ci · task {task_id} · attempt {attempt['number']} · "
-                    f"agent {record['agent']} · {attempt['startedAt']} =====\n"
+                    f"agent {agent} · {attempt['startedAt']} =====\n"
                 ),
                 marker=attempt["marker"],
                 timeout=timeout,
@@ -325,6 +376,7 @@ class Engine:
             result = await run_attempt(
                 launch, control, lambda pid: self.store.write_pid(task_id, pid)
             )
+            tail = result.tail.decode(errors="replace")
             verdict = classify(
                 AttemptResult(
                     exit_code=result.exit_code,
@@ -333,9 +385,12 @@ class Engine:
                     done_sentinel=self.store.sentinel(task_id, "done").exists(),
                     error_sentinel=self.store.read_error(task_id),
                     timeout=timeout,
+                    output=read_output(tail, spec.rate_limit_patterns, spec.fatal_patterns),
+                    reported_success=looks_successful(tail, spec.success_patterns),
                 ),
                 spec.completion,
             )
+            self._note_agent(agent, verdict)
             self._finish(task_id, verdict, result.exit_code, result.pid, result.tail)
         except Exception as exc:
             # An engine fault (e.g. the disk is full) fails the attempt, never loops on it;
@@ -347,6 +402,17 @@ class Engine:
         finally:
             self.running.pop(task_id, None)
             self._wake.set()
+
+    def _note_agent(self, agent: str, verdict: Verdict) -> None:
+        """A fatal error disables the agent for the run; a rate limit cools it down for
+        every worker, not only for the task that hit it."""
+        if verdict.outcome == "fatal":
+            self.disabled[agent] = verdict.error or "fatal error"
+            log.error("agent disabled for this run", agent=agent, error=verdict.error)
+        elif verdict.outcome == "rate_limited":
+            wait = verdict.retry_after if verdict.retry_after is not None else self.settings.backoff
+            self.cooldown[agent] = max(self.cooldown.get(agent, 0.0), time.time() + wait)
+            log.warning("agent cooling down", agent=agent, seconds=round(wait, 1))
 
     def _finish(
         self, task_id: str, verdict: Verdict, exit_code: int | None, pid: int | None, tail: bytes
@@ -373,10 +439,18 @@ class Engine:
                 int(record.get("maxRetries", 3)),
                 record.get("backoff") or self.settings.backoff,
                 record.get("backoffMax") or self.settings.backoff_max,
+                retry_after=verdict.retry_after,
+                fallback=self._fallback(record, attempt["agent"])
+                if outcome in ("rate_limited", "fatal")
+                else None,
             )
             record["runnerId"] = None
             record["pid"] = None
-            if decision.action == "complete":
+            if decision.action == "switch":
+                record["status"] = "pending"
+                record["nextAgent"] = decision.agent
+                record["errorMessage"] = redactor(error or "")
+            elif decision.action == "complete":
                 record.update({"status": "complete", "completedAt": now, "errorMessage": None})
             elif decision.action == "retry":
                 retry = (record.get("retryCount") or 0) + 1

@@ -1,8 +1,9 @@
 """What an attempt's ending means: pure classification, no I/O."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from orchestra_ci.limits import OutputVerdict
 from orchestra_ci.record import Outcome
 
 StopReason = Literal["timeout", "cancelled", "interrupted"]
@@ -18,12 +19,15 @@ class AttemptResult:
     done_sentinel: bool = False
     error_sentinel: dict[str, Any] | None = None
     timeout: float | None = None
+    output: OutputVerdict = field(default_factory=OutputVerdict)
+    reported_success: bool = True  # False when success patterns are set and none matched
 
 
 @dataclass(frozen=True)
 class Verdict:
     outcome: Outcome
     error: str | None = None
+    retry_after: float | None = None
 
 
 def _describe_exit(code: int | None) -> str:
@@ -35,8 +39,10 @@ def _describe_exit(code: int | None) -> str:
 
 
 def classify(result: AttemptResult, completion: str) -> Verdict:
-    """Decide the outcome. Exit 0 is success unless the agent wrote ``.error``, or the agent
-    uses the sentinel protocol and wrote no ``.done``."""
+    """Decide the outcome. Exit 0 is success unless the agent wrote ``.error``, uses the
+    sentinel protocol and wrote no ``.done``, or has success patterns none of which matched
+    (Aider exits 0 after failing). Otherwise the output's fatal and rate-limit patterns
+    name the failure."""
     if result.spawn_error is not None:
         return Verdict("not_found", result.spawn_error)
     if result.stop_reason == "cancelled":
@@ -44,15 +50,24 @@ def classify(result: AttemptResult, completion: str) -> Verdict:
     if result.stop_reason == "interrupted":
         return Verdict("interrupted", "interrupted: the run stopped before the agent finished")
     if result.stop_reason == "timeout":
-        limit = f" after {result.timeout:g}s" if result.timeout is not None else ""
-        return Verdict("timeout", f"timed out{limit}")
+        after = f" after {result.timeout:g}s" if result.timeout is not None else ""
+        return Verdict("timeout", f"timed out{after}")
     if result.error_sentinel is not None:
         message = str(result.error_sentinel.get("error") or "agent reported an error")
         if result.exit_code not in (0, None):
             message = f"{message} ({_describe_exit(result.exit_code)})"
         return Verdict("failed", message)
+    limit = result.output
     if result.exit_code == 0:
         if completion == "sentinel" and not result.done_sentinel:
             return Verdict("failed", "agent exited 0 without writing its .done file")
-        return Verdict("success")
+        if result.reported_success:
+            return Verdict("success")
+        if limit.kind is None:
+            return Verdict("failed", "agent exited 0 but its output shows no success")
+    if limit.kind == "fatal":
+        return Verdict("fatal", f"fatal agent error: {limit.matched}")
+    if limit.kind == "rate_limited":
+        wait = f" (retry after {limit.retry_after:g}s)" if limit.retry_after is not None else ""
+        return Verdict("rate_limited", f"rate limited: {limit.matched}{wait}", limit.retry_after)
     return Verdict("failed", _describe_exit(result.exit_code))

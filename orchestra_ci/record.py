@@ -14,7 +14,15 @@ STATUSES: tuple[Status, ...] = ("pending", "running", "complete", "failed", "can
 FINISHED: frozenset[str] = frozenset({"complete", "failed", "cancelled"})
 
 Outcome = Literal[
-    "success", "failed", "timeout", "not_found", "interrupted", "cancelled", "blocked"
+    "success",
+    "failed",
+    "timeout",
+    "not_found",
+    "interrupted",
+    "cancelled",
+    "blocked",
+    "rate_limited",
+    "fatal",
 ]
 
 TASK_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -70,6 +78,7 @@ class TaskRecord(TypedDict, total=False):
     pid: int | None
     backoff: float | None
     backoffMax: float | None
+    nextAgent: str | None
     patch: str | None
     changedFiles: list[str]
     prUrl: str | None

@@ -11,7 +11,8 @@ import tenacity
 
 from orchestra_ci.record import Outcome
 
-RETRYABLE: frozenset[Outcome] = frozenset({"failed", "timeout"})
+RETRYABLE: frozenset[Outcome] = frozenset({"failed", "timeout", "rate_limited"})
+SWITCHABLE: frozenset[Outcome] = frozenset({"rate_limited", "fatal"})
 
 DEFAULT_BACKOFF = 10.0
 DEFAULT_BACKOFF_MAX = 600.0
@@ -19,8 +20,9 @@ DEFAULT_BACKOFF_MAX = 600.0
 
 @dataclass(frozen=True)
 class Decision:
-    action: Literal["complete", "retry", "fail", "requeue", "cancel"]
+    action: Literal["complete", "retry", "fail", "requeue", "cancel", "switch"]
     delay: float = 0.0
+    agent: str | None = None
 
 
 def _state(attempt_number: int) -> tenacity.RetryCallState:
@@ -45,8 +47,17 @@ def decide(
     max_retries: int,
     backoff: float = DEFAULT_BACKOFF,
     backoff_max: float = DEFAULT_BACKOFF_MAX,
+    *,
+    retry_after: float | None = None,
+    fallback: str | None = None,
 ) -> Decision:
-    """``retry_count`` is the number of retries already performed for this task."""
+    """``retry_count`` is the number of retries already performed for this task.
+
+    A rate-limited or fatally failing agent hands the task to ``fallback`` (when there is
+    one) at once, without using up a retry; a rate-limited retry waits at least as long as
+    the agent's output asked (``retry_after``)."""
+    if outcome in SWITCHABLE and fallback is not None:
+        return Decision("switch", 0.0, fallback)
     if outcome == "success":
         return Decision("complete")
     if outcome == "interrupted":
@@ -58,4 +69,7 @@ def decide(
     stop = tenacity.stop_after_attempt(max_retries + 1)
     if stop(_state(retry_count + 1)):
         return Decision("fail")
-    return Decision("retry", backoff_delay(retry_count + 1, backoff, backoff_max))
+    delay = backoff_delay(retry_count + 1, backoff, backoff_max)
+    if outcome == "rate_limited" and retry_after is not None:
+        delay = max(delay, retry_after)
+    return Decision("retry", delay)

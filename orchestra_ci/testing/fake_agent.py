@@ -7,7 +7,10 @@ Directives (space separated, applied in this order):
 ``record=FILE``       append a JSON line {task, attempt, pid, event} at start and end
 ``argv=FILE``         write this process's argv as JSON (to check exact argument passing)
 ``fail_times=N``      exit 1 on the first N calls for this task, then carry on
-``ratelimit``         print a rate-limit error like Claude Code's and exit 1
+``ratelimit[=S]``     print a rate-limit error like Claude Code's (asking to retry after S
+                      seconds when given) and exit 1
+``ratelimit_times=N`` the same, only on the first N calls for this task
+``fatal``             print Claude Code's invalid-key error and exit 1
 ``child_ignores_term`` spawn a child that ignores SIGTERM and sleeps (pid in ``child.pid``)
 ``daemon``            fork a detached process (new session) that sleeps for a long time
 ``flood=BYTES``       print that many bytes of output
@@ -18,6 +21,9 @@ Directives (space separated, applied in this order):
 ``crash``             die from SIGABRT
 ``silent``            print nothing
 ``exit=N``            exit with this code (default 0)
+
+Directives named in ``FAKE_AGENT_IGNORE`` (comma separated) are ignored, so two agents
+given the same prompt can behave differently (e.g. a fallback that is not rate limited).
 """
 
 import json
@@ -30,10 +36,12 @@ from pathlib import Path
 
 
 def _directives(prompt: str) -> dict[str, str]:
+    ignored = set(os.environ.get("FAKE_AGENT_IGNORE", "").split(","))
     out: dict[str, str] = {}
     for word in prompt.split():
         key, _, value = word.partition("=")
-        out[key] = value
+        if key not in ignored:
+            out[key] = value
     return out
 
 
@@ -49,6 +57,15 @@ def _record(path: str, event: str) -> None:
     )
     with Path(path).open("a", encoding="utf-8") as f:
         f.write(line + "\n")
+
+
+def _count_call(task: str, kind: str) -> int:
+    """How many times this task has called us for ``kind``, this call included."""
+    state = Path(os.environ.get("ORCHESTRA_ROOT", ".")) / ".fake-state" / f"{task}.{kind}"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    calls = int(state.read_text()) + 1 if state.exists() else 1
+    state.write_text(str(calls))
+    return calls
 
 
 def _tasks_dir() -> Path:
@@ -67,15 +84,20 @@ def main(argv: list[str]) -> int:
     if not quiet:
         print(f"fake agent: task {task} attempt {os.environ.get('ORCHESTRA_ATTEMPT')}", flush=True)
     if "fail_times" in d:
-        state = Path(os.environ.get("ORCHESTRA_ROOT", ".")) / ".fake-state" / f"{task}.count"
-        state.parent.mkdir(parents=True, exist_ok=True)
-        calls = int(state.read_text()) if state.exists() else 0
-        state.write_text(str(calls + 1))
-        if calls < int(d["fail_times"]):
-            print(f"fake agent: failing on purpose ({calls + 1}/{d['fail_times']})", flush=True)
+        calls = _count_call(task, "fail")
+        if calls <= int(d["fail_times"]):
+            print(f"fake agent: failing on purpose ({calls}/{d['fail_times']})", flush=True)
             return 1
-    if "ratelimit" in d:
-        print("API Error: Request rejected (429) · Rate limit reached. Please try again later.")
+    limited = "ratelimit" in d
+    if "ratelimit_times" in d:
+        limited = _count_call(task, "ratelimit") <= int(d["ratelimit_times"])
+    if limited:
+        wait = d.get("ratelimit") or d.get("retry_after")
+        hint = f"Please try again in {wait}s." if wait else "Please try again later."
+        print(f"API Error: Request rejected (429) · Rate limit reached. {hint}", flush=True)
+        return 1
+    if "fatal" in d:
+        print("Invalid API key · Fix external API key", flush=True)
         return 1
     if "child_ignores_term" in d:
         child = subprocess.Popen(

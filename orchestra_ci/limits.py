@@ -1,0 +1,88 @@
+"""Reading an agent's output for rate limits, fatal errors and success (pure).
+
+Agent CLIs report provider trouble in text, not exit codes: Claude Code prints
+``API Error: Request rejected (429)`` on stdout, Codex ``exceeded retry limit, last status:
+429`` on stderr, and Aider exits 0 even when every call failed. Patterns per agent decide.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+_UNITS = {
+    "ms": 0.001,
+    "s": 1,
+    "sec": 1,
+    "secs": 1,
+    "second": 1,
+    "seconds": 1,
+    "m": 60,
+    "min": 60,
+    "mins": 60,
+    "minute": 60,
+    "minutes": 60,
+    "h": 3600,
+    "hour": 3600,
+    "hours": 3600,
+}
+_NUM = r"(\d+(?:\.\d+)?)"
+_UNIT = r"\s*(ms|seconds?|secs?|s|minutes?|mins?|m|hours?|h)?\b"
+_DELAYS = [
+    re.compile(r"retry[-_ ]after[\"']?\s*[:=]?\s*" + _NUM + _UNIT, re.I),
+    re.compile(r"try again in\s+" + _NUM + _UNIT, re.I),
+    re.compile(r"resets? in\s+" + _NUM + _UNIT, re.I),
+    re.compile(r"\"retry_delay_ms\"\s*:\s*" + _NUM, re.I),
+]
+
+Limit = Literal["fatal", "rate_limited"]
+
+
+@dataclass(frozen=True)
+class OutputVerdict:
+    kind: Limit | None = None
+    retry_after: float | None = None
+    matched: str | None = None
+
+
+def _compiled(patterns: list[str]) -> list[re.Pattern[str]]:
+    return [re.compile(p, re.I | re.M) for p in patterns]
+
+
+def retry_after(text: str) -> float | None:
+    """The last delay the output asks for ("retry after 30s", "try again in 1s", ...)."""
+    best: tuple[int, float] | None = None
+    for pattern in _DELAYS:
+        for match in pattern.finditer(text):
+            value = float(match.group(1))
+            if "retry_delay_ms" in pattern.pattern:
+                seconds = value / 1000
+            else:
+                unit = (
+                    (match.group(2) or "s").lower()
+                    if match.lastindex and match.lastindex > 1
+                    else "s"
+                )
+                seconds = value * _UNITS.get(unit, 1)
+            if best is None or match.start() >= best[0]:
+                best = (match.start(), seconds)
+    return best[1] if best else None
+
+
+def read_output(
+    text: str, rate_limit_patterns: list[str], fatal_patterns: list[str]
+) -> OutputVerdict:
+    """Fatal patterns win over rate limits: a bad key will not get better by waiting."""
+    for pattern in _compiled(fatal_patterns):
+        match = pattern.search(text)
+        if match:
+            return OutputVerdict("fatal", None, match.group(0))
+    for pattern in _compiled(rate_limit_patterns):
+        match = pattern.search(text)
+        if match:
+            return OutputVerdict("rate_limited", retry_after(text), match.group(0))
+    return OutputVerdict()
+
+
+def looks_successful(text: str, success_patterns: list[str]) -> bool:
+    """With success patterns configured, exit 0 counts only if one of them appears."""
+    return not success_patterns or any(p.search(text) for p in _compiled(success_patterns))
