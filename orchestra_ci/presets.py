@@ -24,13 +24,28 @@ PRESETS: dict[str, dict[str, object]] = {
         "args": ["-m", "orchestra_ci.demo_agent", "{prompt}"],
         "description": "bundled deterministic agent: writes a small file, no API key needed",
     },
+    # Claude Code 2.1.197: `claude -p PROMPT --dangerously-skip-permissions --output-format
+    # json`; API errors exit 1 and print to stdout; the JSON result carries api_error_status.
+    # Its own retries are cut to 2 so that the orchestrator does the backing off.
     "claude": {
         "command": "claude",
         "args": ["-p", "{prompt}", "--dangerously-skip-permissions", "--output-format", "json"],
         "env": _QUIET_CLAUDE,
-        "rateLimitPatterns": [r"API Error: Request rejected \(429\)", r"529 Overloaded"],
-        "fatalPatterns": ["Invalid API key", "credit balance"],
+        "rateLimitPatterns": [
+            r"API Error: Request rejected \(429\)",
+            r"API Error: 529 Overloaded",
+            r"\"api_error_status\"\s*:\s*(429|529)",
+        ],
+        "fatalPatterns": [
+            r"Invalid API key",
+            r"credit balance",
+            r"\"api_error_status\"\s*:\s*401",
+            r"cannot be used with root/sudo privileges",
+        ],
     },
+    # Codex CLI 0.169.0: `codex exec ... PROMPT`; errors on stderr, exit 1. The -c flags
+    # stop its update check, analytics, the start-up `git ls-remote` of plugins, and
+    # endless reconnecting when the endpoint is down.
     "codex": {
         "command": "codex",
         "args": [
@@ -38,11 +53,20 @@ PRESETS: dict[str, dict[str, object]] = {
             "--dangerously-bypass-approvals-and-sandbox",
             "--color",
             "never",
+            "-c",
+            "check_for_update_on_startup=false",
+            "-c",
+            "analytics.enabled=false",
+            "-c",
+            "features.plugins=false",
+            "-c",
+            "features.unbounded_connection_retries=false",
             "{prompt}",
         ],
-        "rateLimitPatterns": [r"last status: 429", "Too Many Requests"],
-        "fatalPatterns": ["Quota exceeded", r"401 Unauthorized"],
+        "rateLimitPatterns": [r"last status: 429", r"429 Too Many Requests"],
+        "fatalPatterns": [r"Quota exceeded", r"401 Unauthorized", r"Incorrect API key"],
     },
+    # Aider 0.86.2 exits 0 even when every API call failed: success is read from its output.
     "aider": {
         "command": "aider",
         "args": [
@@ -58,18 +82,21 @@ PRESETS: dict[str, dict[str, object]] = {
             "{prompt}",
         ],
         "env": {"BROWSER": "true", "COLUMNS": "400"},
+        "successPatterns": [r"^Applied edit to ", r"^Commit [0-9a-f]{7,}"],
         "rateLimitPatterns": ["The API provider has rate limited you"],
         "fatalPatterns": [
             "The API provider is not able to authenticate you",
             "You exceeded your current quota",
         ],
     },
+    # Gemini CLI 0.61.0 headless mode: `gemini -p PROMPT --yolo` (auto-approves tools).
     "gemini": {
         "command": "gemini",
         "args": ["-p", "{prompt}", "--yolo"],
         "rateLimitPatterns": ["RESOURCE_EXHAUSTED", r"\b429\b"],
         "fatalPatterns": ["API key not valid"],
     },
+    # OpenCode 1.18.33: `opencode run PROMPT`.
     "opencode": {
         "command": "opencode",
         "args": ["run", "{prompt}"],
