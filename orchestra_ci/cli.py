@@ -145,6 +145,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         time_budget=args.time_budget,
         grace=args.grace,
         backoff=args.backoff,
+        max_cost_usd=args.max_cost_usd,
         fail_on_pending=True if args.fail_on_pending else None,
     )
 
@@ -298,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=_duration)
     p.add_argument("--grace", type=_duration)
     p.add_argument("--backoff", type=_duration)
+    p.add_argument("--max-cost-usd", type=float, help="stop starting attempts at this cost")
     p.add_argument("--fail-on-pending", action="store_true")
     p.add_argument("--dry-run", action="store_true")
 

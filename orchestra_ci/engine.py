@@ -31,6 +31,7 @@ from orchestra_ci.retry_policy import decide
 from orchestra_ci.schedule import Blocked, Scheduler
 from orchestra_ci.settings import Settings
 from orchestra_ci.store import RunnerLease, Store
+from orchestra_ci.usage import Usage, parse_usage
 
 log = structlog.get_logger("orchestra_ci")
 
@@ -67,6 +68,7 @@ class Engine:
         self.failed: set[str] = set()
         self.stop_signal: int | None = None
         self.internal_errors = 0
+        self.cost_usd = 0.0
         self.cooldown: dict[str, float] = {}  # agent -> epoch seconds when it may run again
         self.disabled: dict[str, str] = {}  # agent -> the fatal error that disabled it
         self.started_at = now_iso()
@@ -173,7 +175,7 @@ class Engine:
         last_refresh = time.monotonic()
         while True:
             self._fail_blocked()
-            if self.stop_signal is None and not self._past_deadline():
+            if self.stop_signal is None and not self._past_deadline() and not self._over_cost():
                 self._launch_ready()
             self._housekeeping()
             if not self.running:
@@ -212,6 +214,10 @@ class Engine:
             candidates.append(self.settings.daemon_interval)
         return min(candidates)
 
+    def _over_cost(self) -> bool:
+        cap = self.settings.max_cost_usd
+        return cap is not None and self.cost_usd >= cap
+
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
@@ -221,7 +227,7 @@ class Engine:
         )
 
     def _drained(self) -> bool:
-        if self._past_deadline():
+        if self._past_deadline() or self._over_cost():
             return True
         if self.scheduler.has_ready():
             return False
@@ -391,7 +397,9 @@ class Engine:
                 spec.completion,
             )
             self._note_agent(agent, verdict)
-            self._finish(task_id, verdict, result.exit_code, result.pid, result.tail)
+            usage = parse_usage(tail)
+            self.cost_usd += usage.cost_usd or 0.0
+            self._finish(task_id, verdict, result.exit_code, result.pid, result.tail, usage)
         except Exception as exc:
             # An engine fault (e.g. the disk is full) fails the attempt, never loops on it;
             # if even that cannot be written, the next run recovers the task.
@@ -415,7 +423,13 @@ class Engine:
             log.warning("agent cooling down", agent=agent, seconds=round(wait, 1))
 
     def _finish(
-        self, task_id: str, verdict: Verdict, exit_code: int | None, pid: int | None, tail: bytes
+        self,
+        task_id: str,
+        verdict: Verdict,
+        exit_code: int | None,
+        pid: int | None,
+        tail: bytes,
+        usage: Usage | None = None,
     ) -> None:
         now = now_iso()
         outcome = verdict.outcome
@@ -428,6 +442,8 @@ class Engine:
                 outcome = "cancelled"
             attempt = record["attempts"][-1]
             attempt.update({"endedAt": now, "exitCode": exit_code, "outcome": outcome})
+            if usage is not None:
+                attempt.update(usage.fields())  # type: ignore[typeddict-item]
             if pid is not None:
                 attempt["pid"] = pid
             error = "cancelled" if outcome == "cancelled" else verdict.error
@@ -603,6 +619,8 @@ class Engine:
             if self.stop_signal is not None
             else "time budget"
             if self._past_deadline()
+            else "cost cap"
+            if self._over_cost()
             else None
         )
         if final:

@@ -20,7 +20,7 @@ from orchestra_ci.outcome import StopReason
 
 MARKER_VAR = "ORCHESTRA_ATTEMPT_ID"
 _CHUNK = 65536
-_TAIL = 16384
+_TAIL = 65536
 
 
 @dataclass

@@ -40,6 +40,10 @@ class Attempt(TypedDict, total=False):
     runnerId: str
     pid: int
     marker: str
+    costUsd: float
+    turns: int
+    inputTokens: int
+    outputTokens: int
 
 
 class RetryEntry(TypedDict):

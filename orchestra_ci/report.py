@@ -3,6 +3,7 @@
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -25,6 +26,8 @@ class AttemptReport(_Model):
     outcome: str | None = None
     error: str | None = None
     duration: float | None = None
+    cost_usd: float | None = Field(default=None, alias="costUsd")
+    turns: int | None = None
 
 
 class TaskReport(_Model):
@@ -36,6 +39,8 @@ class TaskReport(_Model):
     attempts: list[AttemptReport]
     retry_count: int = Field(alias="retryCount")
     duration: float
+    cost_usd: float | None = Field(default=None, alias="costUsd")
+    turns: int | None = None
     error: str | None = None
     blocked_by: str | None = Field(default=None, alias="blockedBy")
     patch: str | None = None
@@ -54,12 +59,19 @@ class RunReport(_Model):
     stopped_by: str | None = Field(default=None, alias="stoppedBy")
     exit_code: int | None = Field(default=None, alias="exitCode")
     totals: dict[str, int]
+    cost_usd: float | None = Field(default=None, alias="costUsd")
     tasks: list[TaskReport]
 
 
 def _span(start: str | None, end: str | None) -> float | None:
     a, b = timestamp(start), timestamp(end)
     return round(b - a, 3) if a is not None and b is not None else None
+
+
+def _total(values: list[float | None] | list[int | None]) -> Any:
+    """Sum of the reported values; None when nothing was reported."""
+    given = [v for v in values if v is not None]
+    return sum(given) if given else None
 
 
 def task_report(record: TaskRecord) -> TaskReport:
@@ -73,6 +85,8 @@ def task_report(record: TaskRecord) -> TaskReport:
             outcome=a.get("outcome"),
             error=a.get("error"),
             duration=_span(a["startedAt"], a.get("endedAt")),
+            cost_usd=a.get("costUsd"),
+            turns=a.get("turns"),
         )
         for a in record.get("attempts") or []
     ]
@@ -87,6 +101,8 @@ def task_report(record: TaskRecord) -> TaskReport:
         attempts=attempts,
         retry_count=record.get("retryCount") or 0,
         duration=round(sum(a.duration or 0.0 for a in attempts), 3),
+        cost_usd=_total([a.cost_usd for a in attempts]),
+        turns=_total([a.turns for a in attempts]),
         error=record.get("errorMessage"),
         blocked_by=record.get("blockedBy"),
         patch=record.get("patch"),
@@ -124,6 +140,7 @@ def build(
                 for s in ("pending", "running", "complete", "failed", "cancelled")
             },
         },
+        cost_usd=_total([t.cost_usd for t in tasks]),
         tasks=tasks,
     )
 

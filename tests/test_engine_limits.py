@@ -119,3 +119,21 @@ def test_success_patterns_catch_an_agent_that_exits_0_after_failing(
     assert tasks["ok"]["status"] == "complete"
     assert tasks["silent"]["status"] == "failed"
     assert "shows no success" in tasks["silent"]["errorMessage"]
+
+
+def test_cost_is_summed_and_the_cap_stops_launching(root: Path, cli: CliRunner) -> None:
+    write_tasks(
+        root,
+        "defaults: {agent: fake}\ntasks:\n"
+        + "".join(f"  - {{id: t{n}, prompt: 'cost=0.5'}}\n" for n in range(4)),
+    )
+    result = cli("run", "--parallel", "1", "--max-cost-usd", "1.0")
+    assert result.returncode == 0, result.stderr
+    tasks = records(root)
+    statuses = sorted(t["status"] for t in tasks.values())
+    assert statuses == ["complete", "complete", "pending", "pending"]
+    done = [t for t in tasks.values() if t["status"] == "complete"]
+    assert all(t["attempts"][0]["costUsd"] == 0.5 and t["attempts"][0]["turns"] == 3 for t in done)
+    report = json.loads((root / ".orchestra/results.json").read_text())
+    assert report["costUsd"] == 1.0
+    assert report["stoppedBy"] == "cost cap"

@@ -18,6 +18,7 @@ Directives (space separated, applied in this order):
 ``sleep=SECONDS``     take time
 ``hang``              sleep until killed
 ``done_sentinel``     write the task's .done sentinel; ``error_sentinel`` writes .error
+``cost=USD``          print a Claude-Code-like JSON result with this cost, 3 turns, tokens
 ``crash``             die from SIGABRT
 ``silent``            print nothing
 ``exit=N``            exit with this code (default 0)
@@ -140,6 +141,17 @@ def main(argv: list[str]) -> int:
         (_tasks_dir() / f"{task}.error").write_text(
             json.dumps({"error": "fake agent gave up", "details": "", "timestamp": ""})
         )
+    if "cost" in d:
+        result = {
+            "type": "result",
+            "subtype": "success",
+            "is_error": False,
+            "num_turns": 3,
+            "total_cost_usd": float(d["cost"]),
+            "usage": {"input_tokens": 1200, "output_tokens": 300},
+            "result": "done",
+        }
+        print(json.dumps(result), flush=True)
     if "crash" in d:
         os.kill(os.getpid(), signal.SIGABRT)
     if "record" in d:
