@@ -74,6 +74,7 @@ def connect_github(settings: Settings) -> GitHubContext:
             repository=repository,
             api_url=settings.api_url,
             max_wait=settings.github_max_wait,
+            timeout=settings.github_timeout,
             min_interval=settings.github_min_interval,
             write_interval=settings.github_write_interval,
         )

@@ -5,7 +5,6 @@ slow or rate-limited GitHub never holds up the agents, and a burst of state chan
 one request per issue.
 """
 
-import contextlib
 import queue
 import threading
 from dataclasses import dataclass
@@ -188,7 +187,10 @@ def identity(gh: "github.Github", fallback: str | None) -> str | None:
 
 def move_labels(repo: Any, number: int, remove: str, add: str | None) -> None:
     issue = call(lambda: repo.get_issue(number))
-    with contextlib.suppress(github.UnknownObjectException):  # already gone
+    try:
         call(lambda: issue.remove_from_labels(remove))
+    except github.GithubException as exc:
+        if exc.status != 404:  # 404 "Label does not exist": already gone
+            raise
     if add:
         call(lambda: issue.add_to_labels(add))

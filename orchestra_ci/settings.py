@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     comments: bool = True
     bot_login: str | None = None
     github_max_wait: Duration = 300.0
+    github_timeout: Duration = 30.0
     github_min_interval: Duration = 0.25
     github_write_interval: Duration = 1.0
     artifact_name: str = "orchestra-results"

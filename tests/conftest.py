@@ -5,13 +5,14 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from orchestra_ci.store import Store
+from orchestra_ci.testing.fake_github import FakeGitHub
 
 FAKE_AGENT = {
     "command": sys.executable,
@@ -94,3 +95,32 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) ->
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.02)
+
+
+@pytest.fixture
+def fake_github() -> Iterator[FakeGitHub]:
+    """A running fake GitHub REST API; fails the test if the fake itself hit an internal error."""
+    with FakeGitHub() as fake:
+        yield fake
+    assert not fake.errors, fake.errors[0]
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A git repository (branch ``main``) with one commit, isolated from the user's git
+    config: README.md, src/app.py and old.txt."""
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))
+    repo = tmp_path / "repo"
+    (repo / "src").mkdir(parents=True)
+    (repo / "README.md").write_text("# demo\n\nfirst line\nsecond line\nthird line\n")
+    (repo / "src" / "app.py").write_text("def main() -> int:\n    return 0\n")
+    (repo / "old.txt").write_text("to be deleted\n")
+    for args in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=Test", "-c", "user.email=test@example.com", "commit", "-q", "-m", "base"],
+    ):
+        subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True)
+    return repo
