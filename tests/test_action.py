@@ -220,3 +220,40 @@ def test_github_faults_do_not_abort_the_batch(
             c for c in repo_with_issues.comments_on(number) if marker(f"issue-{number}") in c.body
         ]
         assert len(ours) == 1
+
+
+def test_artifact_is_uploaded_with_protocol_v4(
+    root: Path, tmp_path: Path, fake_github: FakeGitHub, repo_with_issues: Any
+) -> None:
+    import hashlib
+    import io
+
+    from orchestra_ci.testing.fake_artifacts import FakeArtifactService
+
+    write_agents(root, {"fake": FAKE_AGENT})
+    with FakeArtifactService() as service:
+        env = runner_env(root, fake_github, tmp_path, artifact_name="batch-results")
+        env.update(service.env())
+        result = run_action(env)
+        assert result.returncode == 1, result.stderr[-3000:]
+        record = service.artifact("batch-results")
+        blob = service.blob(record)
+    assert blob is not None
+    outputs = parse_outputs(Path(env["GITHUB_OUTPUT"]).read_text())
+    assert outputs["artifact-id"] == str(record.id)
+    assert record.size == len(blob)
+    assert record.finalized and record.digest == "sha256:" + hashlib.sha256(blob).hexdigest()
+    names = zipfile.ZipFile(io.BytesIO(blob)).namelist()
+    assert {
+        "results.json",
+        "tasks/issue-1.json",
+        "tasks/issue-1.done",
+        "logs/issue-6.log",
+        "tasks/issue-6.error",
+    } <= set(names)
+    assert not (root / ".orchestra/artifacts").exists()
+    summary = Path(env["GITHUB_STEP_SUMMARY"]).read_text()
+    assert f"actions/runs/4242/artifacts/{record.id}" in summary
+    assert service.runtime_token not in result.stdout.replace(
+        f"::add-mask::{service.runtime_token}", ""
+    )
