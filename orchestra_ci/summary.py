@@ -9,7 +9,9 @@ def text(report: RunReport, results_path: str) -> str:
     """A few lines for the terminal at the end of a run: totals, then each failed task."""
     totals = report.totals
     parts = [
-        f"{totals[s]} {s}" for s in ("complete", "failed", "pending", "cancelled") if totals.get(s)
+        f"{totals[s]} {s}"
+        for s in ("complete", "failed", "pending", "running", "cancelled")
+        if totals.get(s)
     ]
     start, end = timestamp(report.started_at), timestamp(report.ended_at)
     took = f" in {format_duration(end - start)}" if start is not None and end is not None else ""
@@ -29,8 +31,14 @@ _TABLE_ROWS = 1000
 
 
 def _cell(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split()).replace("|", "\\|")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    """One table cell: a single line whose pipes cannot start a new column.
+
+    Backslashes are escaped too, or one in the text would escape the backslash put before
+    a pipe and leave the pipe to split the cell. Cut first, so no escape is cut in half.
+    """
+    text = " ".join(text.split())
+    text = text if len(text) <= limit else text[: limit - 1] + "…"
+    return text.replace("\\", "\\\\").replace("|", "\\|")
 
 
 def _gantt_name(text: str) -> str:
@@ -72,7 +80,7 @@ def markdown(report: RunReport, links: dict[str, str] | None = None) -> str:
     out = ["## orchestra-ci", ""]
     counts = " · ".join(
         f"{_ICONS[s]} {totals[s]} {s}"
-        for s in ("complete", "failed", "pending", "cancelled")
+        for s in ("complete", "failed", "pending", "running", "cancelled")
         if totals.get(s)
     )
     out.append(f"**{totals['total']} tasks** · {counts or 'nothing to do'} · took {took}")

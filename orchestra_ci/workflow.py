@@ -5,6 +5,7 @@ and ``,``. Outputs use the multi-line heredoc form with a random delimiter.
 """
 
 import os
+import re
 import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -44,7 +45,7 @@ def heredoc(name: str, value: str) -> str:
 
 def write_outputs(outputs: Mapping[str, str], env: Mapping[str, str] | None = None) -> bool:
     """Append step outputs to ``$GITHUB_OUTPUT``; False when not running in Actions."""
-    path = (env or os.environ).get("GITHUB_OUTPUT")
+    path = (os.environ if env is None else env).get("GITHUB_OUTPUT")
     if not path:
         return False
     with Path(path).open("a", encoding="utf-8") as f:
@@ -54,17 +55,48 @@ def write_outputs(outputs: Mapping[str, str], env: Mapping[str, str] | None = No
 
 
 def fit_summary(markdown: str, limit: int = SUMMARY_LIMIT) -> str:
-    """Cut a summary to the runner's size limit (bytes), on a line boundary."""
+    """Cut a summary to the runner's size limit (bytes), on a line boundary, with a note.
+
+    A code block (a mermaid chart, say) left open by the cut is closed first, so the note
+    shows as text instead of disappearing into the block.
+    """
     data = markdown.encode()
     if len(data) <= limit:
         return markdown
     note = "\n\n_Summary truncated to fit GitHub's 1 MiB limit; see results.json._\n"
-    cut = data[: limit - len(note.encode()) - 4].decode(errors="ignore")
-    return cut[: cut.rfind("\n") + 1] + note
+    budget = limit - len(note.encode()) - 4
+    while True:
+        cut = data[: max(budget, 0)].decode(errors="ignore")
+        cut = cut[: cut.rfind("\n") + 1]
+        fence = _open_fence(cut)
+        closing = f"{fence}\n" if fence else ""
+        result = cut + closing + note
+        if len(result.encode()) <= limit or not cut:
+            return result
+        budget = len(cut.encode()) - len(closing.encode())
+
+
+_FENCE = re.compile(r" {0,3}(`{3,}|~{3,})(.*)")
+
+
+def _open_fence(markdown: str) -> str | None:
+    """The opening run of a fenced code block still open at the end of ``markdown``."""
+    fence: str | None = None
+    for line in markdown.split("\n"):
+        match = _FENCE.match(line)
+        if match is None:
+            continue
+        run, rest = match.groups()
+        if fence is None:
+            if not (run[0] == "`" and "`" in rest):  # backticks in the info: not a fence
+                fence = run
+        elif run[0] == fence[0] and len(run) >= len(fence) and not rest.strip():
+            fence = None
+    return fence
 
 
 def write_summary(markdown: str, env: Mapping[str, str] | None = None) -> bool:
-    path = (env or os.environ).get("GITHUB_STEP_SUMMARY")
+    path = (os.environ if env is None else env).get("GITHUB_STEP_SUMMARY")
     if not path:
         return False
     with Path(path).open("a", encoding="utf-8") as f:

@@ -1,0 +1,473 @@
+"""Task isolation with git worktrees: one worktree and branch per task, changes out as patches.
+
+Each task runs in ``.orchestra/worktrees/<id>`` on branch ``orchestra/<id>``, created from
+the run's base commit. Afterwards everything the agent left there is committed on that
+branch with a fixed identity, the branch's changes since the base are exported as
+``patches/<id>.patch`` and the worktree is removed; the branch stays for pull requests.
+
+Only the ``git`` binary is used, through ``subprocess`` with argv lists (never a shell).
+The user's main working tree, index and HEAD are never touched: every command runs either
+in a task's worktree or is one of ``worktree add/remove/prune/list`` and read-only queries.
+
+Concurrency: calls that change state shared between worktrees (``.git/worktrees/``, the
+registration of worktrees, branch resets) run under a lock held by this object's threads
+and, through ``flock`` on ``.orchestra/worktrees.lock``, by other runner processes on the
+same queue. Work inside one worktree (checkout, staging, committing) runs outside the lock
+so tasks proceed in parallel. A git ``.lock`` file held by some other git process (the
+user's IDE, a ``git gc``) is waited out with a short tenacity retry instead of failing.
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import tenacity
+
+from orchestra_ci import atomic
+from orchestra_ci.errors import OrchestraError
+from orchestra_ci.record import check_task_id
+
+BRANCH_PREFIX = "orchestra/"
+COMMIT_NAME = "orchestra-ci"
+COMMIT_EMAIL = "orchestra-ci@noreply.invalid"
+LOCK_FILE = "worktrees.lock"
+
+# Variables that point git at another repository or index. Inherited from a git hook or an
+# alias (pytest run from a pre-commit hook, say) they would make ``git add`` in a task's
+# worktree write the main repository's index, so they are dropped for every call.
+_REPO_LOCATION_VARS = (
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+    "GIT_COMMON_DIR",
+    "GIT_NAMESPACE",
+    "GIT_PREFIX",
+    "GIT_IMPLICIT_WORK_TREE",
+    "GIT_INTERNAL_SUPER_PREFIX",
+    "GIT_SHALLOW_FILE",
+    "GIT_GRAFT_FILE",
+)
+
+# Settings that would make an unattended commit or a patch fail or come out unusable:
+# hooks (a failing pre-commit, a post-checkout per task), signing with no key in CI,
+# automatic gc racing parallel tasks, patches without ``a/``/``b/`` prefixes or with a
+# base-commit trailer that needs an upstream.
+_CONFIG = (
+    "core.hooksPath=/dev/null",
+    "commit.gpgSign=false",
+    "tag.gpgSign=false",
+    "gc.auto=0",
+    "maintenance.auto=false",
+    "core.fsmonitor=false",
+    "color.ui=false",
+    "diff.noprefix=false",
+    "diff.mnemonicPrefix=false",
+    "format.useAutoBase=false",
+    "format.coverLetter=false",
+    "format.signOff=false",
+)
+
+_LOCK_CONTENTION = re.compile(r"\.lock'?: File exists")
+_MAX_MESSAGE = 1000
+
+
+class WorktreeError(OrchestraError):
+    """A git operation for task isolation failed; the message is git's stderr on one line."""
+
+
+class _LockContention(WorktreeError):
+    """Another git process held one of git's ``.lock`` files: worth another try."""
+
+
+class _GitMissing(WorktreeError):
+    """No ``git`` executable: :func:`find_repo` then reports no repository."""
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What a task changed relative to the run's base commit."""
+
+    patch: Path | None
+    changed_files: list[str] = field(default_factory=list)
+    commits: int = 0
+
+
+# -- running git ----------------------------------------------------------------------------
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _REPO_LOCATION_VARS}
+    env.update(
+        {
+            "GIT_AUTHOR_NAME": COMMIT_NAME,
+            "GIT_AUTHOR_EMAIL": COMMIT_EMAIL,
+            "GIT_COMMITTER_NAME": COMMIT_NAME,
+            "GIT_COMMITTER_EMAIL": COMMIT_EMAIL,
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_EDITOR": ":",
+            "GIT_OPTIONAL_LOCKS": "0",
+            "LC_ALL": "C",
+        }
+    )
+    return env
+
+
+def _one_line(stderr: bytes) -> str:
+    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines()]
+    text = " | ".join(line for line in lines if line)
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 3] + "..."
+
+
+def _git_once(
+    cwd: Path, args: Sequence[str], ok: tuple[int, ...]
+) -> subprocess.CompletedProcess[bytes]:
+    argv = ["git", "-C", str(cwd)]
+    for setting in _CONFIG:
+        argv += ["-c", setting]
+    argv += args
+    try:
+        proc = subprocess.run(
+            argv, capture_output=True, stdin=subprocess.DEVNULL, env=_env(), check=False
+        )
+    except FileNotFoundError:
+        raise _GitMissing("git is not installed or not on PATH") from None
+    except OSError as exc:
+        raise WorktreeError(f"cannot run git: {exc.strerror or exc}") from None
+    if proc.returncode not in ok:
+        detail = _one_line(proc.stderr) or f"exit code {proc.returncode}"
+        error = _LockContention if _LOCK_CONTENTION.search(detail) else WorktreeError
+        command = " ".join(args[:2] if args[0] == "worktree" else args[:1])
+        raise error(f"git {command} failed in {cwd}: {detail}")
+    return proc
+
+
+def _git(cwd: Path, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[bytes]:
+    """Run ``git -C cwd ARGS``; raise :class:`WorktreeError` unless its exit code is in ``ok``.
+
+    Git takes its ``.lock`` files without waiting; if another git process holds one, the
+    command failed before changing anything, so it is simply run again a little later.
+    """
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(_LockContention),
+        stop=tenacity.stop_after_attempt(8),
+        wait=tenacity.wait_exponential(multiplier=0.05, max=1.0) + tenacity.wait_random(0, 0.05),
+        reraise=True,
+    )
+    return retrying(_git_once, cwd, args, ok)
+
+
+def _out(cwd: Path, *args: str) -> str:
+    return os.fsdecode(_git(cwd, *args).stdout).strip()
+
+
+def _paths(raw: bytes) -> list[str]:
+    """NUL-separated paths from ``-z`` output; undecodable bytes escaped, so JSON-safe."""
+    return [p.decode("utf-8", "backslashreplace") for p in raw.split(b"\0") if p]
+
+
+def _rmtree(path: Path) -> None:
+    """Delete a directory even if an agent left read-only files or directories in it."""
+    if not os.path.lexists(path):
+        return
+    try:
+        if path.is_symlink() or not path.is_dir():
+            path.unlink()
+        else:
+            shutil.rmtree(path)
+        return
+    except OSError:
+        pass
+    for directory, _, _ in os.walk(path):
+        with contextlib.suppress(OSError):
+            os.chmod(directory, stat.S_IRWXU)
+    try:
+        shutil.rmtree(path)
+    except OSError as exc:
+        raise WorktreeError(f"cannot remove {path}: {exc.strerror or exc}") from None
+
+
+# -- public API -----------------------------------------------------------------------------
+
+
+def find_repo(root: Path) -> Path | None:
+    """The top-level of the work tree containing ``root`` if it has at least one commit.
+
+    None outside a repository, in a bare one, in one without commits, or without git.
+    A repository git refuses to open (owned by another user, not in ``safe.directory``)
+    raises instead: silently running without isolation would surprise more.
+    """
+    try:
+        proc = _git_once(Path(root), ["rev-parse", "--show-toplevel"], ok=(0, 1, 128, 129))
+    except _GitMissing:
+        return None
+    if proc.returncode != 0:
+        detail = _one_line(proc.stderr)
+        if "dubious ownership" in detail:
+            raise WorktreeError(
+                f"git refuses the repository at {root}: {detail} "
+                "(add it with git config --global --add safe.directory PATH)"
+            )
+        return None
+    top = os.fsdecode(proc.stdout).rstrip("\n")
+    if not top:
+        return None
+    head = _git_once(Path(top), ["rev-parse", "--verify", "-q", "HEAD^{commit}"], ok=(0, 1, 128))
+    return Path(top) if head.returncode == 0 else None
+
+
+def branch_name(task_id: str) -> str:
+    """``orchestra/<id>``; ids that are not a valid ref component (``a..b``, ``x.lock``,
+    ``.x``, ``x.``) get their dots replaced and a hash of the id appended instead."""
+    if (
+        task_id.startswith(".")
+        or task_id.endswith(".")
+        or ".." in task_id
+        or task_id.endswith(".lock")
+    ):
+        digest = hashlib.sha256(task_id.encode()).hexdigest()[:10]
+        return f"{BRANCH_PREFIX}{task_id.replace('.', '_')}-{digest}"
+    return BRANCH_PREFIX + task_id
+
+
+def overlaps(changed: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """For every task, the other tasks that changed at least one of the same files.
+
+    Every task of ``changed`` is a key (an empty list when it shares no file), in the
+    order given; the other tasks are sorted.
+    """
+    by_file: dict[str, set[str]] = {}
+    for task, files in changed.items():
+        for name in files:
+            by_file.setdefault(name, set()).add(task)
+    result: dict[str, list[str]] = {}
+    for task, files in changed.items():
+        others: set[str] = set()
+        for name in files:
+            others |= by_file[name]
+        others.discard(task)
+        result[task] = sorted(others)
+    return result
+
+
+def _checked(task_id: str) -> str:
+    try:
+        return check_task_id(task_id)
+    except ValueError as exc:
+        raise WorktreeError(str(exc)) from None
+
+
+class Isolation:
+    """The worktrees of one run: all branches start from :attr:`base_commit`."""
+
+    def __init__(self, repo_top: Path, orchestra_dir: Path, base: str | None = None) -> None:
+        self.repo_top = Path(repo_top).resolve()
+        self.orchestra_dir = Path(orchestra_dir).resolve()
+        self.worktrees_dir = self.orchestra_dir / "worktrees"
+        self._thread_lock = threading.Lock()
+        revision = base or "HEAD"
+        if revision.startswith("-"):
+            raise WorktreeError(f"invalid base revision {revision!r}")
+        proc = _git(
+            self.repo_top, "rev-parse", "--verify", "-q", f"{revision}^{{commit}}", ok=(0, 1, 128)
+        )
+        if proc.returncode != 0:
+            what = "the repository has no commits yet" if base is None else "no such commit"
+            detail = _one_line(proc.stderr) or what
+            raise WorktreeError(f"cannot use {revision!r} as base in {self.repo_top}: {detail}")
+        self.base_commit = os.fsdecode(proc.stdout).strip()
+
+    # -- naming ---------------------------------------------------------------------------
+
+    def path(self, task_id: str) -> Path:
+        return self.worktrees_dir / _checked(task_id)
+
+    def branch(self, task_id: str) -> str:
+        return branch_name(_checked(task_id))
+
+    # -- locking and registrations --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._thread_lock:
+            try:
+                self.orchestra_dir.mkdir(parents=True, exist_ok=True)
+                fd = os.open(
+                    self.orchestra_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+                )
+            except OSError as exc:
+                raise WorktreeError(f"cannot lock {self.orchestra_dir}: {exc.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                os.close(fd)
+
+    def _registered(self) -> set[str]:
+        """Real paths of the worktrees git knows about (the main one included)."""
+        out = _git(self.repo_top, "worktree", "list", "--porcelain").stdout
+        return {
+            os.path.realpath(os.fsdecode(line[len(b"worktree ") :]))
+            for line in out.splitlines()
+            if line.startswith(b"worktree ")
+        }
+
+    def _discard(self, path: Path, registered: bool) -> None:
+        """Remove a worktree directory and its registration; its branch is kept."""
+        if registered:
+            try:
+                # Twice --force: also when it has changes or is locked (crash mid-``add``).
+                _git(self.repo_top, "worktree", "remove", "--force", "--force", str(path))
+                return
+            except WorktreeError:
+                pass  # e.g. its .git file is gone: delete by hand and prune below
+        _rmtree(path)
+        if registered:
+            _git(self.repo_top, "worktree", "prune")
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def prune(self, running: Iterable[str] = ()) -> list[str]:
+        """Remove worktrees a crashed run left behind; return the task ids removed, sorted.
+
+        Registrations whose directory is gone are pruned; then every directory under
+        ``worktrees/`` is removed unless it is a registered worktree of a task in
+        ``running``. Branches are kept. Call it at start-up with the tasks that live
+        runners are running, under the queue lock so no task is claimed in between.
+        """
+        keep = set(running)
+        removed: list[str] = []
+        with self._locked():
+            _git(self.repo_top, "worktree", "prune")
+            if not self.worktrees_dir.is_dir():
+                return []
+            registered = self._registered()
+            for entry in sorted(os.scandir(self.worktrees_dir), key=lambda e: e.name):
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                path = Path(entry.path)
+                is_registered = os.path.realpath(path) in registered
+                if entry.name in keep and is_registered:
+                    continue
+                self._discard(path, is_registered)
+                removed.append(entry.name)
+        return removed
+
+    def create(self, task_id: str) -> Path:
+        """A fresh worktree for the task on ``orchestra/<id>`` at the base commit.
+
+        Whatever an earlier attempt left (its worktree, commits on its branch) is
+        replaced, so every attempt starts from the base. Safe to call from several
+        threads at once for different tasks.
+        """
+        path = self.path(task_id)
+        branch = self.branch(task_id)
+        with self._locked():
+            try:
+                self.worktrees_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise WorktreeError(f"cannot create {self.worktrees_dir}: {exc.strerror}") from None
+            # A registration whose directory vanished would keep the branch "checked out".
+            _git(self.repo_top, "worktree", "prune")
+            registered = os.path.realpath(path) in self._registered()
+            if registered or os.path.lexists(path):
+                self._discard(path, registered)
+            _git(
+                self.repo_top,
+                "worktree",
+                "add",
+                "--quiet",
+                "--no-checkout",
+                "--no-track",
+                "-B",
+                branch,
+                str(path),
+                self.base_commit,
+            )
+        # Writing the files touches only this worktree: done outside the lock, in parallel.
+        _git(path, "reset", "--hard", "--quiet")
+        return path
+
+    def collect(self, task_id: str, patches_dir: Path) -> Collected:
+        """Commit what the agent left, export the branch's changes since the base.
+
+        Everything in the worktree is staged (new, modified and deleted files; ignored
+        files stay out as usual) and committed as ``orchestra-ci: <id>``; commits the
+        agent made itself are kept. The patch is ``patches_dir/<id>.patch``, written
+        atomically, or removed (a stale one from an earlier attempt) when nothing changed.
+        """
+        path = self.path(task_id)
+        branch = self.branch(task_id)
+        if not (path / ".git").exists():
+            raise WorktreeError(f"no worktree for task {task_id} at {path}")
+        _git(path, "add", "--all")
+        staged = _git(path, "diff", "--cached", "--quiet", "--no-ext-diff", ok=(0, 1))
+        if staged.returncode == 1:
+            _git(path, "commit", "--quiet", "--no-verify", "-m", f"orchestra-ci: {task_id}")
+        head = _out(path, "rev-parse", "--verify", "HEAD^{commit}")
+        current = _git(path, "symbolic-ref", "-q", "HEAD", ok=(0, 1))
+        if os.fsdecode(current.stdout).strip() != f"refs/heads/{branch}":
+            # The agent switched branches or detached HEAD: its work is where HEAD is.
+            _git(path, "update-ref", "-m", "orchestra-ci: collect", f"refs/heads/{branch}", head)
+        commits = int(_out(path, "rev-list", "--count", f"{self.base_commit}..{head}"))
+        diff = _git(path, "diff", "--name-only", "-z", "--no-renames", self.base_commit, head, "--")
+        changed = _paths(diff.stdout)
+        patch_path = Path(patches_dir) / f"{_checked(task_id)}.patch"
+        if not changed:
+            patch_path.unlink(missing_ok=True)
+            return Collected(None, [], commits)
+        data = self._format_patch(path, head, task_id)
+        try:
+            patch_path.parent.mkdir(parents=True, exist_ok=True)
+            atomic.write_bytes(patch_path, data)
+        except OSError as exc:
+            raise WorktreeError(f"cannot write {patch_path}: {exc.strerror or exc}") from None
+        return Collected(patch_path, changed, commits)
+
+    def _format_patch(self, cwd: Path, head: str, task_id: str) -> bytes:
+        """``git format-patch`` of base..head, one mail per commit, binary-safe.
+
+        A history ``git am`` could not replay on the base (merge commits, or the agent
+        reset below the base) is exported as one commit of the net change instead; that
+        commit object is never referenced by a branch.
+        """
+        merges = _out(cwd, "rev-list", "--merges", f"{self.base_commit}..{head}")
+        linear = _git(cwd, "merge-base", "--is-ancestor", self.base_commit, head, ok=(0, 1))
+        tip = head
+        if merges or linear.returncode != 0:
+            tree = _out(cwd, "rev-parse", f"{head}^{{tree}}")
+            message = f"orchestra-ci: {task_id}"
+            tip = _out(cwd, "commit-tree", tree, "-p", self.base_commit, "-m", message)
+        return _git(
+            cwd,
+            "format-patch",
+            "--stdout",
+            "--binary",
+            "--full-index",
+            "-U3",
+            "--no-signature",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            f"{self.base_commit}..{tip}",
+        ).stdout
+
+    def remove(self, task_id: str) -> None:
+        """Remove the task's worktree, changes and all; its branch is kept. Idempotent."""
+        path = self.path(task_id)
+        with self._locked():
+            registered = os.path.realpath(path) in self._registered()
+            if registered or os.path.lexists(path):
+                self._discard(path, registered)
