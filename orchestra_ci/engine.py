@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -25,13 +26,15 @@ from orchestra_ci.errors import UsageError
 from orchestra_ci.limits import looks_successful, read_output
 from orchestra_ci.outcome import AttemptResult, Verdict, classify
 from orchestra_ci.process import Control, Launch, kill_attempt, run_attempt
-from orchestra_ci.record import TaskRecord, now_iso
+from orchestra_ci.record import Attempt, TaskRecord, now_iso
 from orchestra_ci.redact import redactor
 from orchestra_ci.retry_policy import decide
+from orchestra_ci.sanitize import fence
 from orchestra_ci.schedule import Blocked, Scheduler
 from orchestra_ci.settings import Settings
 from orchestra_ci.store import RunnerLease, Store
 from orchestra_ci.usage import Usage, parse_usage
+from orchestra_ci.worktrees import Isolation, find_repo
 
 log = structlog.get_logger("orchestra_ci")
 
@@ -69,6 +72,17 @@ class Engine:
         self.stop_signal: int | None = None
         self.internal_errors = 0
         self.cost_usd = 0.0
+        self.isolation: Isolation | None = None
+        self._subdir = Path()
+        if self.settings.isolation != "none":
+            repo_top = find_repo(self.store.root)
+            if repo_top is not None:
+                self.isolation = Isolation(repo_top, self.store.dir)
+                self._subdir = self.store.root.relative_to(repo_top)
+            elif self.settings.isolation == "worktree":
+                raise UsageError(
+                    f"isolation 'worktree' needs a git repository at {self.store.root}"
+                )
         self.cooldown: dict[str, float] = {}  # agent -> epoch seconds when it may run again
         self.disabled: dict[str, str] = {}  # agent -> the fatal error that disabled it
         self.started_at = now_iso()
@@ -151,6 +165,11 @@ class Engine:
                 self.store.update(task_id, requeue)
                 self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
             log.warning("recovered orphaned task", task=task_id, previous_runner=owner)
+        if self.isolation is not None:
+            with self.store.locked():
+                running = [r["taskId"] for r in self.store.all() if r["status"] == "running"]
+                for task_id in self.isolation.prune(running):
+                    log.warning("removed a stale worktree", task=task_id)
 
     def refresh(self) -> None:
         """Bring the scheduler up to date with records changed on disk by others."""
@@ -344,43 +363,40 @@ class Engine:
         attempt = record["attempts"][-1]
         agent = attempt["agent"]
         spec = self.agents[agent]
-        values = {
-            "taskId": task_id,
-            "agent": agent,
-            "worktree": str(self.store.root),
-            "doneFile": str(self.store.sentinel(task_id, "done")),
-            "errorFile": str(self.store.sentinel(task_id, "error")),
-        }
         timeout = record.get("timeout") or spec.timeout or self.settings.timeout
         log.info("task started", task=task_id, attempt=attempt["number"], agent=agent)
         try:
+            workdir = self.store.root
+            if self.isolation is not None:
+                workdir = await asyncio.to_thread(self._worktree, task_id)
+            values = {
+                "taskId": task_id,
+                "agent": agent,
+                "worktree": str(workdir),
+                "doneFile": str(self.store.sentinel(task_id, "done")),
+                "errorFile": str(self.store.sentinel(task_id, "error")),
+            }
             try:
-                prompt = render_prompt(spec, record["prompt"], values, self.store.root)
+                prompt = render_prompt(spec, with_feedback(record), values, self.store.root)
             except UsageError as exc:  # e.g. its prompt template is gone
                 self._finish(task_id, Verdict("not_found", str(exc)), None, None, b"")
                 return
-            launch = Launch(
-                argv=render_argv(spec, prompt, values),
-                cwd=self.store.root,
-                env={
-                    **os.environ,
-                    **spec.env,
-                    "ORCHESTRA_TASK_ID": task_id,
-                    "ORCHESTRA_ATTEMPT": str(attempt["number"]),
-                    "ORCHESTRA_ROOT": str(self.store.root),
-                },
-                log_path=self.store.log_path(task_id),
-                header=(
-                    f"===== orchestra-ci · task {task_id} · attempt {attempt['number']} · "
-                    f"agent {agent} · {attempt['startedAt']} =====\n"
-                ),
-                marker=attempt["marker"],
-                timeout=timeout,
-                grace=self.settings.grace,
-                log_cap=self.settings.log_cap_bytes,
+            header = (
+                f"===== orchestra-ci · task {task_id} · attempt {attempt['number']} · "
+                f"agent {agent} · {attempt['startedAt']} =====\n"
             )
             result = await run_attempt(
-                launch, control, lambda pid: self.store.write_pid(task_id, pid)
+                self._launch(
+                    task_id,
+                    attempt,
+                    render_argv(spec, prompt, values),
+                    workdir,
+                    spec.env,
+                    header,
+                    timeout,
+                ),
+                control,
+                lambda pid: self.store.write_pid(task_id, pid),
             )
             tail = result.tail.decode(errors="replace")
             verdict = classify(
@@ -399,7 +415,15 @@ class Engine:
             self._note_agent(agent, verdict)
             usage = parse_usage(tail)
             self.cost_usd += usage.cost_usd or 0.0
-            self._finish(task_id, verdict, result.exit_code, result.pid, result.tail, usage)
+            extra: dict[str, Any] = {}
+            command = record.get("verify") or self.settings.verify
+            if verdict.outcome == "success" and command:
+                verdict, extra["verifyOutput"] = await self._verify(
+                    task_id, attempt, command, workdir, timeout, control
+                )
+            if self.isolation is not None and verdict.outcome not in ("interrupted", "cancelled"):
+                extra.update(await asyncio.to_thread(self._collect, task_id))
+            self._finish(task_id, verdict, result.exit_code, result.pid, result.tail, usage, extra)
         except Exception as exc:
             # An engine fault (e.g. the disk is full) fails the attempt, never loops on it;
             # if even that cannot be written, the next run recovers the task.
@@ -408,8 +432,80 @@ class Engine:
             with contextlib.suppress(Exception):
                 self._finish(task_id, Verdict("failed", f"internal error: {exc}"), None, None, b"")
         finally:
+            if self.isolation is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.isolation.remove, task_id)
             self.running.pop(task_id, None)
             self._wake.set()
+
+    def _launch(
+        self,
+        task_id: str,
+        attempt: Attempt,
+        argv: list[str],
+        workdir: Path,
+        env: dict[str, str],
+        header: str,
+        timeout: float,
+    ) -> Launch:
+        return Launch(
+            argv=argv,
+            cwd=workdir,
+            env={
+                **os.environ,
+                **env,
+                "ORCHESTRA_TASK_ID": task_id,
+                "ORCHESTRA_ATTEMPT": str(attempt["number"]),
+                "ORCHESTRA_ROOT": str(self.store.root),
+            },
+            log_path=self.store.log_path(task_id),
+            header=header,
+            marker=attempt["marker"],
+            timeout=timeout,
+            grace=self.settings.grace,
+            log_cap=self.settings.log_cap_bytes,
+        )
+
+    async def _verify(
+        self,
+        task_id: str,
+        attempt: Attempt,
+        command: str,
+        workdir: Path,
+        timeout: float,
+        control: Control,
+    ) -> tuple[Verdict, str | None]:
+        """Run the verification command where the agent worked; its failure fails the
+        attempt, and its output goes to the next attempt's prompt."""
+        header = f"----- orchestra-ci · verification: {command} -----\n"
+        result = await run_attempt(
+            self._launch(task_id, attempt, ["bash", "-c", command], workdir, {}, header, timeout),
+            control,
+            lambda pid: self.store.write_pid(task_id, pid),
+        )
+        output = redactor(result.tail.decode(errors="replace")[-4000:])
+        if result.stop_reason is not None:
+            verdict = classify(AttemptResult(result.exit_code, result.stop_reason), "exit")
+            return verdict, None
+        if result.exit_code == 0:
+            return Verdict("success"), None
+        code = result.exit_code
+        return Verdict("failed", f"verification failed: `{command}` exited with {code}"), output
+
+    def _worktree(self, task_id: str) -> Path:
+        assert self.isolation is not None
+        path = self.isolation.create(task_id)
+        return path / self._subdir if self._subdir != Path() else path
+
+    def _collect(self, task_id: str) -> dict[str, Any]:
+        assert self.isolation is not None
+        collected = self.isolation.collect(task_id, self.store.patches_dir)
+        patch = collected.patch
+        return {
+            "branch": self.isolation.branch(task_id),
+            "patch": str(patch.relative_to(self.store.root)) if patch else None,
+            "changedFiles": collected.changed_files,
+        }
 
     def _note_agent(self, agent: str, verdict: Verdict) -> None:
         """A fatal error disables the agent for the run; a rate limit cools it down for
@@ -430,6 +526,7 @@ class Engine:
         pid: int | None,
         tail: bytes,
         usage: Usage | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> None:
         now = now_iso()
         outcome = verdict.outcome
@@ -444,6 +541,8 @@ class Engine:
             attempt.update({"endedAt": now, "exitCode": exit_code, "outcome": outcome})
             if usage is not None:
                 attempt.update(usage.fields())  # type: ignore[typeddict-item]
+            if extra:
+                record.update(extra)  # type: ignore[typeddict-item]
             if pid is not None:
                 attempt["pid"] = pid
             error = "cancelled" if outcome == "cancelled" else verdict.error
@@ -638,3 +737,15 @@ class Engine:
         with contextlib.suppress(OSError):
             report.write(self.store.results_path, built)
         return built
+
+
+def with_feedback(record: TaskRecord) -> str:
+    """The task's prompt, plus why the last attempt's result was rejected, if it was."""
+    output = record.get("verifyOutput")
+    if not output:
+        return record["prompt"]
+    command = record.get("verify") or "the verification command"
+    return (
+        f"{record['prompt']}\n\nA previous attempt at this task was rejected because "
+        f"verification (`{command}`) failed. The end of its output:\n{fence(output)}\n"
+    )

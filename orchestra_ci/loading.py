@@ -29,6 +29,7 @@ def _spec_fields(spec: TaskSpec) -> dict[str, object]:
         "dependsOn": list(spec.depends_on),
         "backoff": spec.backoff,
         "backoffMax": spec.backoff_max,
+        "verify": spec.verify,
     }
 
 

@@ -83,6 +83,9 @@ class TaskRecord(TypedDict, total=False):
     backoff: float | None
     backoffMax: float | None
     nextAgent: str | None
+    verify: str | None
+    verifyOutput: str | None
+    branch: str | None
     patch: str | None
     changedFiles: list[str]
     prUrl: str | None

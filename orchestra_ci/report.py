@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra_ci import atomic
 from orchestra_ci.record import TaskRecord, timestamp
+from orchestra_ci.worktrees import overlaps
 
 SCHEMA_VERSION = 1
 
@@ -46,6 +47,8 @@ class TaskReport(_Model):
     patch: str | None = None
     changed_files: list[str] = Field(default_factory=list, alias="changedFiles")
     pr_url: str | None = Field(default=None, alias="prUrl")
+    branch: str | None = None
+    overlaps: list[str] = Field(default_factory=list)
     log: str
 
 
@@ -108,6 +111,7 @@ def task_report(record: TaskRecord) -> TaskReport:
         patch=record.get("patch"),
         changed_files=record.get("changedFiles") or [],
         pr_url=record.get("prUrl"),
+        branch=record.get("branch"),
         log=record.get("logFile") or f".orchestra/logs/{task_id}.log",
     )
 
@@ -124,6 +128,9 @@ def build(
     exit_code: int | None = None,
 ) -> RunReport:
     tasks = sorted((task_report(r) for r in records), key=lambda t: t.id)
+    shared = overlaps({t.id: t.changed_files for t in tasks if t.changed_files})
+    for task in tasks:
+        task.overlaps = shared.get(task.id, [])
     totals = Counter(t.status for t in tasks)
     return RunReport(
         run_id=run_id,

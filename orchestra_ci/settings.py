@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     daemon_interval: Duration = 2.0
     max_retries: int = Field(default=3, ge=0, le=100)
     max_cost_usd: float | None = Field(default=None, ge=0)
+    isolation: Literal["auto", "worktree", "none"] = "auto"
+    verify: str | None = None
 
     # GitHub: the same variables the Actions runner sets, so a local run needs only those.
     issue_label: str | None = None

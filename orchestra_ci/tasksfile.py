@@ -26,6 +26,7 @@ class Defaults(_Strict):
     backoff: Duration | None = None
     backoff_max: Duration | None = None
     priority: int = 0
+    verify: str | None = None
 
 
 class TaskEntry(_Strict):
@@ -39,6 +40,7 @@ class TaskEntry(_Strict):
     backoff_max: Duration | None = None
     depends_on: list[str] = Field(default_factory=list)
     priority: int | None = None
+    verify: str | None = None
 
     @field_validator("id", "depends_on")
     @classmethod
@@ -73,6 +75,7 @@ class TaskSpec(BaseModel):
     depends_on: list[str]
     priority: int
     source_file: str | None = None
+    verify: str | None = None
     source: str = "file"
     issue_number: int | None = None
 
@@ -167,6 +170,7 @@ def load_tasks_file(
                 depends_on=entry.depends_on,
                 priority=entry.priority if entry.priority is not None else d.priority,
                 source_file=str(path),
+                verify=entry.verify if entry.verify is not None else d.verify,
             )
         )
     return specs

@@ -1,0 +1,122 @@
+"""Each task in its own git worktree: branches, patches, overlaps, verification."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import FAKE_AGENT, cli_env, records, write_agents, write_tasks
+
+
+def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(root), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+        check=False,
+    )
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_parallel_tasks_editing_one_file_keep_their_own_branch_and_patch(git_repo: Path) -> None:
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": FAKE_AGENT})
+    write_tasks(
+        git_repo,
+        "defaults: {agent: fake}\ntasks:\n"
+        "  - {id: one, prompt: 'write=README.md sleep=0.3'}\n"
+        "  - {id: two, prompt: 'write=README.md write2=x sleep=0.3'}\n"
+        "  - {id: other, prompt: 'write=src/new.py'}\n"
+        "  - {id: nothing, prompt: 'exit=0'}\n",
+    )
+    base = git(git_repo, "rev-parse", "HEAD").strip()
+    (git_repo / "old.txt").write_text("uncommitted change in the main tree\n")
+
+    result = run_cli(git_repo, "run", "--parallel", "4")
+
+    assert result.returncode == 0, result.stderr
+    tasks = records(git_repo)
+    for task_id in ("one", "two"):
+        assert tasks[task_id]["branch"] == f"orchestra/{task_id}"
+        assert tasks[task_id]["changedFiles"] == ["README.md"]
+        shown = git(git_repo, "show", f"orchestra/{task_id}:README.md")
+        assert shown == f"written by {task_id}\n"
+        patch = git_repo / tasks[task_id]["patch"]
+        assert patch.is_file()
+        subprocess.run(["git", "-C", str(git_repo), "apply", "--check", str(patch)], check=True)
+    assert tasks["other"]["changedFiles"] == ["src/new.py"]
+    assert tasks["nothing"]["patch"] is None and tasks["nothing"]["changedFiles"] == []
+    # the main tree and its branch are untouched; worktrees are gone, branches stay
+    assert git(git_repo, "rev-parse", "HEAD").strip() == base
+    assert (git_repo / "old.txt").read_text() == "uncommitted change in the main tree\n"
+    assert (git_repo / "README.md").read_text().startswith("# demo")
+    assert not list((git_repo / ".orchestra/worktrees").glob("*/"))
+    assert "orchestra/one" in git(git_repo, "branch", "--list", "orchestra/*")
+    report = json.loads((git_repo / ".orchestra/results.json").read_text())
+    by_id = {t["id"]: t for t in report["tasks"]}
+    assert by_id["one"]["overlaps"] == ["two"] and by_id["two"]["overlaps"] == ["one"]
+    assert by_id["other"]["overlaps"] == []
+    assert by_id["one"]["patch"] == ".orchestra/patches/one.patch"
+
+
+def test_verification_failure_feeds_the_next_attempts_prompt(git_repo: Path) -> None:
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": FAKE_AGENT})
+    seen = git_repo.parent / "argv.json"
+    verify = 'echo "VERIFY SAYS: attempt $ORCHESTRA_ATTEMPT"; test "$ORCHESTRA_ATTEMPT" = 2'
+    write_tasks(
+        git_repo,
+        "tasks:\n"
+        f"  - id: checked\n    agent: fake\n    prompt: 'argv={seen} write=out.txt'\n"
+        f"    verify: {json.dumps(verify)}\n    max_retries: 2\n    backoff: 0.01s\n",
+    )
+
+    result = run_cli(git_repo, "run")
+
+    assert result.returncode == 0, result.stderr
+    task = records(git_repo)["checked"]
+    assert [a["outcome"] for a in task["attempts"]] == ["failed", "success"]
+    assert "verification failed" in task["attempts"][0]["error"]
+    prompt = json.loads(seen.read_text())[-1]
+    assert "VERIFY SAYS: attempt 1" in prompt and "rejected because verification" in prompt
+    assert task["verifyOutput"] is None
+    log = (git_repo / ".orchestra/logs/checked.log").read_text()
+    assert log.count("----- orchestra-ci · verification:") == 2
+
+
+def test_stale_worktree_from_a_crash_is_pruned(git_repo: Path) -> None:
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": FAKE_AGENT})
+    write_tasks(git_repo, "tasks:\n  - {id: fresh, agent: fake, prompt: 'write=a.txt'}\n")
+    stale = git_repo / ".orchestra/worktrees/ghost"
+    git(git_repo, "worktree", "add", "-q", "-b", "orchestra/ghost", str(stale))
+    result = run_cli(git_repo, "run")
+    assert result.returncode == 0, result.stderr
+    assert not stale.exists()
+    assert "removed a stale worktree" in result.stderr
+    assert "ghost" not in git(git_repo, "worktree", "list")
+
+
+def test_isolation_none_runs_in_the_root(git_repo: Path) -> None:
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": FAKE_AGENT})
+    write_tasks(git_repo, "tasks:\n  - {id: here, agent: fake, prompt: 'write=here.txt'}\n")
+    env = cli_env(ORCHESTRA_ISOLATION="none")
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(git_repo), "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (git_repo / "here.txt").exists()
+    assert records(git_repo)["here"].get("branch") is None
