@@ -36,6 +36,7 @@ class ActionInputs(BaseSettings):
     max_retries: str = ""
     github_token: str = ""
     artifact_name: str = ""
+    create_prs: str = ""
     fail_on_pending: str = ""
     setup_command: str = ""
     done_label: str = ""

@@ -63,8 +63,8 @@ def connect_github(settings: Settings) -> GitHubContext:
     repository = settings.repository
     if not repository or settings.github_token is None:
         raise UsageError(
-            "--issue-label needs the repository (GITHUB_REPOSITORY or --repo OWNER/NAME) and a "
-            "token (GITHUB_TOKEN or --github-token)"
+            "issues and pull requests need the repository (GITHUB_REPOSITORY or --repo "
+            "OWNER/NAME) and a token (GITHUB_TOKEN or --github-token)"
         )
     token = settings.github_token.get_secret_value()
     redactor.add(token)
@@ -187,7 +187,8 @@ def run_batch(
     env = os.environ if env is None else env
     store = Store(root)
     agents = agents_for(root, settings)
-    github_ctx = connect_github(settings) if settings.issue_label else None
+    needs_github = settings.issue_label or settings.create_prs
+    github_ctx = connect_github(settings) if needs_github else None
     sources = load_sources(root, settings, github_ctx)
     if dry:
         return dry_run(store, agents, sources.specs)
@@ -247,7 +248,11 @@ def _report(
     observer: _IssueStatus | None,
     links: Any,
 ) -> None:
-    report: RunReport = outcome.report
+    if settings.create_prs and ctx is not None:
+        _open_pull_requests(store, settings, ctx)
+        report = engine_report(store, outcome.report)
+    else:
+        report = outcome.report
     in_actions = env.get("GITHUB_ACTIONS") == "true"
     artifact_id: int | None = None
     artifact_url: str | None = None
@@ -292,6 +297,53 @@ def _report(
                 move_labels(ctx.repo, number, settings.issue_label or "", add)
             except Exception as exc:
                 log.warning("label update failed", issue=number, error=redactor(str(exc)))
+
+
+def _open_pull_requests(store: Store, settings: Settings, ctx: GitHubContext) -> None:
+    from orchestra_ci.pulls import PullRequestError, open_or_update, push
+    from orchestra_ci.worktrees import find_repo
+
+    repo_top = find_repo(store.root)
+    if repo_top is None:
+        log.warning("pull requests need a git repository", root=str(store.root))
+        return
+    base = settings.pr_base or ctx.repo.default_branch
+    token = settings.github_token.get_secret_value() if settings.github_token else None
+    for record in store.all():
+        branch = record.get("branch")
+        if record["status"] != "complete" or not branch or not record.get("patch"):
+            continue
+        try:
+            push(repo_top, branch, settings.git_remote, token)
+            url = open_or_update(ctx.repo, record, base)
+        except PullRequestError as exc:
+            log.warning("pull request not opened", task=record["taskId"], error=str(exc))
+            print(workflow.command("warning", str(exc), title=f"orchestra-ci: {record['taskId']}"))
+            continue
+
+        def set_url(r: TaskRecord, url: str = url) -> None:
+            r["prUrl"] = url
+
+        store.update(record["taskId"], set_url)
+        log.info("pull request ready", task=record["taskId"], url=url)
+
+
+def engine_report(store: Store, previous: RunReport) -> RunReport:
+    """The final report rebuilt from the records (after PR links were added)."""
+    from orchestra_ci import report as report_module
+
+    rebuilt = report_module.build(
+        store.all(),
+        run_id=previous.run_id,
+        started_at=previous.started_at,
+        ended_at=previous.ended_at,
+        time_budget=previous.time_budget,
+        parallel=previous.parallel,
+        stopped_by=previous.stopped_by,
+        exit_code=previous.exit_code,
+    )
+    report_module.write(store.results_path, rebuilt)
+    return rebuilt
 
 
 def _publish(

@@ -146,6 +146,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         grace=args.grace,
         backoff=args.backoff,
         max_cost_usd=args.max_cost_usd,
+        create_prs=True if args.create_prs else None,
         fail_on_pending=True if args.fail_on_pending else None,
     )
 
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grace", type=_duration)
     p.add_argument("--backoff", type=_duration)
     p.add_argument("--max-cost-usd", type=float, help="stop starting attempts at this cost")
+    p.add_argument("--create-prs", action="store_true", help="open a draft PR per completed task")
     p.add_argument("--fail-on-pending", action="store_true")
     p.add_argument("--dry-run", action="store_true")
 

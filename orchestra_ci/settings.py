@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     github_min_interval: Duration = 0.25
     github_write_interval: Duration = 1.0
     artifact_name: str = "orchestra-results"
+    create_prs: bool = False
+    pr_base: str | None = None
+    git_remote: str = "origin"
 
     @classmethod
     def settings_customise_sources(

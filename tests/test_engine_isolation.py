@@ -5,6 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from orchestra_ci.record import TaskRecord
+from orchestra_ci.store import Store
+from orchestra_ci.testing.fake_github import FakeGitHub
 from tests.conftest import FAKE_AGENT, cli_env, records, write_agents, write_tasks
 
 
@@ -120,3 +123,73 @@ def test_isolation_none_runs_in_the_root(git_repo: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (git_repo / "here.txt").exists()
     assert records(git_repo)["here"].get("branch") is None
+
+
+def test_pull_request_per_task_pushed_to_a_bare_remote(
+    git_repo: Path, tmp_path: Path, fake_github: FakeGitHub
+) -> None:
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    git(git_repo, "remote", "add", "origin", str(remote))
+    git(git_repo, "push", "-q", "origin", "main")
+    repo = fake_github.add_repo("octo/widgets")
+    repo.create_missing_refs = True
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": FAKE_AGENT})
+    write_tasks(
+        git_repo,
+        "defaults: {agent: fake}\ntasks:\n"
+        "  - {id: feature, prompt: 'write=feature.txt'}\n"
+        "  - {id: empty, prompt: 'exit=0'}\n",
+    )
+    env = cli_env(
+        **fake_github.env("octo/widgets"),
+        ORCHESTRA_GITHUB_MIN_INTERVAL="0",
+        ORCHESTRA_GITHUB_WRITE_INTERVAL="0",
+    )
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "orchestra_ci", "--root", str(git_repo), "run", "--create-prs"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
+
+    result = run()
+    assert result.returncode == 0, result.stderr
+    pulls = list(repo.pulls.values())
+    assert len(pulls) == 1  # no PR for a task that changed nothing
+    pr = pulls[0]
+    assert pr.head == "orchestra/feature" and pr.base == "main" and pr.draft
+    assert "feature.txt" in (repo.issues[pr.number].body or "")
+    pushed = subprocess.run(
+        ["git", "--git-dir", str(remote), "show", "orchestra/feature:feature.txt"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert pushed == "written by feature\n"
+    task = records(git_repo)["feature"]
+    assert task["prUrl"] and task["prUrl"].endswith(f"/pull/{pr.number}")
+    report = json.loads((git_repo / ".orchestra/results.json").read_text())
+    assert {t["id"]: t["prUrl"] for t in report["tasks"]}["feature"] == task["prUrl"]
+
+    # a second run for the same branch updates the PR instead of opening another
+    subprocess.run(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(git_repo), "retry", "feature"],
+        check=False,
+        capture_output=True,
+        env=env,
+    )
+    for path in (git_repo / ".orchestra/tasks").glob("feature.*"):
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+            data["status"] = "pending"
+            path.write_text(json.dumps(data))
+    result = run()
+    assert result.returncode == 0, result.stderr
+    assert len(repo.pulls) == 1
+    assert fake_github.find_requests("PATCH", r"/pulls/\d+$")

@@ -1,0 +1,118 @@
+"""Opt-in pull requests: push each completed task's branch and open (or update) a draft PR."""
+
+import base64
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import github
+
+from orchestra_ci.errors import OrchestraError
+from orchestra_ci.ghclient import call
+from orchestra_ci.record import TaskRecord
+from orchestra_ci.redact import redactor
+
+NO_PERMISSION = (
+    "the token may not create pull requests: give the workflow `contents: write` and "
+    "`pull-requests: write` permissions, and allow GitHub Actions to create pull requests "
+    "in the repository's Actions settings"
+)
+
+
+class PullRequestError(OrchestraError):
+    pass
+
+
+def _git_env(token: str | None) -> dict[str, str]:
+    """Credentials for an https remote, as config in the environment (never in argv)."""
+    env = dict(os.environ)
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env.update(
+            {
+                "GIT_CONFIG_COUNT": "1",
+                "GIT_CONFIG_KEY_0": "http.extraheader",
+                "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}",
+                "GIT_TERMINAL_PROMPT": "0",
+            }
+        )
+    return env
+
+
+def push(repo_top: Path, branch: str, remote: str, token: str | None) -> None:
+    result = subprocess.run(
+        [
+            "git",
+            "-C",
+            str(repo_top),
+            "push",
+            "--force",
+            "--quiet",
+            remote,
+            f"refs/heads/{branch}:refs/heads/{branch}",
+        ],
+        capture_output=True,
+        text=True,
+        env=_git_env(token),
+        check=False,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        detail = " ".join(redactor(result.stderr).split())
+        raise PullRequestError(f"git push of {branch} failed: {detail}")
+
+
+def title_for(record: TaskRecord) -> str:
+    if record.get("issueNumber") is not None:
+        return f"orchestra-ci: resolve #{record['issueNumber']}"
+    first = next((line.strip() for line in record["prompt"].splitlines() if line.strip()), "")
+    first = first if len(first) <= 60 else first[:59] + "…"
+    return f"orchestra-ci: {record['taskId']}: {first}"
+
+
+def body_for(record: TaskRecord) -> str:
+    attempts = record.get("attempts") or []
+    agents = ", ".join(dict.fromkeys(a["agent"] for a in attempts)) or record["agent"]
+    files = record.get("changedFiles") or []
+    lines = [
+        f"Task `{record['taskId']}`, done by **{agents}** in {len(attempts)} attempt(s).",
+        "",
+        "Changed files:",
+        *[f"- `{f}`" for f in files[:100]],
+    ]
+    if len(files) > 100:
+        lines.append(f"- … and {len(files) - 100} more")
+    if record.get("issueNumber") is not None:
+        lines += ["", f"Resolves #{record['issueNumber']}"]
+    lines += ["", "_Opened by orchestra-ci as a draft: review before merging._"]
+    return "\n".join(lines)
+
+
+def open_or_update(repo: Any, record: TaskRecord, base: str) -> str:
+    """The URL of the task's open PR, created as a draft or updated in place."""
+    branch = record.get("branch")
+    if not branch:
+        raise PullRequestError(f"task {record['taskId']} has no branch")
+    owner = repo.owner.login
+    title, body = title_for(record), body_for(record)
+    try:
+        existing = call(lambda: list(repo.get_pulls(state="open", head=f"{owner}:{branch}")))
+        if existing:
+            pr = existing[0]
+            call(lambda: pr.edit(title=title, body=body))
+            return str(pr.html_url)
+
+        def create() -> Any:
+            # A POST that timed out may have opened it: look again before each try.
+            again = list(repo.get_pulls(state="open", head=f"{owner}:{branch}"))
+            if again:
+                return again[0]
+            return repo.create_pull(base=base, head=branch, title=title, body=body, draft=True)
+
+        return str(call(create).html_url)
+    except github.GithubException as exc:
+        if exc.status == 403:
+            raise PullRequestError(NO_PERMISSION) from None
+        message = exc.data.get("message") if isinstance(exc.data, dict) else str(exc.data)
+        raise PullRequestError(f"pull request for {branch}: {exc.status} {message}") from None
