@@ -178,17 +178,10 @@ def test_pull_request_per_task_pushed_to_a_bare_remote(
     assert {t["id"]: t["prUrl"] for t in report["tasks"]}["feature"] == task["prUrl"]
 
     # a second run for the same branch updates the PR instead of opening another
-    subprocess.run(
-        [sys.executable, "-m", "orchestra_ci", "--root", str(git_repo), "retry", "feature"],
-        check=False,
-        capture_output=True,
-        env=env,
-    )
-    for path in (git_repo / ".orchestra/tasks").glob("feature.*"):
-        if path.suffix == ".json":
-            data = json.loads(path.read_text())
-            data["status"] = "pending"
-            path.write_text(json.dumps(data))
+    def again(record: TaskRecord) -> None:
+        record["status"] = "pending"
+
+    Store(git_repo).update("feature", again)
     result = run()
     assert result.returncode == 0, result.stderr
     assert len(repo.pulls) == 1
