@@ -80,8 +80,11 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
         fsync_dir(path.parent)
 
 
-def create_bytes(path: Path, data: bytes) -> bool:
-    """Create ``path`` atomically only if it does not exist; return False if it did."""
+def create_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> bool:
+    """Create ``path`` atomically only if it does not exist; return False if it did.
+
+    ``sync_dir=False`` leaves the directory fsync to the caller, who creates many files
+    and syncs the directory once (the files themselves are always fsynced)."""
     tmp = _write_temp(path, data)
     try:
         os.link(tmp, path)
@@ -89,7 +92,8 @@ def create_bytes(path: Path, data: bytes) -> bool:
         return False
     finally:
         tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
     return True
 
 

@@ -215,7 +215,8 @@ class Engine:
                     fut.cancel()
             if self._past_deadline():
                 self._stop_all(self.settings.grace)
-            polling = self.daemon or self._waiting_on_others()
+            # Only an idle runner needs to look for other runners' progress (an O(n) check).
+            polling = self.daemon or (not self.running and self._waiting_on_others())
             interval = self.settings.daemon_interval if self.daemon else _POLL_OTHERS
             if polling and time.monotonic() - last_refresh >= interval:
                 self.refresh()
@@ -338,7 +339,7 @@ class Engine:
             record["nextAttemptAt"] = None
             self.store.sentinel(task_id, "done").unlink(missing_ok=True)
             self.store.sentinel(task_id, "error").unlink(missing_ok=True)
-            self.store.write(record)
+            self.store.write(record, durable=False)
         self.records[task_id] = record
         self.scheduler.started(task_id)
         self._changed(record)

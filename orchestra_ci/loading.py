@@ -100,9 +100,11 @@ def enqueue(store: Store, specs: Sequence[TaskSpec], agents: dict[str, AgentSpec
         added = updated = 0
         for kind, record in writes:
             if kind == "add":
-                store.create(record)
+                store.create(record, sync_dir=False)
                 added += 1
             else:
                 store.write(record)
                 updated += 1
+        if added:
+            store.sync()
     return LoadResult(added, updated, unchanged)

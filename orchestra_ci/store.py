@@ -120,21 +120,30 @@ class Store:
                 records.append(record)
         return records
 
-    def write(self, record: TaskRecord) -> None:
+    def write(self, record: TaskRecord, *, durable: bool = True) -> None:
+        """Replace a record atomically. ``durable=False`` skips the fsyncs, for changes
+        whose loss in a power failure is harmless (a claim: the task would just run again).
+        """
         record["updatedAt"] = now_iso()
         path = self.record_path(record["taskId"])
         try:
-            atomic.write_json(path, record)
+            atomic.write_json(path, record, durable=durable)
         except OSError as exc:
             raise StoreError(f"cannot write {path}: {exc}") from exc
 
-    def create(self, record: TaskRecord) -> bool:
-        """Add a new record; False if a task with this id already exists."""
+    def create(self, record: TaskRecord, *, sync_dir: bool = True) -> bool:
+        """Add a new record; False if a task with this id already exists. Callers adding
+        many pass ``sync_dir=False`` and call :meth:`sync` once at the end."""
         self.ensure()
+        path = self.record_path(record["taskId"])
         try:
-            return atomic.create_bytes(self.record_path(record["taskId"]), atomic.dump_json(record))
+            return atomic.create_bytes(path, atomic.dump_json(record), sync_dir=sync_dir)
         except OSError as exc:
             raise StoreError(f"cannot write task {record['taskId']}: {exc}") from exc
+
+    def sync(self) -> None:
+        """Make the creation of new record files durable (one directory fsync)."""
+        atomic.fsync_dir(self.tasks_dir)
 
     def update(self, task_id: str, change: Callable[[TaskRecord], None]) -> TaskRecord:
         """Read, change and write one record under the queue lock."""
@@ -160,11 +169,13 @@ class Store:
     # -- sentinels ----------------------------------------------------------------------
 
     def write_done(self, task_id: str) -> None:
-        atomic.write_bytes(self.sentinel(task_id, "done"), now_iso().encode() + b"\n")
+        """An empty ``.done`` file, as agent-orchestrator's protocol has it. Creating an empty
+        file is atomic by itself, and the durable record is the source of truth."""
+        os.close(os.open(self.sentinel(task_id, "done"), os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC))
 
     def write_error(self, task_id: str, error: str, details: str = "") -> None:
         body = {"error": error, "details": details, "timestamp": now_iso()}
-        atomic.write_json(self.sentinel(task_id, "error"), body)
+        atomic.write_json(self.sentinel(task_id, "error"), body, durable=False)
 
     def read_error(self, task_id: str) -> dict[str, Any] | None:
         """The ``.error`` sentinel as a dict; free text from an agent becomes ``error``."""
