@@ -9,7 +9,7 @@ to the workspace owner at the end.
 import os
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,25 @@ def _setup(command: str, root: Path) -> None:
         raise OrchestraError(f"setup_command failed with exit code {result.returncode}")
 
 
+def prepare_agent_homes(env: MutableMapping[str, str]) -> None:
+    """What the agent CLIs need to run unattended in the container: a writable home with
+    their config directories, and Aider's model-price cache (else it downloads it)."""
+    home = Path(env.get("HOME") or "/github/home")
+    for sub in (".claude", ".codex", ".gemini", ".config/opencode", ".aider/caches"):
+        (home / sub).mkdir(parents=True, exist_ok=True)
+    env.setdefault("CLAUDE_CONFIG_DIR", str(home / ".claude"))
+    env.setdefault("CODEX_HOME", str(home / ".codex"))
+    try:
+        from importlib import resources
+
+        bundled = resources.files("litellm").joinpath("model_prices_and_context_window_backup.json")
+        cache = home / ".aider/caches/model_prices_and_context_window.json"
+        if bundled.is_file() and not cache.exists():
+            cache.write_bytes(bundled.read_bytes())
+    except (ImportError, OSError):
+        pass  # Aider is not installed in this image
+
+
 def hand_back(root: Path) -> int:
     """Give files the run created (owned by root) to the workspace owner; count them."""
     owner = root.stat()
@@ -105,6 +124,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         settings = load_settings(root, **overrides)
         log.configure(Console(), settings.log_format)
         _git_safe_directory(root)
+        prepare_agent_homes(os.environ)  # agents inherit this process's environment
         _setup(inputs.setup_command, root)
         return batch.run_batch(root, settings, env=env)
     except OrchestraError as exc:
