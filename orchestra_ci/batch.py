@@ -89,7 +89,12 @@ def connect_github(settings: Settings) -> GitHubContext:
     return GitHubContext(gh, repo)
 
 
-def load_sources(root: Path, settings: Settings, github_ctx: GitHubContext | None) -> Sources:
+def load_sources(
+    root: Path,
+    settings: Settings,
+    github_ctx: GitHubContext | None,
+    env: Mapping[str, str] | None = None,
+) -> Sources:
     sources = Sources()
     tasks_file = resolve(root, settings.tasks_file)
     if tasks_file is None and (root / ".orchestra/tasks.yml").is_file():
@@ -99,8 +104,9 @@ def load_sources(root: Path, settings: Settings, github_ctx: GitHubContext | Non
             tasks_file, root, settings.default_agent, settings.max_retries
         )
     if settings.issue_label and github_ctx is not None:
-        from orchestra_ci.issues import IssueTaskOptions, scan
+        from orchestra_ci.issues import IssueTaskOptions, event_issue, scan
 
+        env = os.environ if env is None else env
         found = scan(
             github_ctx.repo,
             IssueTaskOptions(
@@ -109,6 +115,11 @@ def load_sources(root: Path, settings: Settings, github_ctx: GitHubContext | Non
                 max_retries=settings.max_retries,
                 allow_users=split_list(settings.trusted_users),
                 allow_bots=split_list(settings.trusted_bots),
+                only=event_issue(
+                    env.get("GITHUB_EVENT_NAME"),
+                    env.get("GITHUB_EVENT_PATH"),
+                    settings.issue_label,
+                ),
             ),
         )
         taken = {s.id for s in sources.specs}
@@ -189,7 +200,7 @@ def run_batch(
     agents = agents_for(root, settings)
     needs_github = settings.issue_label or settings.create_prs
     github_ctx = connect_github(settings) if needs_github else None
-    sources = load_sources(root, settings, github_ctx)
+    sources = load_sources(root, settings, github_ctx, env)
     if dry:
         return dry_run(store, agents, sources.specs)
     enqueue(store, sources.specs, agents)

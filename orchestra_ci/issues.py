@@ -23,12 +23,32 @@ class IssueTaskOptions:
     timeout: float | None = None
     allow_users: Collection[str] = ()
     allow_bots: Collection[str] = ()
+    only: int | None = None  # an `issues: labeled` event names one issue
 
 
 @dataclass
 class IssueScan:
     specs: list[TaskSpec] = field(default_factory=list)
     skipped: dict[int, TrustDecision] = field(default_factory=dict)
+
+
+def event_issue(event_name: str | None, event_path: str | None, label: str) -> int | None:
+    """The issue an ``issues: labeled`` event is about, when it added our label."""
+    if event_name != "issues" or not event_path:
+        return None
+    import json
+    from pathlib import Path
+
+    try:
+        event = json.loads(Path(event_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(event, dict) or event.get("action") != "labeled":
+        return None
+    if (event.get("label") or {}).get("name") != label:
+        return None
+    number = (event.get("issue") or {}).get("number")
+    return number if isinstance(number, int) else None
 
 
 def issue_task_id(number: int) -> str:
@@ -66,7 +86,12 @@ def scan(repo: Any, options: IssueTaskOptions) -> IssueScan:
     """Read every open issue (not pull request) with the label and decide trust."""
     result = IssueScan()
     roles = _Roles(repo)
-    issues = call(lambda: list(repo.get_issues(state="open", labels=[options.label])))
+    if options.only is not None:
+        one = call(lambda: repo.get_issue(options.only))
+        labelled = one.state == "open" and any(lbl.name == options.label for lbl in one.labels)
+        issues = [one] if labelled else []
+    else:
+        issues = call(lambda: list(repo.get_issues(state="open", labels=[options.label])))
     for issue in sorted(issues, key=lambda i: i.number):
         if issue.pull_request is not None:
             continue

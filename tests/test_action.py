@@ -257,3 +257,17 @@ def test_artifact_is_uploaded_with_protocol_v4(
     assert service.runtime_token not in result.stdout.replace(
         f"::add-mask::{service.runtime_token}", ""
     )
+
+
+def test_an_issues_labeled_event_runs_only_that_issue(
+    root: Path, tmp_path: Path, fake_github: FakeGitHub, repo_with_issues: Any
+) -> None:
+    write_agents(root, {"fake": FAKE_AGENT})
+    env = runner_env(root, fake_github, tmp_path)
+    Path(env["GITHUB_EVENT_PATH"]).write_text(
+        json.dumps({"action": "labeled", "label": {"name": LABEL}, "issue": {"number": 3}})
+    )
+    result = run_action(env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(records(root)) == ["issue-3"]
+    assert not repo_with_issues.comments_on(1)
