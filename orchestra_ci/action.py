@@ -16,7 +16,7 @@ from typing import Any
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestra_ci import workflow
-from orchestra_ci.errors import OrchestraError
+from orchestra_ci.errors import OrchestraError, UsageError
 from orchestra_ci.redact import redactor, secret_values
 
 
@@ -25,6 +25,11 @@ class ActionInputs(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="INPUT_", extra="ignore")
 
+    mode: str = ""
+    shards: str = ""
+    shard: str = ""
+    merge_dirs: str = ""
+    durations_file: str = ""
     tasks_file: str = ""
     issue_label: str = ""
     agent_config: str = ""
@@ -47,8 +52,18 @@ class ActionInputs(BaseSettings):
 
     def settings_overrides(self) -> dict[str, Any]:
         """Non-empty inputs, named as Settings fields."""
-        skip = {"setup_command"}
+        skip = {"setup_command", "mode", "shards", "merge_dirs"}
         return {k: v for k, v in self.model_dump().items() if v.strip() and k not in skip}
+
+
+def _count(text: str, name: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"input {name!r} must be a whole number, not {text!r}") from None
+    if value < 1:
+        raise UsageError(f"input {name!r} must be at least 1")
+    return value
 
 
 def _git_safe_directory(root: Path) -> None:
@@ -117,12 +132,23 @@ def main(env: Mapping[str, str] | None = None) -> int:
     try:
         from orchestra_ci import batch, log
         from orchestra_ci.console import Console
-        from orchestra_ci.settings import load_settings
+        from orchestra_ci.settings import load_settings, split_list
 
         overrides = inputs.settings_overrides()
         overrides.setdefault("log_format", "json")
         settings = load_settings(root, **overrides)
         log.configure(Console(), settings.log_format)
+        mode = inputs.mode.strip() or "run"
+        if mode == "plan":
+            shards = _count(inputs.shards, "shards")
+            batch.plan(root, settings, shards, env)
+            return 0
+        if mode == "merge":
+            dirs = [root / d for d in split_list(inputs.merge_dirs or ".")]
+            expected = _count(inputs.shards, "shards") if inputs.shards.strip() else None
+            return batch.merge_run(root, settings, dirs, expected, env)
+        if mode != "run":
+            raise UsageError(f"input 'mode' must be run, plan or merge, not {mode!r}")
         _git_safe_directory(root)
         prepare_agent_homes(os.environ)  # agents inherit this process's environment
         _setup(inputs.setup_command, root)

@@ -201,6 +201,9 @@ def run_batch(
     needs_github = settings.issue_label or settings.create_prs
     github_ctx = connect_github(settings) if needs_github else None
     sources = load_sources(root, settings, github_ctx, env)
+    only: frozenset[str] | None = None
+    if settings.shard:
+        sources.specs, only = shard_of(sources.specs, settings, root)
     if dry:
         return dry_run(store, agents, sources.specs)
     enqueue(store, sources.specs, agents)
@@ -222,12 +225,14 @@ def run_batch(
         daemon=daemon,
         on_progress=console.status if console.live else None,
         on_change=observer,
+        only=only,
+        shard=settings.shard,
     )
     try:
         outcome = asyncio.run(engine.run())
     finally:
         console.close()
-    _report(store, settings, outcome, env, github_ctx, observer, links)
+    _report(store, settings, outcome, env, github_ctx, observer, links, only)
     from orchestra_ci.summary import text
 
     sys.stdout.write(text(outcome.report, str(store.results_path.relative_to(store.root))))
@@ -258,9 +263,10 @@ def _report(
     ctx: GitHubContext | None,
     observer: _IssueStatus | None,
     links: Any,
+    only: frozenset[str] | None = None,
 ) -> None:
     if settings.create_prs and ctx is not None:
-        _open_pull_requests(store, settings, ctx)
+        _open_pull_requests(store, settings, ctx, only)
         report = engine_report(store, outcome.report)
     else:
         report = outcome.report
@@ -268,7 +274,7 @@ def _report(
     artifact_id: int | None = None
     artifact_url: str | None = None
     if in_actions:
-        artifact_id, artifact_url = _publish(store, settings, env)
+        artifact_id, artifact_url = _publish(store, artifact_name(settings), env)
     outputs = {
         "total": str(report.totals["total"]),
         "complete": str(report.totals["complete"]),
@@ -310,7 +316,9 @@ def _report(
                 log.warning("label update failed", issue=number, error=redactor(str(exc)))
 
 
-def _open_pull_requests(store: Store, settings: Settings, ctx: GitHubContext) -> None:
+def _open_pull_requests(
+    store: Store, settings: Settings, ctx: GitHubContext, only: frozenset[str] | None
+) -> None:
     from orchestra_ci.pulls import PullRequestError, open_or_update, push
     from orchestra_ci.worktrees import find_repo
 
@@ -322,6 +330,8 @@ def _open_pull_requests(store: Store, settings: Settings, ctx: GitHubContext) ->
     token = settings.github_token.get_secret_value() if settings.github_token else None
     for record in store.all():
         branch = record.get("branch")
+        if only is not None and record["taskId"] not in only:
+            continue
         if record["status"] != "complete" or not branch or not record.get("patch"):
             continue
         try:
@@ -352,18 +362,72 @@ def engine_report(store: Store, previous: RunReport) -> RunReport:
         parallel=previous.parallel,
         stopped_by=previous.stopped_by,
         exit_code=previous.exit_code,
+        shard=previous.shard,
     )
     report_module.write(store.results_path, rebuilt)
     return rebuilt
 
 
-def _publish(
-    store: Store, settings: Settings, env: Mapping[str, str]
-) -> tuple[int | None, str | None]:
+def artifact_name(settings: Settings) -> str:
+    """One artifact per shard: the merge job downloads them all."""
+    if not settings.shard:
+        return settings.artifact_name
+    k, n = settings.shard.split("/")
+    return f"{settings.artifact_name}-shard-{k.strip()}-of-{n.strip()}"
+
+
+def shard_of(
+    specs: list[TaskSpec], settings: Settings, root: Path
+) -> tuple[list[TaskSpec], frozenset[str]]:
+    """The K-th shard of the loaded tasks, split exactly as ``plan`` splits them."""
+    from orchestra_ci import sharding
+
+    try:
+        k, n = sharding.parse_shard(settings.shard or "")
+        assignment = sharding.assign(sharding.shard_tasks(specs), n, _durations(root, settings))
+    except ValueError as exc:
+        raise UsageError(f"shard: {exc}") from None
+    mine = frozenset(sharding.tasks_in(assignment, k))
+    return [s for s in specs if s.id in mine], mine
+
+
+def _durations(root: Path, settings: Settings) -> dict[str, float] | None:
+    from orchestra_ci import sharding
+
+    path = resolve(root, settings.durations_file)
+    return sharding.durations_from_report(path) if path is not None else None
+
+
+def plan(root: Path, settings: Settings, shards: int, env: Mapping[str, str]) -> dict[str, Any]:
+    """The ``strategy.matrix`` for N shards of the configured sources (also written to
+    ``$GITHUB_OUTPUT`` as ``matrix``)."""
+    import json
+
+    from orchestra_ci import sharding
+
+    github_ctx = connect_github(settings) if settings.issue_label else None
+    specs = load_sources(root, settings, github_ctx, env).specs
+    check_queue(
+        [new_record(s.id, s.agent, s.prompt, depends_on=s.depends_on) for s in specs],
+        agents_for(root, settings),
+        root=root,
+    )
+    try:
+        assignment = sharding.assign(
+            sharding.shard_tasks(specs), shards, _durations(root, settings)
+        )
+        result = sharding.matrix(assignment, shards)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    workflow.write_outputs({"matrix": json.dumps(result, separators=(",", ":"))}, env)
+    return result
+
+
+def _publish(store: Store, name: str, env: Mapping[str, str]) -> tuple[int | None, str | None]:
     from orchestra_ci import artifacts
 
     try:
-        result = artifacts.publish(store.dir, settings.artifact_name, env)
+        result = artifacts.publish(store.dir, name, env)
     except Exception as exc:
         log.warning("artifact upload failed", error=redactor(str(exc)))
         print(workflow.command("warning", f"artifact upload failed: {redactor(str(exc))}"))
@@ -394,3 +458,106 @@ def _print_groups(store: Store, report: RunReport) -> None:
                 )
             )
     sys.stdout.flush()
+
+
+def merge_run(
+    root: Path,
+    settings: Settings,
+    dirs: list[Path],
+    expected_shards: int | None,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    """Merge the shards' results.json into one report, summary and final issue update."""
+    from orchestra_ci import merge
+    from orchestra_ci import report as report_module
+    from orchestra_ci.summary import text
+
+    env = os.environ if env is None else env
+    found = merge.find_reports(dirs)
+    if not found.reports and not expected_shards:
+        raise UsageError("merge: no results.json under " + ", ".join(map(str, dirs)))
+    merged = merge.merge_dirs(dirs, expected_shards)
+    store = Store(root)
+    store.dir.mkdir(parents=True, exist_ok=True)
+    report_module.write(store.results_path, merged)
+    links: dict[str, str] = {}
+    url = run_url(env)
+    if url:
+        links["workflow run"] = url
+    if settings.repository:
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        links["issues"] = f"{server}/{settings.repository}/issues"
+    workflow.write_summary(redactor(merge.markdown(merged, links)), env)
+    workflow.write_outputs(
+        {
+            "total": str(merged.totals["total"]),
+            "complete": str(merged.totals["complete"]),
+            "failed": str(merged.totals["failed"]),
+            "pending": str(merged.totals["pending"]),
+            "results": str(store.results_path),
+            "missing-shards": ",".join(merged.missing_shards),
+        },
+        env,
+    )
+    for label in merged.missing_shards:
+        print(workflow.command("error", f"shard {label} did not report", title="orchestra-ci"))
+    for label in merged.failed_shards:
+        print(workflow.command("warning", f"shard {label} failed", title="orchestra-ci"))
+    if settings.issue_label and settings.comments and settings.github_token is not None:
+        _final_issue_updates(settings, merged, env)
+    sys.stdout.write(text(merged, str(store.results_path.relative_to(root))))
+    return merged.exit_code or 0
+
+
+def _final_issue_updates(settings: Settings, merged: RunReport, env: Mapping[str, str]) -> None:
+    from orchestra_ci.comments import (
+        IssueReporter,
+        Links,
+        StatusComments,
+        body_for,
+        identity,
+        move_labels,
+    )
+
+    ctx = connect_github(settings)
+    login = identity(ctx.gh, "github-actions[bot]" if env.get("GITHUB_ACTIONS") else None)
+    reporter = IssueReporter(StatusComments(ctx.repo, login))
+    links = Links(run_url=run_url(env))
+    for task in merged.tasks:
+        if task.issue_number is None or task.status not in ("complete", "failed"):
+            continue
+        reporter.update(task.issue_number, task.id, body_for(record_from_report(task), links))
+    reporter.close()
+    for task in merged.tasks:
+        if task.issue_number is None or task.status not in ("complete", "failed"):
+            continue
+        add = settings.done_label if task.status == "complete" else settings.failed_label
+        try:
+            move_labels(ctx.repo, task.issue_number, settings.issue_label or "", add)
+        except Exception as exc:
+            log.warning("label update failed", issue=task.issue_number, error=redactor(str(exc)))
+
+
+def record_from_report(task: Any) -> TaskRecord:
+    """Enough of a task record, rebuilt from a report entry, to render its comment."""
+    return {
+        "taskId": task.id,
+        "status": task.status,
+        "agent": task.agents[-1] if task.agents else "",
+        "prompt": "",
+        "createdAt": "",
+        "attempts": [
+            {
+                "number": a.number,
+                "agent": a.agent,
+                "startedAt": a.started_at,
+                "endedAt": a.ended_at or a.started_at,
+            }
+            for a in task.attempts
+        ],
+        "errorMessage": task.error,
+        "retryCount": task.retry_count,
+        "prUrl": task.pr_url,
+        "patch": task.patch,
+        "issueNumber": task.issue_number,
+    }

@@ -147,12 +147,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         backoff=args.backoff,
         max_cost_usd=args.max_cost_usd,
         create_prs=True if args.create_prs else None,
+        shard=args.shard,
+        durations_file=_abs(args.durations),
         fail_on_pending=True if args.fail_on_pending else None,
     )
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
     return _batch(args, daemon=True, parallel=args.max_concurrent, daemon_interval=args.interval)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from orchestra_ci import batch
+
+    settings = _settings(args, durations_file=_abs(args.durations))
+    print(json.dumps(batch.plan(args.root, settings, args.shards, os.environ), indent=2))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from orchestra_ci import batch, log
+    from orchestra_ci.console import Console
+
+    settings = _settings(args)
+    log.configure(Console(), settings.log_format)
+    dirs = [p for p in (_abs(d) for d in args.dirs) if p is not None]
+    return batch.merge_run(args.root, settings, dirs, args.shards)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -303,12 +325,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-cost-usd", type=float, help="stop starting attempts at this cost")
     p.add_argument("--create-prs", action="store_true", help="open a draft PR per completed task")
     p.add_argument("--fail-on-pending", action="store_true")
+    p.add_argument("--shard", metavar="K/N", help="run only the K-th of N shards")
+    p.add_argument("--durations", type=Path, help="a previous results.json to balance shards")
     p.add_argument("--dry-run", action="store_true")
 
     p = add("daemon", cmd_daemon, "keep running and pick up tasks as they are queued")
     p.add_argument("--agent-config", type=Path)
     p.add_argument("--max-concurrent", type=_positive_int)
     p.add_argument("--interval", type=_duration)
+
+    p = add("plan", cmd_plan, "print the strategy.matrix JSON for N shards")
+    p.add_argument("--shards", type=_positive_int, required=True)
+    p.add_argument("--durations", type=Path, help="a previous results.json to balance by")
+    sources(p)
+
+    p = add("merge", cmd_merge, "merge the shards' results.json into one report")
+    p.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    p.add_argument("--shards", type=_positive_int, help="how many shards should have reported")
+    p.add_argument("--issue-label")
+    p.add_argument("--repo", metavar="OWNER/NAME")
+    p.add_argument("--github-token")
 
     p = add("status", cmd_status, "show the queue, or one task")
     p.add_argument("task_id", nargs="?")

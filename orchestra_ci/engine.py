@@ -63,6 +63,8 @@ class Engine:
     daemon: bool = False
     on_progress: Callable[[str], None] | None = None
     on_change: Callable[[TaskRecord], None] | None = None
+    only: frozenset[str] | None = None  # a shard's tasks; None = the whole queue
+    shard: str | None = None
     runner_id: str = field(default_factory=lambda: f"r{os.getpid()}-{secrets.token_hex(4)}")
 
     def __post_init__(self) -> None:
@@ -174,7 +176,7 @@ class Engine:
     def refresh(self) -> None:
         """Bring the scheduler up to date with records changed on disk by others."""
         for task_id in self.store.ids():
-            if task_id in self.running:
+            if task_id in self.running or (self.only is not None and task_id not in self.only):
                 continue
             record = self.store.read(task_id)
             if record is None:
@@ -724,7 +726,11 @@ class Engine:
             else None
         )
         if final:
-            self.records.update((r["taskId"], r) for r in self.store.all())
+            self.records.update(
+                (r["taskId"], r)
+                for r in self.store.all()
+                if self.only is None or r["taskId"] in self.only
+            )
         built = report.build(
             self.records.values(),
             run_id=self.runner_id,
@@ -734,6 +740,7 @@ class Engine:
             parallel=self.settings.parallel,
             stopped_by=stopped_by,
             exit_code=exit_code,
+            shard=self.shard,
         )
         with contextlib.suppress(OSError):
             report.write(self.store.results_path, built)

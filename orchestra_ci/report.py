@@ -55,6 +55,7 @@ class TaskReport(_Model):
 class RunReport(_Model):
     schema_version: int = Field(default=SCHEMA_VERSION, alias="schemaVersion")
     run_id: str = Field(alias="runId")
+    shard: str | None = Field(default=None, alias="shard")
     started_at: str = Field(alias="startedAt")
     ended_at: str | None = Field(default=None, alias="endedAt")
     time_budget: float | None = Field(default=None, alias="timeBudget")
@@ -126,6 +127,7 @@ def build(
     parallel: int,
     stopped_by: str | None = None,
     exit_code: int | None = None,
+    shard: str | None = None,
 ) -> RunReport:
     tasks = sorted((task_report(r) for r in records), key=lambda t: t.id)
     shared = overlaps({t.id: t.changed_files for t in tasks if t.changed_files})
@@ -148,6 +150,7 @@ def build(
             },
         },
         cost_usd=_total([t.cost_usd for t in tasks]),
+        shard=shard,
         tasks=tasks,
     )
 

@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     github_min_interval: Duration = 0.25
     github_write_interval: Duration = 1.0
     artifact_name: str = "orchestra-results"
+    shard: str | None = None  # K/N: run only the K-th of N shards
+    durations_file: Path | None = None  # a previous results.json to balance shards by
     create_prs: bool = False
     pr_base: str | None = None
     git_remote: str = "origin"
