@@ -8,16 +8,17 @@ one request per issue.
 import queue
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import github
 import structlog
 
 from orchestra_ci.durations import format_duration
-from orchestra_ci.ghclient import call
 from orchestra_ci.record import TaskRecord, timestamp
 from orchestra_ci.redact import redactor
 from orchestra_ci.sanitize import fence
+
+if TYPE_CHECKING:
+    import github
 
 log = structlog.get_logger("orchestra_ci")
 
@@ -114,6 +115,8 @@ class StatusComments:
         return None
 
     def upsert(self, number: int, task_id: str, body: str) -> None:
+        from orchestra_ci.ghclient import call
+
         issue = call(lambda: self.repo.get_issue(number))
         if number in self._ids:
             comment_id = self._ids[number]
@@ -179,6 +182,10 @@ class IssueReporter:
 
 def identity(gh: "github.Github", fallback: str | None) -> str | None:
     """Our login, to recognise our own comments; GITHUB_TOKEN cannot read /user."""
+    import github
+
+    from orchestra_ci.ghclient import call
+
     try:
         return str(call(lambda: gh.get_user().login, attempts=2))
     except github.GithubException:
@@ -186,6 +193,10 @@ def identity(gh: "github.Github", fallback: str | None) -> str | None:
 
 
 def move_labels(repo: Any, number: int, remove: str, add: str | None) -> None:
+    import github
+
+    from orchestra_ci.ghclient import call
+
     issue = call(lambda: repo.get_issue(number))
     try:
         call(lambda: issue.remove_from_labels(remove))

@@ -95,7 +95,7 @@ class Engine:
         self._wake = asyncio.Event()
         self._report_due = 0.0
         self._progress_due = 0.0 if self.on_progress else self._t0 + self.settings.progress_interval
-        self.records: dict[str, TaskRecord] = {}
+        self._seen: dict[str, object] = {}  # task id -> updatedAt last fed to the scheduler
 
     # -- entry point --------------------------------------------------------------------
 
@@ -181,13 +181,12 @@ class Engine:
             record = self.store.read(task_id)
             if record is None:
                 continue
-            known = self.records.get(task_id)
-            if known is not None and known.get("updatedAt") == record.get("updatedAt"):
+            if task_id in self._seen and self._seen[task_id] == record.get("updatedAt"):
                 continue
             self._remember(record)
 
     def _remember(self, record: TaskRecord) -> None:
-        self.records[record["taskId"]] = record
+        self._seen[record["taskId"]] = record.get("updatedAt")
         self.scheduler.put(record)
 
     # -- main loop ----------------------------------------------------------------------
@@ -342,7 +341,7 @@ class Engine:
             self.store.sentinel(task_id, "done").unlink(missing_ok=True)
             self.store.sentinel(task_id, "error").unlink(missing_ok=True)
             self.store.write(record, durable=False)
-        self.records[task_id] = record
+        self._seen[task_id] = record.get("updatedAt")
         self.scheduler.started(task_id)
         self._changed(record)
         return record
@@ -353,7 +352,7 @@ class Engine:
         record.update({"status": "failed", "completedAt": now, "errorMessage": redactor(message)})
         self.store.write(record)
         self.store.write_error(record["taskId"], redactor(message))
-        self.records[record["taskId"]] = record
+        self._seen[record["taskId"]] = record.get("updatedAt")
         self.scheduler.finished(record["taskId"], "failed")
         self.failed.add(record["taskId"])
         self._changed(record)
@@ -598,7 +597,8 @@ class Engine:
             status_after = record["status"]
 
         with self.store.locked():
-            self.records[task_id] = record = self.store.update(task_id, apply)
+            record = self.store.update(task_id, apply)
+            self._seen[task_id] = record.get("updatedAt")
             if status_after == "complete" and not self.store.sentinel(task_id, "done").exists():
                 self.store.write_done(task_id)
             if status_after == "failed" and not self.store.sentinel(task_id, "error").exists():
@@ -645,7 +645,7 @@ class Engine:
 
         with self.store.locked():
             record = self.store.update(blocked.task_id, apply)
-            self.records[blocked.task_id] = record
+            self._seen[blocked.task_id] = record.get("updatedAt")
             if record["status"] == "failed":
                 self.store.write_error(blocked.task_id, blocked.message)
         self._changed(record)
@@ -725,14 +725,10 @@ class Engine:
             if self._over_cost()
             else None
         )
-        if final:
-            self.records.update(
-                (r["taskId"], r)
-                for r in self.store.all()
-                if self.only is None or r["taskId"] in self.only
-            )
+        # Read from disk one record at a time: the report reflects other runners' work too,
+        # and no copy of the whole queue is kept in memory.
         built = report.build(
-            self.records.values(),
+            self.store.iter_records(self.only),
             run_id=self.runner_id,
             started_at=self.started_at,
             ended_at=now_iso() if final else None,

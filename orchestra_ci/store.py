@@ -12,7 +12,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -112,13 +112,17 @@ class Store:
             raise TaskNotFound(task_id)
         return record
 
-    def all(self) -> list[TaskRecord]:
-        records = []
+    def iter_records(self, only: Collection[str] | None = None) -> Iterator[TaskRecord]:
+        """Records one at a time (optionally only some ids), for scans of large queues."""
         for task_id in self.ids():
+            if only is not None and task_id not in only:
+                continue
             record = self.read(task_id)
             if record is not None:
-                records.append(record)
-        return records
+                yield record
+
+    def all(self) -> list[TaskRecord]:
+        return list(self.iter_records())
 
     def write(self, record: TaskRecord, *, durable: bool = True) -> None:
         """Replace a record atomically. ``durable=False`` skips the fsyncs, for changes
