@@ -33,6 +33,27 @@ def _spec_fields(spec: TaskSpec) -> dict[str, object]:
     }
 
 
+_KEPT = (
+    "taskId",
+    "status",
+    "agent",
+    "prompt",
+    "timeout",
+    "maxRetries",
+    "priority",
+    "dependsOn",
+    "backoff",
+    "backoffMax",
+    "verify",
+    "sourceFile",
+    "createdAt",
+)
+
+
+def _projection(record: TaskRecord) -> TaskRecord:
+    return {k: record[k] for k in _KEPT if k in record}  # type: ignore[literal-required,return-value]
+
+
 def check_queue(
     records: Iterable[TaskRecord],
     agents: dict[str, AgentSpec],
@@ -71,7 +92,8 @@ def enqueue(store: Store, specs: Sequence[TaskSpec], agents: dict[str, AgentSpec
     """
     store.ensure()
     with store.locked():
-        existing = {r["taskId"]: r for r in store.all()}
+        # Only what loading compares and checks: a large queue is not held in memory twice.
+        existing = {r["taskId"]: _projection(r) for r in store.iter_records()}
         planned: dict[str, TaskRecord] = dict(existing)
         writes: list[tuple[str, TaskRecord]] = []
         unchanged = 0
@@ -89,7 +111,8 @@ def enqueue(store: Store, specs: Sequence[TaskSpec], agents: dict[str, AgentSpec
             elif current["status"] == "pending" and any(
                 current.get(k) != v for k, v in fields.items()
             ):
-                record = {**current, **fields}  # type: ignore[typeddict-item]
+                full = store.read(spec.id) or current
+                record = {**full, **fields}  # type: ignore[typeddict-item]
                 writes.append(("update", record))
             else:
                 unchanged += 1

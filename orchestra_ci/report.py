@@ -1,7 +1,7 @@
 """``results.json``: the run report that summaries, comments and shard merges render from."""
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -156,4 +156,15 @@ def build(
 
 
 def write(path: Path, report: RunReport) -> None:
-    atomic.write_bytes(path, report.model_dump_json(indent=2).encode() + b"\n")
+    """Serialised task by task, so a 10,000-task report is never one big string."""
+    head = report.model_dump_json(indent=2, exclude={"tasks"}).encode()
+    tasks = report.tasks
+
+    def chunks() -> Iterator[bytes]:
+        yield head[: head.rfind(b"}")].rstrip() + b',\n  "tasks": ['
+        for index, task in enumerate(tasks):
+            body = task.model_dump_json(indent=2).replace("\n", "\n    ")
+            yield (b",\n    " if index else b"\n    ") + body.encode()
+        yield b"\n  ]\n}\n" if tasks else b"]\n}\n"
+
+    atomic.write_chunks(path, chunks())

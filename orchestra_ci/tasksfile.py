@@ -95,7 +95,8 @@ def _parse(path: Path, text: str) -> Any:
         except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
             raise UsageError(f"{path}: invalid JSON: {exc}") from None
     try:
-        return yaml.safe_load(text)
+        # libyaml's loader when PyYAML has it: several times faster on large task lists.
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506
     except (yaml.YAMLError, ValueError) as exc:  # ValueError: an integer too long to convert
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
