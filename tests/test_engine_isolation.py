@@ -7,7 +7,7 @@ from pathlib import Path
 
 from orchestra_ci.record import TaskRecord
 from orchestra_ci.store import Store
-from orchestra_ci.testing.fake_github import FakeGitHub
+from orchestra_ci.testing.fake_github import FakeGitHub, Fault
 from tests.conftest import FAKE_AGENT, cli_env, records, write_agents, write_tasks
 
 
@@ -186,3 +186,39 @@ def test_pull_request_per_task_pushed_to_a_bare_remote(
     assert result.returncode == 0, result.stderr
     assert len(repo.pulls) == 1
     assert fake_github.find_requests("PATCH", r"/pulls/\d+$")
+
+
+def test_a_token_that_may_not_open_prs_gets_a_clear_warning(
+    git_repo: Path, tmp_path: Path, fake_github: FakeGitHub
+) -> None:
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    git(git_repo, "remote", "add", "origin", str(remote))
+    repo = fake_github.add_repo("octo/widgets")
+    repo.create_missing_refs = True
+    fake_github.inject(
+        Fault.server_error(
+            r"/pulls$",
+            403,
+            method="POST",
+            times=None,
+            message="Resource not accessible by integration",
+        )
+    )
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": FAKE_AGENT})
+    write_tasks(git_repo, "tasks:\n  - {id: feature, agent: fake, prompt: 'write=f.txt'}\n")
+    env = cli_env(**fake_github.env("octo/widgets"), ORCHESTRA_GITHUB_WRITE_INTERVAL="0")
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(git_repo), "run", "--create-prs"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr  # the task itself succeeded
+    assert "::warning title=orchestra-ci%3A feature::" in result.stdout
+    assert "pull-requests: write" in result.stdout
+    assert not repo.pulls
+    assert records(git_repo)["feature"].get("prUrl") is None

@@ -1,0 +1,59 @@
+"""Parts of the Action's entrypoint that need no GitHub: ownership and agent homes."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orchestra_ci.action import ActionInputs, hand_back, prepare_agent_homes
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as container actions run")
+def test_files_the_run_created_go_back_to_the_workspace_owner(tmp_path: Path) -> None:
+    workspace = tmp_path / "workspace"
+    (workspace / ".orchestra/tasks").mkdir(parents=True)
+    (workspace / ".orchestra/tasks/a.json").write_text("{}")
+    (workspace / "changed.txt").write_text("x")
+    os.symlink("changed.txt", workspace / "link")
+    owned = workspace / "theirs.txt"
+    owned.write_text("y")
+    os.chown(workspace, 1001, 1001)
+    os.chown(owned, 1002, 1002)
+
+    changed = hand_back(workspace)
+
+    assert changed == 5  # .orchestra, tasks, a.json, changed.txt, the link itself
+    for path in (
+        workspace / ".orchestra",
+        workspace / ".orchestra/tasks/a.json",
+        workspace / "changed.txt",
+    ):
+        assert (path.stat().st_uid, path.stat().st_gid) == (1001, 1001)
+    assert os.lstat(workspace / "link").st_uid == 1001
+    assert owned.stat().st_uid == 1002  # someone else's file is left alone
+
+
+def test_nothing_changes_when_the_workspace_belongs_to_root(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    if os.geteuid() == 0:
+        os.chown(tmp_path, 0, 0)
+    assert hand_back(tmp_path) == 0
+
+
+def test_agent_homes_are_prepared(tmp_path: Path) -> None:
+    env = {"HOME": str(tmp_path / "home")}
+    prepare_agent_homes(env)
+    for sub in (".claude", ".codex", ".gemini", ".config/opencode", ".aider/caches"):
+        assert (tmp_path / "home" / sub).is_dir()
+    assert env["CLAUDE_CONFIG_DIR"] == str(tmp_path / "home/.claude")
+    assert env["CODEX_HOME"] == str(tmp_path / "home/.codex")
+
+
+def test_inputs_map_onto_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INPUT_PARALLEL", "6")
+    monkeypatch.setenv("INPUT_TIME_BUDGET", "2h")
+    monkeypatch.setenv("INPUT_SETUP_COMMAND", "make deps")
+    monkeypatch.setenv("INPUT_ISSUE_LABEL", "")
+    overrides = ActionInputs().settings_overrides()
+    assert overrides["parallel"] == "6" and overrides["time_budget"] == "2h"
+    assert "setup_command" not in overrides and "issue_label" not in overrides
