@@ -1,147 +1,782 @@
-"""orchestra-ci benchmarks: each case runs side by side in one session, medians reported.
+"""orchestra-ci benchmarks: each case side by side in one session, medians and ratios.
 
-    python benchmarks/run.py            # full run, writes benchmarks/RESULTS.md
-    python benchmarks/run.py --smoke    # a few seconds, for CI; writes nothing
+    python benchmarks/run.py                      # full run (~6 min), writes benchmarks/RESULTS.md
+    python benchmarks/run.py --smoke              # a few seconds, for CI; writes nothing
+    python benchmarks/run.py --old-tool CHECKOUT  # also compare agent-orchestrator's `status`
 
-Each case builds its own queue in a temporary directory and calls the CLI the way a user
-does: the interpreter directly, ``python -m orchestra_ci``.
+Every case builds its own queue in a temporary directory and calls the CLI the way a user
+does: the interpreter directly, ``python -m orchestra_ci``. Contenders of one case run
+interleaved (repetition 1 of each, then repetition 2 of each, ...; the order rotates) so
+that drift of the machine hits them alike. Wall times are taken around the child process
+(spawn to reap); peak RSS comes from ``wait4`` for that one child.
+
+The cases and targets are those of issue 5:
+
+1. 1,000 no-op tasks (`true`), parallel 8, durable state: <= 0.6 x GNU parallel.
+2. 200 tasks of 0.2 s, parallel 8: <= 1.03 x the ideal 5.0 s.
+3. ``status --json`` at 2,000 tasks <= 120 ms, at 10,000 <= 400 ms; ``start`` <= 120 ms;
+   ``--version`` <= 80 ms.
+4. ``run`` over 10,000 no-op tasks: peak RSS <= 100 MB; wall time per task <= 1.2 x that
+   at 1,000.
+5. ``run --time-budget 5s --grace 1s`` over long tasks ends within 6.5 s.
+6. Optional: agent-orchestrator's ``status`` at 2,000 tasks against ours, on the same
+   queue (its record format), when ``--old-tool`` or ``$ORCHESTRA_OLD_TOOL`` names its
+   checkout (the directory holding ``.orchestra-cli/cli``).
+
+GNU parallel comes from ``PATH``; when it is missing, a full run as root installs the
+Debian package ``parallel``, otherwise its rows are skipped.
 """
 
 import argparse
 import json
 import os
+import platform
+import resource
+import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 PY = sys.executable
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+OURS = [PY, "-m", "orchestra_ci"]
+NOOP: dict[str, Any] = {"command": "true", "args": []}
+# GNU sleep adds its arguments up: the prompt "0" appended to the argv keeps 0.2 s.
+SLEEP_02: dict[str, Any] = {"command": "sleep", "args": ["0.2"]}
+SLEEP_60: dict[str, Any] = {"command": "sleep", "args": ["60"]}
+# An agent that ignores SIGTERM (so does its child): only SIGKILL after the grace ends it.
+STUBBORN: dict[str, Any] = {"command": "sh", "args": ["-c", "trap '' TERM; sleep 60", "sh"]}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+# -- measuring ---------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    wall: float  # seconds
+    rss_mb: float  # peak resident set of the child (and its reaped children), 10^6 bytes
+    code: int
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The user's environment without settings that would change what is measured (our
+    ``ORCHESTRA_*`` variables, GitHub Actions' outputs and summaries), as CI would log."""
+    drop = ("ORCHESTRA_", "GITHUB_", "RUNNER_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env["CI"] = "true"
+    env.update(extra)
+    return env
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
+    ok: Sequence[int] = (0,),
+) -> Sample:
+    """Run one child to its end; wall time from spawn to reap, its peak RSS from wait4."""
+    with tempfile.TemporaryFile() as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=cwd,
+            env=clean_env() if env is None else env,
+            stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        if stdin is not None:
+            assert proc.stdin is not None
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        if code not in ok:
+            err.seek(0)
+            tail = err.read()[-3000:].decode(errors="replace")
+            raise BenchError(f"{' '.join(argv[:8])} ... exited with {code}:\n{tail}")
+    return Sample(wall, usage.ru_maxrss * 1024 / 1e6, code)
+
+
+def ours(root: Path, *args: str, ok: Sequence[int] = (0,)) -> Sample:
+    return spawn([*OURS, "--root", str(root), *args], ok=ok)
+
+
+def side_by_side(
+    repeat: int, contenders: dict[str, Callable[[], Sample]]
+) -> dict[str, list[Sample]]:
+    """Repetition by repetition, each contender once, in a rotating order."""
+    names = list(contenders)
+    samples: dict[str, list[Sample]] = {name: [] for name in names}
+    for rep in range(repeat):
+        shift = rep % len(names)
+        for name in names[shift:] + names[:shift]:
+            samples[name].append(contenders[name]())
+    return samples
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """(busy CPU time of the whole machine, CPU time of this process and its reaped children),
+    both in seconds; their difference is what other processes (and the hypervisor) took."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = ticks
+    busy = (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    own = sum(
+        u.ru_utime + u.ru_stime
+        for u in (
+            resource.getrusage(resource.RUSAGE_SELF),
+            resource.getrusage(resource.RUSAGE_CHILDREN),
+        )
+    )
+    return busy, own
+
+
+@contextmanager
+def watched(res: "Results", case: str) -> Iterator[None]:
+    """Note how much of the machine other processes used while a case ran."""
+    busy0, own0 = cpu_seconds()
+    started = time.monotonic()
+    yield
+    busy1, own1 = cpu_seconds()
+    capacity = (time.monotonic() - started) * (os.cpu_count() or 1)
+    res.noise[case] = max(0.0, (busy1 - busy0) - (own1 - own0)) / capacity
+
+
+def walls(samples: list[Sample]) -> list[float]:
+    return [s.wall for s in samples]
+
+
+@contextmanager
+def scratch() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="orchestra-bench-") as tmp:
+        try:
+            yield Path(tmp)
+        finally:
+            stop_leftovers(Path(tmp))
+
+
+def leftovers(root: Path) -> list[int]:
+    """Processes still working in ``root`` (an agent the runner failed to stop)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if cwd == str(root) or cwd.startswith(f"{root}/"):
+            found.append(int(entry))
+    return found
+
+
+def stop_leftovers(root: Path) -> None:
+    for pid in leftovers(root):
+        with suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# -- queues ------------------------------------------------------------------------------
+
+
+def write_tasks(root: Path, count: int, agent: dict[str, Any], prompt: str) -> None:
+    """A tasks.yml of ``count`` tasks for the agent ``bench``, defined in agent-config.json."""
+    orchestra = root / ".orchestra"
+    orchestra.mkdir(parents=True, exist_ok=True)
+    (orchestra / "agent-config.json").write_text(json.dumps({"agents": {"bench": agent}}))
+    lines = ["defaults: {agent: bench, max_retries: 0}", "tasks:"]
+    lines += [f"  - {{id: t{n:05d}, prompt: '{prompt}'}}" for n in range(count)]
+    (orchestra / "tasks.yml").write_text("\n".join(lines) + "\n")
+
+
+def make_queue(root: Path, count: int, agent: dict[str, Any] = NOOP, prompt: str = "0") -> float:
+    """Queue ``count`` tasks through ``load``; returns load's wall time. The tasks file is
+    then removed, so that ``run`` measures running the queue, not re-reading the file."""
+    write_tasks(root, count, agent, prompt)
+    wall = ours(root, "load").wall
+    (root / ".orchestra/tasks.yml").unlink()
+    return wall
+
+
+def check_report(root: Path, count: int, **expected: int) -> None:
+    totals = json.loads((root / ".orchestra/results.json").read_bytes())["totals"]
+    want = {"total": count, **expected}
+    if any(totals.get(k) != v for k, v in want.items()):
+        raise BenchError(f"{root}: results.json totals {totals}, expected {want}")
+
+
+def run_queue(root: Path, count: int, parallel: int) -> Sample:
+    sample = ours(root, "run", "--parallel", str(parallel))
+    check_report(root, count, complete=count)
+    return sample
+
+
+# -- other tools -------------------------------------------------------------------------
+
+
+def find_gnu_parallel(install: bool) -> str | None:
+    """GNU parallel (not moreutils' parallel); installs the Debian package if allowed."""
+    path = shutil.which("parallel")
+    if path is None and install and os.geteuid() == 0 and shutil.which("apt-get"):
+        print("installing GNU parallel (apt-get install parallel) ...", file=sys.stderr)
+        for argv in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "parallel"]):
+            subprocess.run(argv, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        path = shutil.which("parallel")
+    if path is None:
+        return None
+    version = subprocess.run([path, "--version"], capture_output=True, text=True, check=False)
+    return path if version.stdout.startswith("GNU parallel") else None
+
+
+def tool_version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    lines = (out.stdout or out.stderr).strip().splitlines()
+    return lines[0] if lines else "?"
+
+
+def old_tool_cli(checkout: Path) -> Path | None:
+    """The directory to put on PYTHONPATH so that ``python -m cli`` is the old tool."""
+    for base in (checkout / ".orchestra-cli", checkout):
+        if (base / "cli" / "__main__.py").is_file():
+            return base
+    return None
+
+
+def write_old_queue(root: Path, count: int) -> None:
+    """``count`` pending tasks as agent-orchestrator writes them (its Task model dumped with
+    ``model_dump(mode="json")``, indent 2, ``task_<ms>`` ids, a plan file each)."""
+    tasks = root / ".orchestra/tasks"
+    plans = root / ".orchestra/plans"
+    for directory in (tasks, plans, root / ".orchestra/logs"):
+        directory.mkdir(parents=True, exist_ok=True)
+    base = int(time.time() * 1000) - count
+    for n in range(count):
+        task_id = f"task_{base + n}"
+        record: dict[str, Any] = {
+            "taskId": task_id,
+            "status": "pending",
+            "agent": "coder",
+            "prompt": f"benchmark task {n}",
+            "planFile": f".orchestra/plans/{task_id}_plan.md",
+            "logFile": f".orchestra/logs/{task_id}.log",
+            "createdAt": datetime.fromtimestamp((base + n) / 1000).isoformat(),
+            "startedAt": None,
+            "completedAt": None,
+            "timedOutAt": None,
+            "retriedAt": None,
+            "pid": None,
+            "errorMessage": None,
+            "retryCount": 0,
+            "maxRetries": 3,
+            "autoRetry": False,
+            "retryHistory": [],
+            "parentTaskId": None,
+            "retriedBy": None,
+            "priority": 5,
+            "timeout": None,
+            "timeoutWarning": None,
+            "dependsOn": [],
+            "blockedBy": None,
+            "blockedReason": None,
+        }
+        (tasks / f"{task_id}.json").write_text(json.dumps(record, indent=2))
+        (plans / f"{task_id}_plan.md").write_text(f"# Task: {task_id}\n\n## Prompt\n{n}\n")
+
+
+# -- results -----------------------------------------------------------------------------
 
 
 @dataclass
 class Row:
     case: str
-    measure: str
-    median: float
-    unit: str
-    runs: int
+    subject: str
+    values: list[float]
+    unit: str  # "s", "ms", "MB"
+    ratio: str = ""
     note: str = ""
 
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
 
-def cli(root: Path, *args: str, env: dict[str, str] | None = None) -> float:
-    """Wall time of one CLI call (seconds)."""
-    started = time.perf_counter()
-    subprocess.run(
-        [PY, "-m", "orchestra_ci", "--root", str(root), *args],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
+
+@dataclass
+class Target:
+    case: str
+    goal: str
+    measured: str
+    met: bool | None  # None: not measured in this run
+
+
+@dataclass
+class Results:
+    rows: list[Row] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    noise: dict[str, float] = field(default_factory=dict)  # case -> others' share of the CPUs
+
+    def add(self, row: Row) -> Row:
+        self.rows.append(row)
+        print(f"  {row.case} | {row.subject}: {fmt(row.median, row.unit)} {row.ratio}", flush=True)
+        return row
+
+    def target(self, case: str, goal: str, measured: str, met: bool | None) -> None:
+        self.targets.append(Target(case, goal, measured, met))
+        verdict = {True: "met", False: "NOT MET", None: "not measured"}[met]
+        print(f"  target {goal}: {measured} -> {verdict}", flush=True)
+
+
+def fmt(value: float, unit: str) -> str:
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "ms":
+        return f"{value:.0f} ms"
+    if unit == "MB":
+        return f"{value:.0f} MB"
+    return f"{value:.3g} {unit}"
+
+
+def ms(samples: list[Sample]) -> list[float]:
+    return [s.wall * 1000 for s in samples]
+
+
+# -- cases -------------------------------------------------------------------------------
+
+
+@dataclass
+class Plan:
+    """Sizes and repetitions; the smoke plan shrinks everything to a few seconds."""
+
+    smoke: bool
+    noop_tasks: int = 1000
+    noop_repeat: int = 5
+    sleep_tasks: int = 200
+    sleep_parallel: int = 8
+    sleep_repeat: int = 3
+    status_small: int = 2000
+    status_large: int = 10000
+    quick_repeat: int = 11
+    big_tasks: int = 10000
+    big_repeat: int = 3
+    budget: float = 5.0
+    grace: float = 1.0
+    budget_repeat: int = 3
+    old_tasks: int = 2000
+    old_repeat: int = 11
+
+    @classmethod
+    def small(cls) -> "Plan":
+        return cls(
+            smoke=True,
+            noop_tasks=20,
+            noop_repeat=1,
+            sleep_tasks=8,
+            sleep_parallel=4,
+            sleep_repeat=1,
+            status_small=50,
+            status_large=100,
+            quick_repeat=1,
+            big_tasks=50,
+            big_repeat=1,
+            budget=0.5,
+            grace=0.25,
+            budget_repeat=1,
+            old_tasks=20,
+            old_repeat=1,
+        )
+
+
+def case_noop(plan: Plan, res: Results, gnu_parallel: str | None) -> float:
+    """Case 1; returns orchestra-ci's median wall time per task (for case 4)."""
+    n = plan.noop_tasks
+    case = f"1. {n:,} no-op tasks (`true`), parallel 8"
+    ids = [f"t{i:05d}" for i in range(n)]
+    loads: list[float] = []
+    rss: list[float] = []
+
+    def orchestra() -> Sample:
+        with scratch() as root:
+            loads.append(make_queue(root, n))
+            sample = run_queue(root, n, 8)
+        rss.append(sample.rss_mb)
+        return sample
+
+    contenders: dict[str, Callable[[], Sample]] = {"orchestra-ci run --parallel 8": orchestra}
+    if gnu_parallel:
+        contenders["parallel -j8 true ::: ..."] = lambda: spawn(
+            [gnu_parallel, "--will-cite", "-j8", "true", ":::", *ids]
+        )
+    contenders["xargs -P8 -n1 true"] = lambda: spawn(
+        ["xargs", "-P8", "-n1", "true"], stdin="\n".join(ids).encode() + b"\n"
     )
-    return time.perf_counter() - started
+    got = side_by_side(plan.noop_repeat, contenders)
+    mine = statistics.median(walls(got["orchestra-ci run --parallel 8"]))
+    others = {name: statistics.median(walls(s)) for name, s in got.items()}
+    for name, samples in got.items():
+        ratio = (
+            "" if name.startswith("orchestra") else f"orchestra-ci = {mine / others[name]:.2f} x"
+        )
+        res.add(
+            Row(case, name, walls(samples), "s", ratio, f"{others[name] / n * 1000:.2f} ms/task")
+        )
+    res.add(Row(case, "orchestra-ci load (queue the tasks, not timed above)", loads, "s"))
+    res.add(Row(case, "orchestra-ci run: peak RSS", rss, "MB"))
+    if gnu_parallel:
+        factor = mine / others["parallel -j8 true ::: ..."]
+        measured = f"{factor:.2f} x ({mine:.2f} s vs {others['parallel -j8 true ::: ...']:.2f} s)"
+        res.target("1", "wall <= 0.6 x GNU parallel", measured, factor <= 0.6)
+    else:
+        res.target("1", "wall <= 0.6 x GNU parallel", "GNU parallel not found", None)
+    return mine / n
 
 
-def queue_of(root: Path, count: int, agent: str = "demo", prompt: str = "benchmark") -> None:
-    (root / ".orchestra").mkdir(parents=True, exist_ok=True)
-    lines = [f"defaults: {{agent: {agent}, max_retries: 0}}", "tasks:"]
-    lines += [f"  - {{id: t{n:05d}, prompt: '{prompt} {n}'}}" for n in range(count)]
-    (root / ".orchestra/tasks.yml").write_text("\n".join(lines) + "\n")
+def case_sleep(plan: Plan, res: Results, gnu_parallel: str | None) -> None:
+    n, jobs = plan.sleep_tasks, plan.sleep_parallel
+    ideal = n * 0.2 / jobs
+    case = f"2. {n} tasks of 0.2 s (`sleep 0.2`), parallel {jobs}"
+    zeros = ["0"] * n  # every tool runs `sleep 0.2 0`
+
+    def orchestra() -> Sample:
+        with scratch() as root:
+            make_queue(root, n, SLEEP_02, "0")
+            return run_queue(root, n, jobs)
+
+    contenders: dict[str, Callable[[], Sample]] = {f"orchestra-ci run --parallel {jobs}": orchestra}
+    if gnu_parallel:
+        contenders[f"parallel -j{jobs} sleep 0.2 ::: ..."] = lambda: spawn(
+            [gnu_parallel, "--will-cite", f"-j{jobs}", "sleep", "0.2", ":::", *zeros]
+        )
+    contenders[f"xargs -P{jobs} -n1 sleep 0.2"] = lambda: spawn(
+        ["xargs", f"-P{jobs}", "-n1", "sleep", "0.2"], stdin="\n".join(zeros).encode() + b"\n"
+    )
+    got = side_by_side(plan.sleep_repeat, contenders)
+    for name, samples in got.items():
+        median = statistics.median(walls(samples))
+        res.add(Row(case, name, walls(samples), "s", f"{median / ideal:.3f} x ideal"))
+    mine = statistics.median(walls(got[f"orchestra-ci run --parallel {jobs}"]))
+    res.target(
+        "2",
+        f"wall <= 1.03 x ideal ({ideal:.1f} s)",
+        f"{mine / ideal:.3f} x ({mine:.2f} s)",
+        mine / ideal <= 1.03,
+    )
 
 
-def median_of(repeat: int, fn: Callable[[], float]) -> float:
-    return statistics.median(fn() for _ in range(repeat))
-
-
-def case_demo_batch(tasks: int, parallel: int, repeat: int) -> Row:
-    env = {**os.environ, "ORCHESTRA_DEMO_DELAY": "0.2", "CI": "true"}
-
-    def once() -> float:
-        with tempfile.TemporaryDirectory() as tmp:
-            root = Path(tmp)
-            queue_of(root, tasks)
-            return cli(root, "run", "--parallel", str(parallel), env=env)
-
-    wall = median_of(repeat, once)
-    ideal = tasks * 0.2 / parallel
-    return Row(
-        f"{tasks} demo-agent tasks (0.2 s each), --parallel {parallel}",
-        "wall time",
-        wall,
-        "s",
+def case_quick(plan: Plan, res: Results, big_loads: list[float]) -> None:
+    """Case 3: status --json on two queue sizes, start, --version."""
+    repeat = plan.quick_repeat
+    for count, limit in ((plan.status_small, 120.0), (plan.status_large, 400.0)):
+        with scratch() as root:
+            loaded = make_queue(root, count)
+            if count == plan.status_large:
+                big_loads.append(loaded)
+            out = subprocess.run(
+                [*OURS, "--root", str(root), "status", "--json"],
+                capture_output=True,
+                check=True,
+                env=clean_env(),
+            )
+            if len(json.loads(out.stdout)) != count:
+                raise BenchError("status --json did not list every task")
+            case = f"3. status, {count:,} queued tasks"
+            got = side_by_side(
+                repeat,
+                {
+                    "status --json": partial(ours, root, "status", "--json"),
+                    "status (table)": partial(ours, root, "status"),
+                },
+            )
+            row = res.add(Row(case, "orchestra-ci status --json", ms(got["status --json"]), "ms"))
+            res.add(Row(case, "orchestra-ci status (table)", ms(got["status (table)"]), "ms"))
+            res.target(
+                "3",
+                f"status --json at {count:,} <= {limit:.0f} ms",
+                fmt(row.median, "ms"),
+                row.median <= limit,
+            )
+            if count == plan.status_small:
+                start = [ours(root, "start", "bench", "hello") for _ in range(repeat)]
+                row = res.add(
+                    Row(case, f"orchestra-ci start (queue of {count:,})", ms(start), "ms")
+                )
+                res.target("3", "start <= 120 ms", fmt(row.median, "ms"), row.median <= 120)
+    case = "3. interpreter start-up"
+    got = side_by_side(
         repeat,
-        f"ideal {ideal:.1f} s, ratio {wall / ideal:.2f}",
+        {
+            "version": lambda: spawn([*OURS, "--version"]),
+            "bare": lambda: spawn([PY, "-c", "pass"]),
+        },
+    )
+    row = res.add(Row(case, "python -m orchestra_ci --version", ms(got["version"]), "ms"))
+    res.add(Row(case, "python -c pass (floor)", ms(got["bare"]), "ms"))
+    res.target("3", "--version <= 80 ms", fmt(row.median, "ms"), row.median <= 80)
+
+
+def case_big(plan: Plan, res: Results, per_task_small: float, loads: list[float]) -> None:
+    n = plan.big_tasks
+    case = f"4. {n:,} no-op tasks, parallel 8"
+    runs: list[Sample] = []
+    for _ in range(plan.big_repeat):
+        with scratch() as root:
+            loads.append(make_queue(root, n))
+            runs.append(run_queue(root, n, 8))
+    wall = statistics.median(walls(runs))
+    per_task = wall / n
+    growth = per_task / per_task_small
+    rss = [s.rss_mb for s in runs]
+    res.add(Row(case, f"orchestra-ci load ({n:,} tasks from tasks.yml)", loads, "s"))
+    res.add(
+        Row(
+            case,
+            "orchestra-ci run --parallel 8",
+            walls(runs),
+            "s",
+            f"per task {growth:.2f} x that at {plan.noop_tasks:,}",
+            f"{per_task * 1000:.2f} ms/task (vs {per_task_small * 1000:.2f})",
+        )
+    )
+    row = res.add(Row(case, "orchestra-ci run: peak RSS", rss, "MB"))
+    res.target("4", f"peak RSS of run at {n:,} <= 100 MB", fmt(row.median, "MB"), row.median <= 100)
+    res.target(
+        "4",
+        f"wall per task at {n:,} <= 1.2 x at {plan.noop_tasks:,}",
+        f"{growth:.2f} x ({per_task * 1000:.2f} vs {per_task_small * 1000:.2f} ms)",
+        growth <= 1.2,
     )
 
 
-def case_status_json(tasks: int, repeat: int) -> Row:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        queue_of(root, tasks)
-        cli(root, "load")
-        out = subprocess.run(
-            [PY, "-m", "orchestra_ci", "--root", str(root), "status", "--json"],
-            check=True,
-            capture_output=True,
+def case_budget(plan: Plan, res: Results) -> None:
+    budget, grace = plan.budget, plan.grace
+    limit = budget + grace + 0.5
+    case = f"5. --time-budget {budget:g}s --grace {grace:g}s, 16 tasks of 60 s, parallel 8"
+    agents = {"sleep 60": SLEEP_60}
+    if not plan.smoke:
+        agents["sleep 60, ignores SIGTERM"] = STUBBORN
+    for name, agent in agents.items():
+        samples = []
+        stray = 0
+        for _ in range(plan.budget_repeat):
+            with scratch() as root:
+                make_queue(root, 16, agent, "0")
+                budget_args = ["--time-budget", f"{budget:g}s", "--grace", f"{grace:g}s"]
+                samples.append(ours(root, "run", "--parallel", "8", *budget_args))
+                check_report(root, 16, pending=16)
+                stray += len(leftovers(root))
+        worst = max(walls(samples))
+        note = f"worst {worst:.2f} s; {stray} agent processes left behind"
+        row = res.add(Row(case, f"orchestra-ci run, agent `{name}`", walls(samples), "s", "", note))
+        res.target(
+            "5",
+            f"ends within budget + grace + 0.5 s = {limit:g} s (agent `{name}`)",
+            f"{row.median:.2f} s (worst {worst:.2f} s)",
+            row.median <= limit and stray == 0,
         )
-        assert len(json.loads(out.stdout)) == tasks
-        wall = median_of(repeat, lambda: cli(root, "status", "--json"))
-    return Row(f"status --json, {tasks} queued tasks", "wall time", wall * 1000, "ms", repeat)
 
 
-def case_start(repeat: int) -> Row:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        wall = median_of(repeat, lambda: cli(root, "start", "demo", "hello"))
-    return Row("start (queue one task)", "wall time", wall * 1000, "ms", repeat)
-
-
-def case_version(repeat: int) -> Row:
-    def once() -> float:
-        started = time.perf_counter()
-        subprocess.run(
-            [PY, "-m", "orchestra_ci", "--version"], check=True, stdout=subprocess.DEVNULL
+def case_old_tool(plan: Plan, res: Results, checkout: Path | None) -> None:
+    n = plan.old_tasks
+    goal = f"status at {n:,} tasks: orchestra-ci vs agent-orchestrator"
+    if checkout is None:
+        res.notes.append(
+            "Case 6 (agent-orchestrator) skipped: no --old-tool / $ORCHESTRA_OLD_TOOL."
         )
-        return time.perf_counter() - started
+        return
+    base = old_tool_cli(checkout)
+    if base is None:
+        raise BenchError(f"{checkout}: no .orchestra-cli/cli/__main__.py (agent-orchestrator)")
+    case = f"6. status, {n:,} tasks in agent-orchestrator's format (same queue)"
+    with scratch() as root:
+        write_old_queue(root, n)
+        old_env = clean_env(PYTHONPATH=str(base))
+        got = side_by_side(
+            plan.old_repeat,
+            {
+                "old": lambda: spawn([PY, "-m", "cli", "status"], cwd=root, env=old_env),
+                "table": lambda: ours(root, "status"),
+                "json": lambda: ours(root, "status", "--json"),
+            },
+        )
+    old = statistics.median(ms(got["old"]))
+    res.add(Row(case, "agent-orchestrator status", ms(got["old"]), "ms"))
+    for key, label in (
+        ("table", "orchestra-ci status (table)"),
+        ("json", "orchestra-ci status --json"),
+    ):
+        mine = statistics.median(ms(got[key]))
+        res.add(Row(case, label, ms(got[key]), "ms", f"{mine / old:.2f} x agent-orchestrator"))
+    mine = statistics.median(ms(got["table"]))
+    res.target("6", goal, f"{mine:.0f} ms vs {old:.0f} ms ({old / mine:.1f} x faster)", None)
+    head = subprocess.run(
+        ["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    res.notes.append(
+        f"Case 6: agent-orchestrator from {checkout}"
+        + (f" (commit {head})" if head else "")
+        + ", run as `python -m cli status` (its default, with its auto-retry pass) from the "
+        "queue's directory, same interpreter (it needs pydantic); orchestra-ci reads the very "
+        "same queue."
+    )
 
-    return Row("--version", "wall time", median_of(repeat, once) * 1000, "ms", repeat)
+
+# -- report ------------------------------------------------------------------------------
 
 
-def render(rows: list[Row]) -> str:
+def machine() -> str:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    fs_lines = subprocess.run(
+        ["df", "--output=fstype", tempfile.gettempdir()],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    fs = fs_lines[-1] if fs_lines else "?"
+    return (
+        f"{os.cpu_count()} cores ({cpu}), Linux {platform.release()}, "
+        f"Python {platform.python_version()}, temp dirs on {fs} ({tempfile.gettempdir()})"
+    )
+
+
+def commit() -> str:
+    """HEAD and whether the package has uncommitted changes (read-only git calls)."""
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # status must not rewrite the index
+    head = tool_version(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"])
+    changed = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", "orchestra_ci"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+    ).stdout.splitlines()
+    return f"{head} (+{len(changed)} uncommitted files in orchestra_ci/)" if changed else head
+
+
+def render(res: Results, elapsed: float, versions: dict[str, str]) -> str:
+    met = {True: "**met**", False: "**not met**", None: "(info)"}
     lines = [
-        f"Machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, "
-        f"{time.strftime('%Y-%m-%d')}",
+        "# Benchmark results",
         "",
-        "| case | measure | median | runs | note |",
-        "|---|---|---|---|---|",
+        f"Machine: {machine()}.",
+        f"Run: {datetime.now():%Y-%m-%d %H:%M}, {elapsed / 60:.1f} min, "
+        + ", ".join(versions.values())
+        + ".",
+        "",
+        "Made by `python benchmarks/run.py` (see its docstring for the method): each case "
+        "builds its queue in a temporary directory with `load`, then times the command "
+        "alone; contenders run interleaved; figures are medians over the runs.",
+        "",
+        "## Targets",
+        "",
+        "| case | target | measured (median) | result |",
+        "|---|---|---|---|",
     ]
-    for r in rows:
-        value = f"{r.median:.2f} {r.unit}" if r.unit == "s" else f"{r.median:.0f} {r.unit}"
-        lines.append(f"| {r.case} | {r.measure} | {value} | {r.runs} | {r.note} |")
+    lines += [f"| {t.case} | {t.goal} | {t.measured} | {met[t.met]} |" for t in res.targets]
+    lines += [
+        "",
+        "## Measurements",
+        "",
+        "| case | command | median | min - max | runs | ratio | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in res.rows:
+        spread = f"{fmt(min(r.values), r.unit)} - {fmt(max(r.values), r.unit)}"
+        lines.append(
+            f"| {r.case} | {r.subject} | {fmt(r.median, r.unit)} | {spread} | {len(r.values)} "
+            f"| {r.ratio} | {r.note} |"
+        )
+    if res.noise:
+        shares = ", ".join(f"case {case} {share:.0%}" for case, share in res.noise.items())
+        lines += [
+            "",
+            f"Other processes' share of the {os.cpu_count()} CPUs while each case ran (busy time "
+            f"of the machine minus this benchmark's own, hypervisor steal included): {shares}.",
+        ]
+    if res.notes:
+        lines += ["", *(f"- {note}" for note in res.notes)]
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, one run, no file")
+    parser.add_argument(
+        "--old-tool",
+        type=Path,
+        default=os.environ.get("ORCHESTRA_OLD_TOOL") or None,
+        help="agent-orchestrator checkout for case 6 (default: $ORCHESTRA_OLD_TOOL)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=HERE / "RESULTS.md", help="where a full run writes"
+    )
     args = parser.parse_args()
-    if args.smoke:
-        rows = [case_demo_batch(8, 4, 1), case_status_json(50, 1), case_start(1), case_version(1)]
-    else:
-        rows = [
-            case_demo_batch(200, 8, 3),
-            case_status_json(2000, 11),
-            case_start(11),
-            case_version(11),
-        ]
-    table = render(rows)
+    plan = Plan.small() if args.smoke else Plan(smoke=False)
+    gnu_parallel = find_gnu_parallel(install=not args.smoke)
+    res = Results()
+    if gnu_parallel is None:
+        res.notes.append("GNU parallel not found: its rows are missing.")
+    started = time.monotonic()
+    print(f"orchestra-ci benchmarks ({'smoke' if args.smoke else 'full'}): {machine()}")
+    big_loads: list[float] = []
+    at_start = commit()
+    with watched(res, "1"):
+        per_task_small = case_noop(plan, res, gnu_parallel)
+    with watched(res, "2"):
+        case_sleep(plan, res, gnu_parallel)
+    with watched(res, "3"):
+        case_quick(plan, res, big_loads)
+    with watched(res, "4"):
+        case_big(plan, res, per_task_small, big_loads)
+    with watched(res, "5"):
+        case_budget(plan, res)
+    with watched(res, "6"):
+        case_old_tool(plan, res, args.old_tool)
+    at_end = commit()
+    if at_end != at_start:
+        res.notes.append(f"The code changed during the run: {at_start} at the start.")
+    versions = {
+        "orchestra-ci": f"{tool_version([*OURS, '--version'])} at {at_end}",
+        "GNU parallel": tool_version([gnu_parallel, "--version"]) if gnu_parallel else "none",
+        "xargs": tool_version(["xargs", "--version"]),
+    }
+    table = render(res, time.monotonic() - started, versions)
+    print()
     print(table)
     if not args.smoke:
-        (HERE / "RESULTS.md").write_text("# Benchmark results\n\n" + table)
+        args.output.write_text(table)
+        print(f"written to {args.output}")
     return 0
 
 

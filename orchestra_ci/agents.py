@@ -40,6 +40,17 @@ class AgentSpec(BaseModel):
     prompt_template_file: str | None = Field(default=None, alias="promptTemplateFile")
     description: str | None = None
 
+    @field_validator("command", "args", "env")
+    @classmethod
+    def _no_nul(cls, value: str | list[str] | dict[str, str]) -> str | list[str] | dict[str, str]:
+        """A NUL byte cannot be passed to a program: refuse it when the config loads."""
+        texts = [value] if isinstance(value, str) else list(value)
+        if isinstance(value, dict):
+            texts += list(value.values())
+        if any("\x00" in t for t in texts):
+            raise ValueError("contains a NUL byte, which cannot be passed to a program")
+        return value
+
     @field_validator("rate_limit_patterns", "fatal_patterns", "success_patterns")
     @classmethod
     def _patterns(cls, patterns: list[str]) -> list[str]:

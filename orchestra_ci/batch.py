@@ -11,7 +11,7 @@ from typing import Any
 
 import structlog
 
-from orchestra_ci import workflow
+from orchestra_ci import STARTED, workflow
 from orchestra_ci.agents import AgentSpec, load_agents
 from orchestra_ci.console import Console
 from orchestra_ci.engine import Engine, RunOutcome
@@ -227,6 +227,7 @@ def run_batch(
         on_change=observer,
         only=only,
         shard=settings.shard,
+        started=STARTED,
     )
     try:
         outcome = asyncio.run(engine.run())

@@ -20,6 +20,7 @@ PROG = "orchestra-ci"
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, exit 2 (argparse would print the whole usage block)."""
+        message = message.replace("\r", "\\r").replace("\n", "\\n")
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 

@@ -6,6 +6,7 @@ writes sentinels and reports, and reacts to the clock and to signals.
 """
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import secrets
@@ -65,6 +66,7 @@ class Engine:
     on_change: Callable[[TaskRecord], None] | None = None
     only: frozenset[str] | None = None  # a shard's tasks; None = the whole queue
     shard: str | None = None
+    started: float | None = None  # time.monotonic() when the run began (default: now)
     runner_id: str = field(default_factory=lambda: f"r{os.getpid()}-{secrets.token_hex(4)}")
 
     def __post_init__(self) -> None:
@@ -88,7 +90,7 @@ class Engine:
         self.cooldown: dict[str, float] = {}  # agent -> epoch seconds when it may run again
         self.disabled: dict[str, str] = {}  # agent -> the fatal error that disabled it
         self.started_at = now_iso()
-        self._t0 = time.monotonic()
+        self._t0 = self.started if self.started is not None else time.monotonic()
         self.deadline: float | None = (
             self._t0 + self.settings.time_budget if self.settings.time_budget is not None else None
         )
@@ -102,6 +104,11 @@ class Engine:
     async def run(self) -> RunOutcome:
         lease = RunnerLease(self.store, self.runner_id)
         loop = asyncio.get_running_loop()
+        # Stopping agents blocks a thread each for their grace period: with the default
+        # executor's few threads, stopping 8 stubborn agents at the deadline would queue.
+        loop.set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=max(8, 2 * self.settings.parallel))
+        )
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         try:
@@ -136,6 +143,7 @@ class Engine:
     def recover(self) -> None:
         """Return tasks orphaned by a dead runner to ``pending``; their agents are stopped."""
         atomic.remove_stale_temp_files(self.store.tasks_dir)
+        self._repair_sentinels()
         for record in self.store.all():
             if record["status"] != "running":
                 continue
@@ -148,7 +156,8 @@ class Engine:
             task_id = record["taskId"]
             attempts = record.get("attempts") or []
             pid = self.store.read_pid(task_id)
-            if attempts and pid and attempts[-1].get("marker"):
+            if attempts and attempts[-1].get("marker"):
+                # The agent may have started before its .pid was written: its marker finds it.
                 kill_attempt(pid, attempts[-1]["marker"], self.settings.grace)
 
             def requeue(r: TaskRecord) -> None:
@@ -172,6 +181,17 @@ class Engine:
                 running = [r["taskId"] for r in self.store.all() if r["status"] == "running"]
                 for task_id in self.isolation.prune(running):
                     log.warning("removed a stale worktree", task=task_id)
+
+    def _repair_sentinels(self) -> None:
+        """A runner killed between a task's final record and its sentinels left them behind:
+        the record is the truth, so make ``.done``/``.pid`` agree with it."""
+        for record in self.store.iter_records():
+            task_id = record["taskId"]
+            if record["status"] == "running":
+                continue
+            self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
+            if record["status"] == "complete" and not self.store.sentinel(task_id, "done").exists():
+                self.store.write_done(task_id)
 
     def refresh(self) -> None:
         """Bring the scheduler up to date with records changed on disk by others."""
@@ -431,8 +451,13 @@ class Engine:
             # if even that cannot be written, the next run recovers the task.
             log.exception("attempt crashed", task=task_id, error=str(exc))
             self.internal_errors += 1
-            with contextlib.suppress(Exception):
+            try:
                 self._finish(task_id, Verdict("failed", f"internal error: {exc}"), None, None, b"")
+            except Exception:
+                # Not even that could be written: the record stays `running` on disk for the
+                # next run to recover; here the task is over, so dependents do not wait.
+                self.scheduler.finished(task_id, "failed")
+                self.failed.add(task_id)
         finally:
             if self.isolation is not None:
                 with contextlib.suppress(Exception):

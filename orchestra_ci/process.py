@@ -70,7 +70,7 @@ def resolve_command(command: str, env: dict[str, str]) -> str | None:
     return shutil.which(command, path=env.get("PATH", os.defpath))
 
 
-def attempt_pids(pgid: int, marker: str) -> list[int]:
+def attempt_pids(pgid: int | None, marker: str) -> list[int]:
     """Live (non-zombie) processes of an attempt: in its process group, or carrying its
     marker in their environment after leaving the group. Reads Linux /proc."""
     needle = f"{MARKER_VAR}={marker}\0".encode()
@@ -99,18 +99,19 @@ def attempt_pids(pgid: int, marker: str) -> list[int]:
     return found
 
 
-def _signal_all(pgid: int, marker: str, sig: int) -> bool:
+def _signal_all(pgid: int | None, marker: str, sig: int) -> bool:
     """Send ``sig`` to the attempt's processes; True if any was alive."""
     pids = attempt_pids(pgid, marker)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
+    if pgid is not None and pgid > 1:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
     return bool(pids)
 
 
-def kill_attempt(pgid: int, marker: str, grace: float) -> None:
+def kill_attempt(pgid: int | None, marker: str, grace: float) -> None:
     """SIGTERM everything of an attempt, wait up to ``grace``, then SIGKILL what is left.
 
     Zombies count as gone: the agent itself may be an exited child its runner has not
@@ -154,6 +155,7 @@ class _LogPump:
         self.written = 0
         self.tail = bytearray()
         self.truncated = False
+        self.error: OSError | None = None
         self.eof: asyncio.Future[None] | None = None
         self._fd = -1
 
@@ -177,14 +179,19 @@ class _LogPump:
         self.tail += chunk
         if len(self.tail) > _TAIL:
             del self.tail[: len(self.tail) - _TAIL]
-        kept = chunk[: max(0, self.cap - self.written)]
-        if kept:
-            self.file.write(kept)
-            self.written += len(kept)
-        if len(kept) < len(chunk) and not self.truncated:
-            self.truncated = True
-            self.file.write(f"\n[orchestra-ci: log truncated at {self.cap} bytes]\n".encode())
-        self.file.flush()
+        if self.error is not None:
+            return  # the log cannot be written (e.g. the disk is full): keep draining the pipe
+        try:
+            kept = chunk[: max(0, self.cap - self.written)]
+            if kept:
+                self.file.write(kept)
+                self.written += len(kept)
+            if len(kept) < len(chunk) and not self.truncated:
+                self.truncated = True
+                self.file.write(f"\n[orchestra-ci: log truncated at {self.cap} bytes]\n".encode())
+            self.file.flush()
+        except OSError as exc:
+            self.error = exc
 
     def detach(self) -> None:
         if self._fd >= 0:
@@ -195,8 +202,12 @@ class _LogPump:
             self.eof.set_result(None)
 
     def close(self, footer: str) -> None:
-        self.file.write(footer.encode())
-        self.file.close()
+        try:
+            if self.error is None:
+                self.file.write(footer.encode())
+            self.file.close()
+        except OSError as exc:
+            self.error = self.error or exc
 
 
 def _exited(proc: "subprocess.Popen[bytes]") -> "asyncio.Future[None]":
@@ -257,7 +268,15 @@ async def run_attempt(
     finally:
         os.close(write_end)
     log.attach(read_end)
-    on_start(proc.pid)
+    try:
+        on_start(proc.pid)
+    except BaseException:
+        # The attempt cannot be tracked (e.g. its .pid file cannot be written): stop it.
+        kill_attempt(proc.pid, launch.marker, 0)
+        proc.wait()
+        log.detach()
+        log.close("")
+        raise
     exited = _exited(proc)
     stopper = asyncio.ensure_future(control.wait())
     stop_reason: StopReason | None = None

@@ -89,6 +89,13 @@ def check_prompt(prompt: str) -> str:
 
 
 def _parse(path: Path, text: str) -> Any:
+    try:
+        return _parse_text(path, text)
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply") from None
+
+
+def _parse_text(path: Path, text: str) -> Any:
     if path.suffix == ".json":
         try:
             return json.loads(text)
@@ -147,6 +154,8 @@ def load_tasks_file(
         raise UsageError(f"{path}: expected a mapping with 'tasks' (and optional 'defaults')")
     try:
         parsed = TasksFile.model_validate(data)
+    except RecursionError:
+        raise UsageError(f"{path}: nested too deeply") from None
     except ValidationError as exc:
         raise UsageError(describe(exc, source=str(path), names=_declared_names(data))) from None
     seen: set[str] = set()
