@@ -81,8 +81,12 @@ def load_agents(path: Path | None) -> dict[str, AgentSpec]:
             raise UsageError(f"{path}: cannot read agent config: {exc}") from None
         except ValueError as exc:  # JSONDecodeError, or an integer too long to convert
             raise UsageError(f"{path}: invalid JSON: {exc}") from None
+        except RecursionError:
+            raise UsageError(f"{path}: invalid JSON: nested too deeply") from None
         try:
             parsed = AgentConfigFile.model_validate(data)
+        except RecursionError:
+            raise UsageError(f"{path}: nested too deeply") from None
         except ValidationError as exc:
             raise UsageError(describe(exc, source=str(path))) from None
         for name, fields in parsed.agents.items():

@@ -113,6 +113,6 @@ def agent_names(config_file: Path | None) -> set[str]:
         try:
             data = json.loads(config_file.read_text(encoding="utf-8"))
             names.update(data.get("agents", {}))
-        except (OSError, ValueError, AttributeError, TypeError):
+        except (OSError, ValueError, AttributeError, TypeError, RecursionError):
             pass
     return names

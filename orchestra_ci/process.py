@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestra_ci.outcome import StopReason
+from orchestra_ci.redact import redactor
 
 MARKER_VAR = "ORCHESTRA_ATTEMPT_ID"
 _CHUNK = 65536
@@ -155,6 +156,7 @@ class _LogPump:
         self.written = 0
         self.tail = bytearray()
         self.truncated = False
+        self.redact = redactor.stream()  # secrets never reach the log, even split in two
         self.error: OSError | None = None
         self.eof: asyncio.Future[None] | None = None
         self._fd = -1
@@ -179,6 +181,9 @@ class _LogPump:
         self.tail += chunk
         if len(self.tail) > _TAIL:
             del self.tail[: len(self.tail) - _TAIL]
+        self._write(self.redact.feed(chunk))
+
+    def _write(self, chunk: bytes) -> None:
         if self.error is not None:
             return  # the log cannot be written (e.g. the disk is full): keep draining the pipe
         try:
@@ -195,6 +200,7 @@ class _LogPump:
 
     def detach(self) -> None:
         if self._fd >= 0:
+            self._write(self.redact.flush())
             asyncio.get_running_loop().remove_reader(self._fd)
             os.close(self._fd)
             self._fd = -1
@@ -294,8 +300,9 @@ async def run_attempt(
         if not exited.done():  # we are being cancelled ourselves: take the agent down too
             kill_attempt(proc.pid, launch.marker, 0)
         code = proc.wait()
-        # Whatever the agent left running (children, daemons) ends with the attempt.
-        if _group_alive(proc.pid):
+        # Whatever the agent left running (children, daemons that left its session but carry
+        # its marker) ends with the attempt.
+        if _group_alive(proc.pid) or attempt_pids(None, launch.marker):
             await asyncio.to_thread(kill_attempt, proc.pid, launch.marker, min(launch.grace, 2.0))
         assert log.eof is not None
         with contextlib.suppress(TimeoutError):

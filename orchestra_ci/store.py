@@ -97,7 +97,8 @@ class Store:
             names = os.listdir(self.tasks_dir)
         except FileNotFoundError:
             return []
-        return [n[:-5] for n in names if n.endswith(".json") and not n.startswith(".")]
+        # Temp files end in .tmp, so an id may start with a dot like any other.
+        return [n[:-5] for n in names if n.endswith(".json")]
 
     def read(self, task_id: str) -> TaskRecord | None:
         record = _read_json(self.record_path(task_id))

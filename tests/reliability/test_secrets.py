@@ -1,0 +1,176 @@
+"""Secrets: with a token and secret-looking variables set, nothing the run writes holds them,
+even when an agent prints them on purpose.
+
+One Action run (against the fake GitHub) is shared by the tests of this module: four issue
+tasks whose agent prints every secret value to stdout and stderr; one of them fails (so its
+log tail goes to ``.error``, the comment and an annotation), one prints a secret across the
+64 KiB boundary where the runner reads output in chunks, one prints a multi-line private key
+and then enough output that the log tails cut through it. Scanned afterwards: every file
+under the workspace (records, sentinels, logs, results.json, patches, artifact zip and its
+members), ``$GITHUB_OUTPUT``, ``$GITHUB_STEP_SUMMARY``, every request body sent to the API,
+and stdout/stderr except the ``::add-mask::`` lines.
+"""
+
+import io
+import json
+import secrets
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from orchestra_ci.testing.fake_github import FakeGitHub
+from tests.conftest import write_agents
+from tests.reliability.conftest import LABEL, REPO, action_env, run_action
+
+LEAKY = """
+import os, sys
+prompt = sys.argv[-1]
+names = ["INPUT_GITHUB_TOKEN", "ANTHROPIC_API_KEY", "NPM_TOKEN", "DB_SECRET", "DEPLOY_KEY"]
+if "BOUNDARY" in prompt:  # the token straddles the runner's 64 KiB read size
+    sys.stdout.buffer.write(b"x" * (65536 - 10) + os.environb[b"BOUNDARY_TOKEN"] + b"\\n")
+    sys.exit(0)
+if "PEM" in prompt:  # a multi-line key, then output that pushes its start out of the tails
+    print(os.environ["SSH_PRIVATE_KEY"], flush=True)
+    print("y" * 3637, flush=True)  # .error keeps the last 4000 bytes: from inside the key
+    sys.exit(1)
+for name in names:
+    print(f"debug: {name}={os.environ[name]}!", flush=True)
+    print(f"{os.environ[name]}", file=sys.stderr, flush=True)
+sys.exit(1 if "FAIL" in prompt else 0)
+"""
+
+SINGLE_LINE = ["ANTHROPIC_API_KEY", "NPM_TOKEN", "DB_SECRET", "DEPLOY_KEY"]
+
+
+def pem() -> str:
+    body = [secrets.token_urlsafe(48)[:64] for _ in range(6)]
+    return "\n".join(
+        ["-----BEGIN OPENSSH PRIVATE KEY-----", *body, "-----END OPENSSH PRIVATE KEY-----"]
+    )
+
+
+def scan(blobs: dict[str, bytes], values: dict[str, str]) -> dict[str, set[str]]:
+    found: dict[str, set[str]] = {}
+    for where, data in blobs.items():
+        for name, value in values.items():
+            if value.encode() in data:
+                found.setdefault(where, set()).add(name)
+    return found
+
+
+@pytest.fixture(scope="module")
+def leaked(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[dict[str, bytes], dict[str, str], int]]:
+    tmp = tmp_path_factory.mktemp("secrets")
+    root = tmp / "workspace"
+    (root / ".orchestra").mkdir(parents=True)
+    write_agents(root, {"leaky": {"command": sys.executable, "args": ["-c", LEAKY, "{prompt}"]}})
+    with FakeGitHub() as gh:
+        repo = gh.add_repo(REPO)
+        repo.collaborators["maintainer"] = "maintain"
+        for title, body in [
+            ("prints", "print everything"),
+            ("prints and fails", "print everything then FAIL"),
+            ("boundary", "BOUNDARY"),
+            ("key", "PEM"),
+        ]:
+            gh.add_issue(REPO, title, body, user="maintainer", labels=[LABEL])
+        env = action_env(root, gh, tmp, default_agent="leaky")
+        key = pem()
+        values = {
+            "INPUT_GITHUB_TOKEN": gh.token,
+            "ANTHROPIC_API_KEY": f"sk-ant-{secrets.token_hex(16)}",
+            "NPM_TOKEN": f"npm_{secrets.token_hex(16)}",
+            "DB_SECRET": f"db-{secrets.token_hex(12)}",
+            "DEPLOY_KEY": f"dk-{secrets.token_hex(12)}",
+            "BOUNDARY_TOKEN": f"bt-{secrets.token_hex(12)}",
+        }
+        env.update({k: v for k, v in values.items() if k != "INPUT_GITHUB_TOKEN"})
+        env["SSH_PRIVATE_KEY"] = key
+        result = run_action(env)
+        gh.wait_idle()
+        bodies = [r.raw_body for r in gh.requests if r.raw_body]
+        assert not gh.errors, gh.errors[0]
+
+    blobs: dict[str, bytes] = {}
+    for path in root.rglob("*"):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        name = str(path.relative_to(root))
+        blobs[name] = data
+        if path.suffix == ".zip":
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                for member in archive.namelist():
+                    blobs[f"{name}!{member}"] = archive.read(member)
+    blobs["$GITHUB_OUTPUT"] = Path(env["GITHUB_OUTPUT"]).read_bytes()
+    blobs["$GITHUB_STEP_SUMMARY"] = Path(env["GITHUB_STEP_SUMMARY"]).read_bytes()
+    blobs["API request bodies"] = b"\n".join(bodies)
+    stdout = [line for line in result.stdout.splitlines() if not line.startswith("::add-mask::")]
+    blobs["stdout"] = "\n".join(stdout).encode()
+    blobs["stderr"] = result.stderr.encode()
+    # Every line of the key is secret on its own: the Action masks it line by line too.
+    key_lines = {f"SSH_PRIVATE_KEY line {n}": line for n, line in enumerate(key.splitlines()[1:-1])}
+    yield blobs, {**values, **key_lines}, result.returncode
+
+
+def is_log(where: str) -> bool:
+    return where.startswith(".orchestra/logs/") or "!logs/" in where
+
+
+def test_the_run_itself_worked(leaked: tuple[dict[str, bytes], dict[str, str], int]) -> None:
+    blobs, _, returncode = leaked
+    assert returncode == 1  # the failing issue
+    assert ".orchestra/results.json" in blobs and ".orchestra/tasks/issue-2.error" in blobs
+    assert any(name.endswith(".zip") for name in blobs)
+    assert b"orchestra-ci:status issue-2" in blobs["API request bodies"]
+    assert b"::add-mask::" not in blobs["stdout"]
+
+
+def test_no_secret_in_records_report_summary_outputs_comments_or_streams(
+    leaked: tuple[dict[str, bytes], dict[str, str], int],
+) -> None:
+    blobs, values, _ = leaked
+    singles = {k: v for k, v in values.items() if "line" not in k}
+    surfaces = {k: v for k, v in blobs.items() if not is_log(k)}
+    assert scan(surfaces, singles) == {}
+
+
+def test_no_secret_in_the_logs_or_the_artifact(
+    leaked: tuple[dict[str, bytes], dict[str, str], int],
+) -> None:
+    blobs, values, _ = leaked
+    singles = {k: v for k, v in values.items() if "line" not in k and k != "BOUNDARY_TOKEN"}
+    assert scan({k: v for k, v in blobs.items() if is_log(k)}, singles) == {}
+
+
+def test_no_secret_split_across_output_reads(
+    leaked: tuple[dict[str, bytes], dict[str, str], int],
+) -> None:
+    blobs, values, _ = leaked
+    found = scan(blobs, {"BOUNDARY_TOKEN": values["BOUNDARY_TOKEN"]})
+    assert found == {}
+
+
+def test_no_line_of_a_multiline_secret_survives_a_cut_tail(
+    leaked: tuple[dict[str, bytes], dict[str, str], int],
+) -> None:
+    blobs, values, _ = leaked
+    lines = {k: v for k, v in values.items() if "line" in k}
+    surfaces = {k: v for k, v in blobs.items() if not is_log(k)}
+    assert scan(surfaces, lines) == {}
+
+
+def test_secret_values_were_really_printed(
+    leaked: tuple[dict[str, bytes], dict[str, str], int],
+) -> None:
+    """Guard against a vacuous pass: the agents did print every secret (in their logs)."""
+    blobs, values, _ = leaked
+    logs = b"".join(v for k, v in blobs.items() if k.startswith(".orchestra/logs/"))
+    for name in SINGLE_LINE:
+        assert values[name].encode() in logs or b"***" in logs, name
+    json.loads(blobs[".orchestra/results.json"])
