@@ -193,15 +193,17 @@ def identity(gh: "github.Github", fallback: str | None) -> str | None:
 
 
 def move_labels(repo: Any, number: int, remove: str, add: str | None) -> None:
+    """The result label goes on before the trigger label comes off: a run killed in
+    between leaves the issue marked either way, never with neither."""
     import github
 
     from orchestra_ci.ghclient import call
 
     issue = call(lambda: repo.get_issue(number))
+    if add:
+        call(lambda: issue.add_to_labels(add))
     try:
         call(lambda: issue.remove_from_labels(remove))
     except github.GithubException as exc:
         if exc.status != 404:  # 404 "Label does not exist": already gone
             raise
-    if add:
-        call(lambda: issue.add_to_labels(add))

@@ -421,6 +421,7 @@ class Engine:
                 lambda pid: self.store.write_pid(task_id, pid),
             )
             tail = result.tail.decode(errors="replace")
+            self._redact_error_file(task_id)
             verdict = classify(
                 AttemptResult(
                     exit_code=result.exit_code,
@@ -464,6 +465,17 @@ class Engine:
                     await asyncio.to_thread(self.isolation.remove, task_id)
             self.running.pop(task_id, None)
             self._wake.set()
+
+    def _redact_error_file(self, task_id: str) -> None:
+        """An agent's own ``.error`` file goes into the artifact: mask secrets in it."""
+        path = self.store.sentinel(task_id, "error")
+        try:
+            text = path.read_text(encoding="utf-8", errors="surrogateescape")
+        except OSError:
+            return
+        clean = redactor(text)
+        if clean != text:
+            atomic.write_bytes(path, clean.encode("utf-8", "surrogateescape"), durable=False)
 
     def _launch(
         self,

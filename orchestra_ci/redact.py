@@ -19,6 +19,8 @@ class Redactor:
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets: set[str] = set()
         self._pattern: re.Pattern[str] | None = None
+        self._bytes_key: list[bytes] = []
+        self._bytes: re.Pattern[bytes] | None = None
         self.add(*secrets)
 
     def add(self, *secrets: str) -> None:
@@ -33,9 +35,15 @@ class Redactor:
     def __call__(self, text: str) -> str:
         return self._pattern.sub(MASK, text) if self._pattern else text
 
-    @property
-    def longest(self) -> int:
-        return max(map(len, self._secrets), default=0)
+    def byte_pattern(self) -> "tuple[re.Pattern[bytes] | None, int]":
+        """The secrets as one bytes pattern (UTF-8), and the longest one's length in bytes."""
+        encoded = sorted((s.encode() for s in self._secrets), key=len, reverse=True)
+        if not encoded:
+            return None, 0
+        if self._bytes_key != encoded:
+            self._bytes_key = encoded
+            self._bytes = re.compile(b"|".join(map(re.escape, encoded)))
+        return self._bytes, len(encoded[0])
 
     def stream(self) -> "StreamRedactor":
         return StreamRedactor(self)
@@ -43,24 +51,26 @@ class Redactor:
 
 class StreamRedactor:
     """Redacts a byte stream chunk by chunk, holding back just enough bytes that a secret
-    split across two reads is still caught. Bytes that are not UTF-8 pass through."""
+    split across two reads (even inside a multi-byte character) is still caught. It works
+    on bytes, so output that is not UTF-8 passes through unchanged."""
 
     def __init__(self, redactor: Redactor) -> None:
         self.redactor = redactor
-        self._carry = ""
+        self._carry = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        if self.redactor.longest == 0:
+        pattern, longest = self.redactor.byte_pattern()
+        if pattern is None:
             return chunk
-        text = self.redactor(self._carry + chunk.decode("utf-8", "surrogateescape"))
-        keep = self.redactor.longest - 1
-        cut = max(0, len(text) - keep)
-        self._carry = text[cut:]
-        return text[:cut].encode("utf-8", "surrogateescape")
+        data = pattern.sub(MASK.encode(), self._carry + chunk)
+        cut = max(0, len(data) - (longest - 1))
+        self._carry = data[cut:]
+        return data[:cut]
 
     def flush(self) -> bytes:
-        text, self._carry = self.redactor(self._carry), ""
-        return text.encode("utf-8", "surrogateescape")
+        pattern, _ = self.redactor.byte_pattern()
+        data, self._carry = self._carry, b""
+        return pattern.sub(MASK.encode(), data) if pattern is not None else data
 
 
 redactor = Redactor()
