@@ -377,6 +377,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.root = (args.root or Path(os.environ.get("ORCHESTRA_ROOT") or Path.cwd())).resolve()
     try:
+        if args.root.exists() and not args.root.is_dir():
+            raise UsageError(f"--root {args.root}: not a directory")
         code: int = args.func(args)
         return code
     except OrchestraError as exc:

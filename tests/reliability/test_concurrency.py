@@ -235,3 +235,62 @@ def test_runners_and_cli_calls_hammering_one_queue(root: Path, tmp_path: Path) -
             }
         )
     )
+
+
+def test_clean_while_runners_work_never_removes_unfinished_work(root: Path, tmp_path: Path) -> None:
+    """``clean`` called over and over while two runners work and tasks keep arriving: it
+    removes only finished tasks, with all their files, and never disturbs a runner."""
+    record_file = tmp_path / "events.jsonl"
+    rng = random.Random(SEED + 2)
+    prompts = [f"record={record_file} sleep={rng.uniform(0.05, 0.2):.2f}" for _ in range(40)]
+    write_tasks(
+        root,
+        "defaults: {agent: fake}\ntasks:\n"
+        + "".join(f"  - {{id: w{n:02d}, prompt: '{p}'}}\n" for n, p in enumerate(prompts)),
+    )
+    assert orchestra(root, "load").returncode == 0
+    cmd = [*ORCHESTRA, "--root", str(root), "run", "--parallel", "3", "--grace", "0.5"]
+    runners = [
+        subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]
+    cleans = started = 0
+    problems: list[str] = []
+    try:
+        while any(r.poll() is None for r in runners):
+            result = orchestra(root, "clean")
+            cleans += 1
+            if result.returncode != 0 or "Traceback" in result.stderr:
+                problems.append(result.stderr)
+            if started < 10:
+                added = orchestra(root, "start", "fake", f"record={record_file} sleep=0.1")
+                started += 1
+                if added.returncode != 0:
+                    problems.append(added.stderr)
+        for runner in runners:
+            _, err = runner.communicate(timeout=60)
+            assert runner.returncode == 0, err[-3000:]
+            assert b"Traceback" not in err
+        final = orchestra(root, "run", "--parallel", "3")
+        assert final.returncode == 0, final.stderr[-3000:]
+    finally:
+        for runner in runners:
+            if runner.poll() is None:
+                runner.kill()
+        kill_leftovers(processes_of(root))
+
+    assert problems == []
+    assert cleans > 3
+    (tmp_path / "numbers.json").write_text(json.dumps({"cleans": cleans, "started": started}))
+    tasks = records(root)
+    assert {r["status"] for r in tasks.values()} <= {"complete"}
+    seen = events(record_file)
+    finished = {e["task"] for e in seen if e["event"] == "end"}
+    everything = {e["task"] for e in seen}
+    assert len(everything) == 40 + started  # every task ran (none removed before its turn)
+    removed = everything - set(tasks)
+    assert removed <= finished, sorted(removed - finished)  # only finished work was cleaned
+    # A removed task leaves nothing behind; a kept one keeps its files.
+    for directory in (root / ".orchestra" / "tasks", root / ".orchestra" / "logs"):
+        owners = {p.name.split(".")[0] for p in directory.iterdir() if not p.name.startswith(".")}
+        assert owners <= set(tasks), sorted(owners - set(tasks))

@@ -22,15 +22,21 @@ from typing import Any
 
 import pytest
 
+from orchestra_ci.comments import marker
 from orchestra_ci.process import MARKER_VAR
 from orchestra_ci.store import Store
-from tests.conftest import FAKE_AGENT, cli_env, records, write_agents, write_tasks
+from orchestra_ci.testing.fake_github import FakeGitHub, Fault
+from tests.conftest import FAKE_AGENT, cli_env, records, wait_for, write_agents, write_tasks
 from tests.reliability.conftest import (
+    LABEL,
     ORCHESTRA,
+    REPO,
+    action_env,
     events,
     kill_leftovers,
     orchestra,
     processes_of,
+    run_action,
     wait_gone,
 )
 
@@ -259,3 +265,91 @@ def test_sentinels_of_a_task_completed_just_before_the_crash_are_repaired(root: 
     assert records(root)["t"]["status"] == "complete"
     assert not (tasks_dir / "t.pid").exists()
     assert (tasks_dir / "t.done").exists()
+
+
+# The Action killed mid-batch: issue comments and labels come out right on the next run.
+
+
+def _issue_batch(gh: FakeGitHub, root: Path) -> None:
+    repo = gh.add_repo(REPO)
+    repo.collaborators["maintainer"] = "maintain"
+    for n, sleep in enumerate((0.3, 0.5, 0.2, 0.4), start=1):
+        gh.add_issue(REPO, f"Issue {n}", f"sleep={sleep}", user="maintainer", labels=[LABEL])
+    write_agents(root, {"fake": FAKE_AGENT})
+
+
+def _action(env: dict[str, str]) -> "subprocess.Popen[bytes]":
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestra_ci.action"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _assert_issues_final(gh: FakeGitHub) -> None:
+    repo = gh.repo(REPO)
+    for number in range(1, 5):
+        ours = [c.body for c in repo.comments_on(number) if marker(f"issue-{number}") in c.body]
+        assert len(ours) == 1, (number, ours)  # one status comment, however many runs
+        assert "done" in ours[0], (number, ours[0])
+        assert set(repo.issues[number].labels) == {"orchestra:done"}, number
+
+
+def test_killed_action_runs_leave_one_comment_per_issue(
+    fake_github: FakeGitHub, root: Path, tmp_path: Path
+) -> None:
+    gh = fake_github
+    _issue_batch(gh, root)
+    env = action_env(root, gh, tmp_path)
+    rng = random.Random(SEED + 4)
+    try:
+        for _ in range(5):
+            action = _action(env)
+            time.sleep(rng.uniform(0.3, 1.5))  # start-up, comments, agents, or reporting
+            action.send_signal(signal.SIGKILL)
+            action.wait(timeout=30)
+            gh.wait_idle()
+        final = run_action(env)
+        gh.wait_idle()
+        assert final.returncode == 0, final.stderr[-3000:]
+        assert {r["status"] for r in records(root).values()} == {"complete"}
+        _assert_issues_final(gh)
+    finally:
+        kill_leftovers(processes_of(root))
+
+
+@pytest.mark.parametrize("workspace", ["same", "fresh"])
+def test_an_action_killed_while_moving_labels_still_ends_with_the_right_labels(
+    fake_github: FakeGitHub, root: Path, tmp_path: Path, workspace: str
+) -> None:
+    """Killed after the trigger label came off an issue and before the done label went on.
+    The next run may find the same workspace (a laptop, a self-hosted runner) or a fresh
+    checkout (a new workflow run, where only the issue's labels remember anything)."""
+    gh = fake_github
+    _issue_batch(gh, root)
+    env = action_env(root, gh, tmp_path)
+    # Adding a label never gets through (and never lands): the run is stuck right there.
+    stuck = gh.inject(
+        Fault.drop(r"/issues/\d+/labels$", effect="never", after=3, method="POST", times=None)
+    )
+    action = _action(env)
+    try:
+        wait_for(lambda: stuck.hits > 0, "the first label to be added", timeout=60)
+        action.send_signal(signal.SIGKILL)
+        action.wait(timeout=30)
+        gh.clear_faults()
+        gh.wait_idle(timeout=20)
+        if workspace == "fresh":
+            root = tmp_path / "checkout"
+            (root / ".orchestra").mkdir(parents=True)
+            write_agents(root, {"fake": FAKE_AGENT})
+            env = action_env(root, gh, tmp_path / "checkout")
+        final = run_action(env)
+        gh.wait_idle(timeout=20)
+        assert final.returncode == 0, final.stderr[-3000:]
+        _assert_issues_final(gh)
+    finally:
+        if action.poll() is None:
+            action.kill()
+        kill_leftovers(processes_of(root))

@@ -45,7 +45,7 @@ def call(root: Path, *args: str, timeout: float = 60) -> subprocess.CompletedPro
         text=True,
         timeout=timeout,
         env=hostile_env(),
-        cwd=root,
+        cwd=root if root.is_dir() else root.parent,
         stdin=subprocess.DEVNULL,
         check=False,
     )
@@ -516,6 +516,111 @@ def test_a_newline_in_a_bad_argument_keeps_the_error_on_one_line(root: Path) -> 
     result = call(root, "start", "fake", "prompt", "extra\n::error::injected")
     assert result.returncode == 2
     assert len(result.stderr.strip().split("\n")) == 1, result.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["run", "--dry-run"],
+        ["run"],
+        ["load"],
+        ["clean"],
+        ["logs", "t"],
+        ["cancel", "t"],
+        ["retry", "--failed"],
+        ["timeout", "t", "5s"],
+        ["start", "fake", "x"],
+        ["plan", "--shards", "2"],
+    ],
+    ids=lambda c: " ".join(c),
+)
+def test_a_root_that_is_a_file(tmp_path: Path, command: list[str]) -> None:
+    not_a_dir = tmp_path / "a-file"
+    not_a_dir.write_text("not a directory\n")
+    assert_clean_outcome(call(not_a_dir, *command), command)
+    assert not_a_dir.read_text() == "not a directory\n"
+
+
+# -- Action inputs ---------------------------------------------------------------------------
+
+ACTION_INPUTS = [
+    "mode",
+    "shards",
+    "shard",
+    "merge_dirs",
+    "durations_file",
+    "tasks_file",
+    "agent_config",
+    "default_agent",
+    "parallel",
+    "time_budget",
+    "grace",
+    "timeout",
+    "max_retries",
+    "artifact_name",
+    "create_prs",
+    "fail_on_pending",
+    "done_label",
+    "failed_label",
+    "trusted_users",
+    "trusted_bots",
+    "log_format",
+]
+input_values = st.sampled_from(
+    [*WORDS, "run", "plan", "merge", "true", "false", "yes", "2/1", "a/b", "x\ny", "🙂", "-"]
+) | st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=10)
+
+
+@settings(
+    deadline=None,
+    max_examples=25,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(inputs=st.dictionaries(st.sampled_from(ACTION_INPUTS), input_values, max_size=5))
+@example(inputs={"parallel": "many"})
+@example(inputs={"mode": "merge", "merge_dirs": "nowhere"})
+def test_random_action_inputs_never_trace_back(fresh: Any, inputs: dict[str, str]) -> None:
+    """The Action's entrypoint with random inputs (no GitHub involved): it runs, or refuses
+    with one ``::error`` annotation and one line on stderr."""
+    root = fresh()
+    (root / ".orchestra" / "tasks.yml").write_text("tasks:\n  - {id: t1, agent: fake, prompt: x}\n")
+    if "merge_dirs" in inputs:  # merge reads every results.json below: stay in the sandbox
+        inputs["merge_dirs"] = inputs["merge_dirs"].replace("..", "").lstrip("/") or "x"
+    out = root.parent / f"{root.name}-runner"
+    out.mkdir()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(out),
+        "CI": "true",
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_WORKSPACE": str(root),
+        "GITHUB_OUTPUT": str(out / "output.txt"),
+        "GITHUB_STEP_SUMMARY": str(out / "summary.md"),
+        "ORCHESTRA_BACKOFF": "0.05",
+        **{f"INPUT_{name.upper()}": value for name, value in inputs.items()},
+    }
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "orchestra_ci.action"],
+            env=env,
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    context = (inputs, result.returncode, result.stdout[-1000:], result.stderr[-2000:])
+    assert "Traceback" not in result.stderr + result.stdout, context
+    assert "internal error" not in result.stderr, context
+    assert result.returncode in (0, 1, 2), context
+    if result.returncode == 2:
+        errors = [line for line in result.stderr.split("\n") if line.strip()]
+        assert len(errors) == 1 and errors[0].startswith("orchestra-ci: error: "), context
+        assert "::error title=orchestra-ci::" in result.stdout, context
 
 
 # -- prompts reach the agent byte for byte ----------------------------------------------------

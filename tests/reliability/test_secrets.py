@@ -32,6 +32,16 @@ names = ["INPUT_GITHUB_TOKEN", "ANTHROPIC_API_KEY", "NPM_TOKEN", "DB_SECRET", "D
 if "BOUNDARY" in prompt:  # the token straddles the runner's 64 KiB read size
     sys.stdout.buffer.write(b"x" * (65536 - 10) + os.environb[b"BOUNDARY_TOKEN"] + b"\\n")
     sys.exit(0)
+if "UMLAUT" in prompt:  # a non-ASCII secret whose 2-byte "ä" straddles the 64 KiB read size
+    sys.stdout.buffer.write(b"x" * (65536 - 2) + os.environb[b"UMLAUT_SECRET"] + b"\\n")
+    sys.exit(0)
+if "SENTINEL" in prompt:  # the old protocol: the agent writes its own .error, a secret inside
+    import json, pathlib
+    tasks = pathlib.Path(os.environ["ORCHESTRA_ROOT"], ".orchestra", "tasks")
+    secret = os.environ["SENTINEL_SECRET"]
+    error = {"error": "login failed: " + secret, "details": secret, "timestamp": ""}
+    (tasks / (os.environ["ORCHESTRA_TASK_ID"] + ".error")).write_text(json.dumps(error))
+    sys.exit(1)
 if "PEM" in prompt:  # a multi-line key, then output that pushes its start out of the tails
     print(os.environ["SSH_PRIVATE_KEY"], flush=True)
     print("y" * 3637, flush=True)  # .error keeps the last 4000 bytes: from inside the key
@@ -43,6 +53,8 @@ sys.exit(1 if "FAIL" in prompt else 0)
 """
 
 SINGLE_LINE = ["ANTHROPIC_API_KEY", "NPM_TOKEN", "DB_SECRET", "DEPLOY_KEY"]
+# Each checked by its own test below, so that one leak does not hide another.
+OWN_TESTS = {"BOUNDARY_TOKEN", "UMLAUT_SECRET", "SENTINEL_SECRET"}
 
 
 def pem() -> str:
@@ -77,6 +89,8 @@ def leaked(
             ("prints and fails", "print everything then FAIL"),
             ("boundary", "BOUNDARY"),
             ("key", "PEM"),
+            ("umlaut", "UMLAUT"),
+            ("own error file", "SENTINEL"),
         ]:
             gh.add_issue(REPO, title, body, user="maintainer", labels=[LABEL])
         env = action_env(root, gh, tmp, default_agent="leaky")
@@ -88,6 +102,8 @@ def leaked(
             "DB_SECRET": f"db-{secrets.token_hex(12)}",
             "DEPLOY_KEY": f"dk-{secrets.token_hex(12)}",
             "BOUNDARY_TOKEN": f"bt-{secrets.token_hex(12)}",
+            "UMLAUT_SECRET": f"pässwörd-{secrets.token_hex(8)}",
+            "SENTINEL_SECRET": f"ss-{secrets.token_hex(12)}",
         }
         env.update({k: v for k, v in values.items() if k != "INPUT_GITHUB_TOKEN"})
         env["SSH_PRIVATE_KEY"] = key
@@ -135,7 +151,7 @@ def test_no_secret_in_records_report_summary_outputs_comments_or_streams(
     leaked: tuple[dict[str, bytes], dict[str, str], int],
 ) -> None:
     blobs, values, _ = leaked
-    singles = {k: v for k, v in values.items() if "line" not in k}
+    singles = {k: v for k, v in values.items() if "line" not in k and k not in OWN_TESTS}
     surfaces = {k: v for k, v in blobs.items() if not is_log(k)}
     assert scan(surfaces, singles) == {}
 
@@ -144,7 +160,7 @@ def test_no_secret_in_the_logs_or_the_artifact(
     leaked: tuple[dict[str, bytes], dict[str, str], int],
 ) -> None:
     blobs, values, _ = leaked
-    singles = {k: v for k, v in values.items() if "line" not in k and k != "BOUNDARY_TOKEN"}
+    singles = {k: v for k, v in values.items() if "line" not in k and k not in OWN_TESTS}
     assert scan({k: v for k, v in blobs.items() if is_log(k)}, singles) == {}
 
 
@@ -174,3 +190,17 @@ def test_secret_values_were_really_printed(
     for name in SINGLE_LINE:
         assert values[name].encode() in logs or b"***" in logs, name
     json.loads(blobs[".orchestra/results.json"])
+
+
+def test_no_non_ascii_secret_split_inside_a_character(
+    leaked: tuple[dict[str, bytes], dict[str, str], int],
+) -> None:
+    blobs, values, _ = leaked
+    assert scan(blobs, {"UMLAUT_SECRET": values["UMLAUT_SECRET"]}) == {}
+
+
+def test_no_secret_in_an_error_file_the_agent_wrote(
+    leaked: tuple[dict[str, bytes], dict[str, str], int],
+) -> None:
+    blobs, values, _ = leaked
+    assert scan(blobs, {"SENTINEL_SECRET": values["SENTINEL_SECRET"]}) == {}
