@@ -18,7 +18,7 @@ from pydantic import Field, ValidationError
 
 from orchestra_ci import summary
 from orchestra_ci.durations import format_duration
-from orchestra_ci.record import now_iso, timestamp
+from orchestra_ci.record import STATUSES, now_iso, timestamp
 from orchestra_ci.report import SCHEMA_VERSION, RunReport, TaskReport, _Model
 from orchestra_ci.sharding import parse_shard, shard_label
 from orchestra_ci.worktrees import overlaps
@@ -27,7 +27,6 @@ RESULTS_FILE = "results.json"
 
 #: Higher is more advanced: the state kept when shards disagree about a task.
 STATE_RANK = {"complete": 4, "failed": 3, "cancelled": 2, "running": 1, "pending": 0}
-_STATUSES = ("pending", "running", "complete", "failed", "cancelled")
 _CONFLICTS_SHOWN = 50
 
 
@@ -330,7 +329,7 @@ def merge(
         parallel=sum(r.parallel for r, _ in given),
         stopped_by=", ".join(stopped) or None,
         exit_code=_exit_code(shard_rows, bool(missing)),
-        totals={"total": len(tasks), **{s: statuses.get(s, 0) for s in _STATUSES}},
+        totals={"total": len(tasks), **{s: statuses.get(s, 0) for s in STATUSES}},
         cost_usd=math.fsum(costs) if costs else None,
         tasks=tasks,
         shard_count=shard_count,

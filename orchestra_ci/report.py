@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra_ci import atomic
-from orchestra_ci.record import TaskRecord, timestamp
+from orchestra_ci.record import STATUSES, TaskRecord, timestamp
 from orchestra_ci.worktrees import overlaps
 
 SCHEMA_VERSION = 1
@@ -144,10 +144,7 @@ def build(
         exit_code=exit_code,
         totals={
             "total": len(tasks),
-            **{
-                s: totals.get(s, 0)
-                for s in ("pending", "running", "complete", "failed", "cancelled")
-            },
+            **{s: totals.get(s, 0) for s in STATUSES},
         },
         cost_usd=_total([t.cost_usd for t in tasks]),
         shard=shard,

@@ -80,7 +80,6 @@ class Settings(BaseSettings):
     done_label: str = "orchestra:done"
     failed_label: str = "orchestra:failed"
     comments: bool = True
-    bot_login: str | None = None
     github_max_wait: Duration = 300.0
     github_timeout: Duration = 30.0
     github_min_interval: Duration = 0.25

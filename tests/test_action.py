@@ -1,8 +1,6 @@
 """The Action's entrypoint in a runner-like environment, against a fake GitHub API."""
 
 import json
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -11,70 +9,23 @@ import pytest
 
 from orchestra_ci.comments import marker
 from orchestra_ci.testing.fake_github import FakeGitHub, Fault
-from tests.conftest import FAKE_AGENT, records, write_agents
-
-REPO = "octo/widgets"
-LABEL = "agent"
-
-
-def parse_outputs(text: str) -> dict[str, str]:
-    """The heredoc format the runner reads from $GITHUB_OUTPUT."""
-    out: dict[str, str] = {}
-    lines = iter(text.splitlines())
-    for line in lines:
-        name, _, delimiter = line.partition("<<")
-        value = []
-        for inner in lines:
-            if inner == delimiter:
-                break
-            value.append(inner)
-        out[name] = "\n".join(value)
-    return out
+from tests.conftest import (
+    FAKE_AGENT,
+    LABEL,
+    REPO,
+    action_env,
+    parse_outputs,
+    records,
+    run_action,
+    write_agents,
+)
 
 
 def runner_env(root: Path, gh: FakeGitHub, tmp: Path, **inputs: str) -> dict[str, str]:
-    event = tmp / "event.json"
-    event.write_text(json.dumps({"action": "labeled", "label": {"name": LABEL}}))
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp / "home"),
-        "CI": "true",
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_WORKSPACE": str(root),
-        "GITHUB_REPOSITORY": REPO,
-        "GITHUB_API_URL": gh.url,
-        "GITHUB_SERVER_URL": "https://github.example",
-        "GITHUB_RUN_ID": "4242",
-        "GITHUB_EVENT_NAME": "issues",
-        "GITHUB_EVENT_PATH": str(event),
-        "GITHUB_OUTPUT": str(tmp / "output.txt"),
-        "GITHUB_STEP_SUMMARY": str(tmp / "summary.md"),
-        "ORCHESTRA_GITHUB_MIN_INTERVAL": "0",
-        "ORCHESTRA_GITHUB_WRITE_INTERVAL": "0",
-        "ORCHESTRA_GITHUB_TIMEOUT": "2",
-        "ORCHESTRA_BACKOFF": "0.05",
-        "INPUT_GITHUB_TOKEN": gh.token,
-        "INPUT_ISSUE_LABEL": LABEL,
-        "INPUT_DEFAULT_AGENT": "fake",
-        "INPUT_PARALLEL": "2",
-        "INPUT_MAX_RETRIES": "1",
-        "INPUT_GRACE": "1s",
-        "SECRET_API_KEY": "sk-test-very-secret-value-123",
-    }
-    (tmp / "home").mkdir(exist_ok=True)
-    env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
+    """The shared runner-like environment, with one retry and a secret-looking variable."""
+    env = action_env(root, gh, tmp, **{"max_retries": "1", **inputs})
+    env["SECRET_API_KEY"] = "sk-test-very-secret-value-123"
     return env
-
-
-def run_action(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestra_ci.action"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 @pytest.fixture

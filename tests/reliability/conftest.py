@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from orchestra_ci.testing.fake_github import FakeGitHub
 from tests.conftest import alive, cli_env
 
 ORCHESTRA = [sys.executable, "-m", "orchestra_ci"]
@@ -77,70 +76,8 @@ def events(record_file: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in record_file.read_text().splitlines() if line.strip()]
 
 
-# -- the Action against the fake GitHub ---------------------------------------------------
-
-REPO = "octo/widgets"
-LABEL = "agent"
-
-
-def action_env(root: Path, gh: FakeGitHub, tmp: Path, **inputs: str) -> dict[str, str]:
-    """A runner-like environment for ``python -m orchestra_ci.action``."""
-    event = tmp / "event.json"
-    event.write_text(json.dumps({"action": "labeled", "label": {"name": LABEL}}))
-    (tmp / "home").mkdir(exist_ok=True)
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "HOME": str(tmp / "home"),
-        "CI": "true",
-        "GITHUB_ACTIONS": "true",
-        "GITHUB_WORKSPACE": str(root),
-        "GITHUB_REPOSITORY": REPO,
-        "GITHUB_API_URL": gh.url,
-        "GITHUB_SERVER_URL": "https://github.example",
-        "GITHUB_RUN_ID": "4242",
-        "GITHUB_EVENT_NAME": "issues",
-        "GITHUB_EVENT_PATH": str(event),
-        "GITHUB_OUTPUT": str(tmp / "output.txt"),
-        "GITHUB_STEP_SUMMARY": str(tmp / "summary.md"),
-        "ORCHESTRA_GITHUB_MIN_INTERVAL": "0",
-        "ORCHESTRA_GITHUB_WRITE_INTERVAL": "0",
-        "ORCHESTRA_GITHUB_TIMEOUT": "2",
-        "ORCHESTRA_BACKOFF": "0.05",
-        "INPUT_GITHUB_TOKEN": gh.token,
-        "INPUT_ISSUE_LABEL": LABEL,
-        "INPUT_DEFAULT_AGENT": "fake",
-        "INPUT_PARALLEL": "2",
-        "INPUT_MAX_RETRIES": "0",
-        "INPUT_GRACE": "1s",
-    }
-    env.update({f"INPUT_{k.upper()}": v for k, v in inputs.items()})
-    return env
-
-
-def run_action(env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestra_ci.action"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def parse_outputs(text: str) -> dict[str, str]:
-    """The heredoc format the runner reads from ``$GITHUB_OUTPUT``."""
-    out: dict[str, str] = {}
-    lines = iter(text.splitlines())
-    for line in lines:
-        name, _, delimiter = line.partition("<<")
-        value = []
-        for inner in lines:
-            if inner == delimiter:
-                break
-            value.append(inner)
-        out[name] = "\n".join(value)
-    return out
+# The Action against the fake GitHub: shared with tests/test_action.py.
+from tests.conftest import LABEL, REPO, action_env, parse_outputs, run_action  # noqa: E402, F401
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
