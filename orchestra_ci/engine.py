@@ -26,7 +26,14 @@ from orchestra_ci.durations import format_duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.limits import looks_successful, read_output
 from orchestra_ci.outcome import AttemptResult, Verdict, classify
-from orchestra_ci.process import Control, Launch, kill_attempt, run_attempt
+from orchestra_ci.process import (
+    Control,
+    Launch,
+    adopt_orphans,
+    kill_attempt,
+    run_attempt,
+    stop_adopted,
+)
 from orchestra_ci.record import Attempt, TaskRecord, now_iso
 from orchestra_ci.redact import redactor
 from orchestra_ci.retry_policy import decide
@@ -111,6 +118,7 @@ class Engine:
         )
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
+        adopting = adopt_orphans(True)
         try:
             self.recover()
             self.refresh()
@@ -132,6 +140,9 @@ class Engine:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            if adopting:
+                await asyncio.to_thread(stop_adopted, self.settings.grace)
+                adopt_orphans(False)
             lease.release()
         code = self._exit_code()
         final = self.write_report(final=True, exit_code=code)

@@ -22,6 +22,11 @@ from orchestra_ci.redact import redactor
 MARKER_VAR = "ORCHESTRA_ATTEMPT_ID"
 _CHUNK = 65536
 _TAIL = 65536
+_PR_SET_CHILD_SUBREAPER = 36
+
+# Agents this process started and has not reaped: its other children are adopted orphans.
+_agents: set[int] = set()
+_adopting = False
 
 
 @dataclass
@@ -71,6 +76,20 @@ def resolve_command(command: str, env: dict[str, str]) -> str | None:
     return shutil.which(command, path=env.get("PATH", os.defpath))
 
 
+def _pgid(pid: int) -> int | None:
+    """A live process's process group; None for a zombie. Raises if it is gone."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return None if fields[0] == b"Z" else int(fields[2])
+
+
+def _live(pid: int) -> bool:
+    try:
+        return _pgid(pid) is not None
+    except (OSError, IndexError, ValueError):
+        return False
+
+
 def attempt_pids(pgid: int | None, marker: str) -> list[int]:
     """Live (non-zombie) processes of an attempt: in its process group, or carrying its
     marker in their environment after leaving the group. Reads Linux /proc."""
@@ -85,11 +104,10 @@ def attempt_pids(pgid: int | None, marker: str) -> list[int]:
         if not entry.isdigit() or int(entry) == own:
             continue
         try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            if fields[0] == b"Z":
+            group = _pgid(int(entry))
+            if group is None:
                 continue
-            if int(fields[2]) == pgid:
+            if group == pgid:
                 found.append(int(entry))
                 continue
             with open(f"/proc/{entry}/environ", "rb") as f:
@@ -129,6 +147,73 @@ def kill_attempt(pgid: int | None, marker: str, grace: float) -> None:
     deadline = time.monotonic() + 1.0
     while attempt_pids(pgid, marker) and time.monotonic() < deadline:
         time.sleep(0.01)
+
+
+def adopt_orphans(enable: bool) -> bool:
+    """Become (or stop being) the reaper of orphaned descendants (Linux's child subreaper).
+
+    Whatever an agent leaves running when it exits then becomes a child of the runner
+    instead of init's: finding leftovers is one read of our own children list instead of a
+    scan of every process's environment after every attempt. False where unavailable.
+    """
+    global _adopting
+    import ctypes  # only here: Linux only, needed once per run
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        ok = libc.prctl(_PR_SET_CHILD_SUBREAPER, int(enable), 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        ok = False
+    _adopting = enable and ok and adopted() is not None
+    return _adopting
+
+
+def adopted() -> list[int] | None:
+    """Children of this process other than the agents it started (None: unknown)."""
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as f:
+            children = f.read().split()
+    except OSError:
+        return None
+    return [pid for pid in map(int, children) if pid not in _agents]
+
+
+def _reap(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def _left_running(marker: str) -> bool:
+    """Did an attempt leave processes outside its group (daemons carrying its marker)?"""
+    if not _adopting:
+        return bool(attempt_pids(None, marker))
+    strays = adopted()
+    if strays:
+        _reap(strays)  # orphans that ended on their own
+        strays = adopted()
+    if not strays:
+        return False  # every live descendant of a finished agent would be our child
+    return bool(attempt_pids(None, marker))
+
+
+def stop_adopted(grace: float) -> None:
+    """Stop every orphan the run adopted (SIGTERM, ``grace``, SIGKILL) and reap it: at the
+    end of a run nothing its agents started outlives it, even without the marker."""
+    deadline = time.monotonic() + grace
+    give_up = deadline + 2.0  # a process stuck in the kernel cannot hold up the runner
+    sig = signal.SIGTERM
+    while (strays := [pid for pid in adopted() or [] if _live(pid)]) and (
+        time.monotonic() < give_up
+    ):
+        for pid in strays:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        if time.monotonic() >= deadline:
+            sig = signal.SIGKILL
+        time.sleep(0.02)
+        _reap(strays)
+    _reap(adopted() or [])
 
 
 def _group_alive(pgid: int) -> bool:
@@ -273,6 +358,7 @@ async def run_attempt(
         return ProcessResult(exit_code=None, spawn_error=message)
     finally:
         os.close(write_end)
+    _agents.add(proc.pid)
     log.attach(read_end)
     try:
         on_start(proc.pid)
@@ -280,6 +366,7 @@ async def run_attempt(
         # The attempt cannot be tracked (e.g. its .pid file cannot be written): stop it.
         kill_attempt(proc.pid, launch.marker, 0)
         proc.wait()
+        _agents.discard(proc.pid)
         log.detach()
         log.close("")
         raise
@@ -300,10 +387,13 @@ async def run_attempt(
         if not exited.done():  # we are being cancelled ourselves: take the agent down too
             kill_attempt(proc.pid, launch.marker, 0)
         code = proc.wait()
+        _agents.discard(proc.pid)
         # Whatever the agent left running (children, daemons that left its session but carry
         # its marker) ends with the attempt.
-        if _group_alive(proc.pid) or attempt_pids(None, launch.marker):
+        if _group_alive(proc.pid) or _left_running(launch.marker):
             await asyncio.to_thread(kill_attempt, proc.pid, launch.marker, min(launch.grace, 2.0))
+            if _adopting:
+                _reap(adopted() or [])
         assert log.eof is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(log.eof), timeout=2)

@@ -4,11 +4,20 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orchestra_ci.process import Control, Launch, ProcessResult, run_attempt
+from orchestra_ci.process import (
+    Control,
+    Launch,
+    ProcessResult,
+    adopt_orphans,
+    adopted,
+    run_attempt,
+    stop_adopted,
+)
 from tests.conftest import alive
 
 FAKE = [sys.executable, "-m", "orchestra_ci.testing.fake_agent"]
@@ -70,6 +79,51 @@ def test_children_left_behind_by_an_exited_agent_are_stopped(tmp_path: Path) -> 
     result, _ = run(launch(tmp_path, [*FAKE, "child_ignores_term exit=0"]))
     assert result.exit_code == 0
     assert not alive(int((tmp_path / "child.pid").read_text()))
+
+
+SCRUBBED_DAEMON = """
+import subprocess, sys
+daemon = subprocess.Popen(
+    ["sleep", "3600"], env={}, start_new_session=True,
+    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+)
+open(sys.argv[1], "w").write(str(daemon.pid))
+"""
+
+
+@pytest.fixture
+def adopting() -> Iterator[None]:
+    if not adopt_orphans(True):
+        pytest.skip("no child subreaper on this system")
+    try:
+        yield
+    finally:
+        stop_adopted(0.0)
+        adopt_orphans(False)
+
+
+def test_a_marked_daemon_left_by_an_exited_agent_is_found_among_adopted_orphans(
+    tmp_path: Path, adopting: None
+) -> None:
+    result, _ = run(launch(tmp_path, [*FAKE, "daemon exit=0"]))
+    assert result.exit_code == 0
+    daemon = int((tmp_path / "daemon.pid").read_text())
+    assert not alive(daemon)
+    assert daemon not in (adopted() or [])  # stopped and reaped: no zombie is kept
+
+
+def test_orphans_without_the_marker_are_stopped_at_the_end_of_the_run(
+    tmp_path: Path, adopting: None
+) -> None:
+    pid_file = tmp_path / "daemon.pid"
+    result, _ = run(launch(tmp_path, [sys.executable, "-c", SCRUBBED_DAEMON, str(pid_file)]))
+    assert result.exit_code == 0
+    daemon = int(pid_file.read_text())
+    # Nothing ties it to its attempt, but it is this process's child now ...
+    assert alive(daemon) and daemon in (adopted() or [])
+    stop_adopted(0.5)
+    # ... so the end of the run stops and reaps it.
+    assert not alive(daemon) and not Path(f"/proc/{daemon}").exists()
 
 
 def test_cancel_through_control(tmp_path: Path) -> None:
