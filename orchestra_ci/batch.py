@@ -206,8 +206,7 @@ def run_batch(
         sources.specs, only = shard_of(sources.specs, settings, root)
     if dry:
         return dry_run(store, agents, sources.specs)
-    enqueue(store, sources.specs, agents)
-    check_queue(store.all(), agents, root=store.root)
+    enqueue(store, sources.specs, agents)  # also checks the whole queue, new tasks or not
 
     from orchestra_ci.comments import Links
 

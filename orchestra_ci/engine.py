@@ -102,7 +102,7 @@ class Engine:
             self._t0 + self.settings.time_budget if self.settings.time_budget is not None else None
         )
         self._wake = asyncio.Event()
-        self._report_due = 0.0
+        self._report_due = self._t0 + _REPORT_EVERY  # a short run writes only its final report
         self._progress_due = 0.0 if self.on_progress else self._t0 + self.settings.progress_interval
         self._seen: dict[str, object] = {}  # task id -> updatedAt last fed to the scheduler
 
@@ -121,7 +121,6 @@ class Engine:
         adopting = adopt_orphans(True)
         try:
             self.recover()
-            self.refresh()
             log.info(
                 "run started",
                 runner=self.runner_id,
@@ -152,57 +151,71 @@ class Engine:
     # -- queue state --------------------------------------------------------------------
 
     def recover(self) -> None:
-        """Return tasks orphaned by a dead runner to ``pending``; their agents are stopped."""
+        """One pass over the queue at start-up: tasks orphaned by a dead runner go back to
+        ``pending`` (their agents stopped), sentinels are made to agree with the records,
+        and the scheduler learns every task."""
         atomic.remove_stale_temp_files(self.store.tasks_dir)
-        self._repair_sentinels()
-        for record in self.store.all():
-            if record["status"] != "running":
+        names = self.store.names()
+        running: list[str] = []
+        for task_id in self.store.ids(names):
+            record = self.store.read(task_id)
+            if record is None:
                 continue
-            owner = record.get("runnerId")
-            if owner and owner != self.runner_id and self.store.runner_alive(owner):
-                continue
-            pid_field = record.get("pid")
-            if not owner and isinstance(pid_field, int) and atomic.pid_exists(pid_field):
-                continue
-            task_id = record["taskId"]
-            attempts = record.get("attempts") or []
-            pid = self.store.read_pid(task_id)
-            if attempts and attempts[-1].get("marker"):
-                # The agent may have started before its .pid was written: its marker finds it.
-                kill_attempt(pid, attempts[-1]["marker"], self.settings.grace)
-
-            def requeue(r: TaskRecord) -> None:
-                if r["status"] != "running":
-                    return
-                for attempt in (r.get("attempts") or [])[-1:]:
-                    if "outcome" not in attempt:
-                        attempt["endedAt"] = now_iso()
-                        attempt["outcome"] = "interrupted"
-                        attempt["error"] = "the runner stopped unexpectedly"
-                r["status"] = "pending"
-                r["runnerId"] = None
-                r["pid"] = None
-
-            with self.store.locked():
-                self.store.update(task_id, requeue)
-                self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
-            log.warning("recovered orphaned task", task=task_id, previous_runner=owner)
+            if record["status"] == "running":
+                record = self._recover_orphan(record)
+            else:
+                self._repair_sentinels(record, names)
+            if record["status"] == "running":
+                running.append(task_id)
+            if self.only is None or task_id in self.only:
+                self._remember(record)
         if self.isolation is not None:
             with self.store.locked():
-                running = [r["taskId"] for r in self.store.all() if r["status"] == "running"]
                 for task_id in self.isolation.prune(running):
                     log.warning("removed a stale worktree", task=task_id)
 
-    def _repair_sentinels(self) -> None:
-        """A runner killed between a task's final record and its sentinels left them behind:
-        the record is the truth, so make ``.done``/``.pid`` agree with it."""
-        for record in self.store.iter_records():
-            task_id = record["taskId"]
-            if record["status"] == "running":
-                continue
+    def _recover_orphan(self, record: TaskRecord) -> TaskRecord:
+        """A ``running`` task whose runner is gone: stop its agent, requeue it."""
+        owner = record.get("runnerId")
+        if owner and owner != self.runner_id and self.store.runner_alive(owner):
+            return record
+        pid_field = record.get("pid")
+        if not owner and isinstance(pid_field, int) and atomic.pid_exists(pid_field):
+            return record
+        task_id = record["taskId"]
+        attempts = record.get("attempts") or []
+        pid = self.store.read_pid(task_id)
+        if attempts and attempts[-1].get("marker"):
+            # The agent may have started before its .pid was written: its marker finds it.
+            kill_attempt(pid, attempts[-1]["marker"], self.settings.grace)
+
+        def requeue(r: TaskRecord) -> None:
+            if r["status"] != "running":
+                return
+            for attempt in (r.get("attempts") or [])[-1:]:
+                if "outcome" not in attempt:
+                    attempt["endedAt"] = now_iso()
+                    attempt["outcome"] = "interrupted"
+                    attempt["error"] = "the runner stopped unexpectedly"
+            r["status"] = "pending"
+            r["runnerId"] = None
+            r["pid"] = None
+
+        with self.store.locked():
+            record = self.store.update(task_id, requeue)
             self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
-            if record["status"] == "complete" and not self.store.sentinel(task_id, "done").exists():
-                self.store.write_done(task_id)
+        log.warning("recovered orphaned task", task=task_id, previous_runner=owner)
+        return record
+
+    def _repair_sentinels(self, record: TaskRecord, names: set[str]) -> None:
+        """A runner killed between a task's final record and its sentinels left them behind:
+        the record is the truth, so make ``.done``/``.pid`` agree with it. ``names`` lists
+        ``tasks/``, so a task with nothing to repair costs no system call."""
+        task_id = record["taskId"]
+        if f"{task_id}.pid" in names:
+            self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
+        if record["status"] == "complete" and f"{task_id}.done" not in names:
+            self.store.write_done(task_id)
 
     def refresh(self) -> None:
         """Bring the scheduler up to date with records changed on disk by others."""
@@ -432,14 +445,13 @@ class Engine:
                 lambda pid: self.store.write_pid(task_id, pid),
             )
             tail = result.tail.decode(errors="replace")
-            self._redact_error_file(task_id)
             verdict = classify(
                 AttemptResult(
                     exit_code=result.exit_code,
                     stop_reason=result.stop_reason,
                     spawn_error=result.spawn_error,
                     done_sentinel=self.store.sentinel(task_id, "done").exists(),
-                    error_sentinel=self.store.read_error(task_id),
+                    error_sentinel=self.store.read_error(task_id, clean=redactor),
                     timeout=timeout,
                     output=read_output(tail, spec.rate_limit_patterns, spec.fatal_patterns),
                     reported_success=looks_successful(tail, spec.success_patterns),
@@ -476,17 +488,6 @@ class Engine:
                     await asyncio.to_thread(self.isolation.remove, task_id)
             self.running.pop(task_id, None)
             self._wake.set()
-
-    def _redact_error_file(self, task_id: str) -> None:
-        """An agent's own ``.error`` file goes into the artifact: mask secrets in it."""
-        path = self.store.sentinel(task_id, "error")
-        try:
-            text = path.read_text(encoding="utf-8", errors="surrogateescape")
-        except OSError:
-            return
-        clean = redactor(text)
-        if clean != text:
-            atomic.write_bytes(path, clean.encode("utf-8", "surrogateescape"), durable=False)
 
     def _launch(
         self,

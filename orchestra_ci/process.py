@@ -7,6 +7,7 @@ the marker, so children that ignore SIGTERM or left the group do not outlive the
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orchestra_ci import atomic
 from orchestra_ci.outcome import StopReason
 from orchestra_ci.redact import redactor
 
@@ -70,10 +72,22 @@ class Control:
         await self._event.wait()
 
 
+_found: dict[tuple[str, str], str] = {}  # (command, PATH) -> executable, found before
+
+
 def resolve_command(command: str, env: dict[str, str]) -> str | None:
+    """The executable for ``command`` on the agent's PATH. What was found once is
+    remembered (the search stats every PATH entry); what was not is looked for again, as
+    it may be installed while the run goes on."""
     if os.sep in command:
         return command if os.access(command, os.X_OK) and Path(command).is_file() else None
-    return shutil.which(command, path=env.get("PATH", os.defpath))
+    path = env.get("PATH", os.defpath)
+    found = _found.get((command, path))
+    if found is None:
+        found = shutil.which(command, path=path)
+        if found is not None:
+            _found[command, path] = found
+    return found
 
 
 def _pgid(pid: int) -> int | None:
@@ -171,8 +185,7 @@ def adopt_orphans(enable: bool) -> bool:
 def adopted() -> list[int] | None:
     """Children of this process other than the agents it started (None: unknown)."""
     try:
-        with open(f"/proc/self/task/{os.getpid()}/children", "rb") as f:
-            children = f.read().split()
+        children = atomic.read_bytes(Path(f"/proc/self/task/{os.getpid()}/children")).split()
     except OSError:
         return None
     return [pid for pid in map(int, children) if pid not in _agents]
@@ -234,9 +247,14 @@ class _LogPump:
     """
 
     def __init__(self, log: Path, header: str, cap: int) -> None:
-        self.file = log.open("ab")
-        self.file.write(header.encode())
-        self.file.flush()
+        # Unbuffered: every chunk goes straight to the file, so the log is current while the
+        # agent runs and nothing is lost if the runner is killed.
+        self._log = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            self._put(header.encode())
+        except BaseException:
+            os.close(self._log)
+            raise
         self.cap = cap
         self.written = 0
         self.tail = bytearray()
@@ -244,18 +262,18 @@ class _LogPump:
         self.redact = redactor.stream()  # secrets never reach the log, even split in two
         self.error: OSError | None = None
         self.eof: asyncio.Future[None] | None = None
-        self._fd = -1
+        self._pipe = -1
 
     def attach(self, fd: int) -> None:
         loop = asyncio.get_running_loop()
         self.eof = loop.create_future()
-        self._fd = fd
+        self._pipe = fd
         os.set_blocking(fd, False)
         loop.add_reader(fd, self._readable)
 
     def _readable(self) -> None:
         try:
-            chunk = os.read(self._fd, _CHUNK)
+            chunk = os.read(self._pipe, _CHUNK)
         except BlockingIOError:
             return
         except OSError:
@@ -274,29 +292,36 @@ class _LogPump:
         try:
             kept = chunk[: max(0, self.cap - self.written)]
             if kept:
-                self.file.write(kept)
+                self._put(kept)
                 self.written += len(kept)
             if len(kept) < len(chunk) and not self.truncated:
                 self.truncated = True
-                self.file.write(f"\n[orchestra-ci: log truncated at {self.cap} bytes]\n".encode())
-            self.file.flush()
+                self._put(f"\n[orchestra-ci: log truncated at {self.cap} bytes]\n".encode())
         except OSError as exc:
             self.error = exc
 
+    def _put(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._log, view) :]
+
     def detach(self) -> None:
-        if self._fd >= 0:
+        if self._pipe >= 0:
             self._write(self.redact.flush())
-            asyncio.get_running_loop().remove_reader(self._fd)
-            os.close(self._fd)
-            self._fd = -1
+            asyncio.get_running_loop().remove_reader(self._pipe)
+            os.close(self._pipe)
+            self._pipe = -1
         if self.eof is not None and not self.eof.done():
             self.eof.set_result(None)
 
     def close(self, footer: str) -> None:
         try:
             if self.error is None:
-                self.file.write(footer.encode())
-            self.file.close()
+                self._put(footer.encode())
+        except OSError as exc:
+            self.error = self.error or exc
+        try:
+            os.close(self._log)
         except OSError as exc:
             self.error = self.error or exc
 
@@ -328,12 +353,21 @@ def _exited(proc: "subprocess.Popen[bytes]") -> "asyncio.Future[None]":
     return done
 
 
+@functools.cache
+def _devnull() -> int:
+    """One descriptor of /dev/null for every agent's stdin, opened once per process."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
 async def run_attempt(
     launch: Launch, control: Control, on_start: Callable[[int], None]
 ) -> ProcessResult:
     """Run one attempt to its end; never raises for agent failures."""
-    launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = _LogPump(launch.log_path, launch.header, launch.log_cap)
+    try:
+        log = _LogPump(launch.log_path, launch.header, launch.log_cap)
+    except FileNotFoundError:  # its directory is gone (removed by hand while running?)
+        launch.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = _LogPump(launch.log_path, launch.header, launch.log_cap)
     env = {**launch.env, MARKER_VAR: launch.marker}
     executable = resolve_command(launch.argv[0], env)
     if executable is None:
@@ -346,7 +380,7 @@ async def run_attempt(
             [executable, *launch.argv[1:]],
             cwd=launch.cwd,
             env=env,
-            stdin=subprocess.DEVNULL,
+            stdin=_devnull(),
             stdout=write_end,
             stderr=write_end,
             start_new_session=True,

@@ -12,7 +12,9 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Callable, Collection, Iterator
+import threading
+import weakref
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,7 +27,7 @@ ORCHESTRA_DIR = ".orchestra"
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_bytes())
+        return json.loads(atomic.read_bytes(path))
     except FileNotFoundError:
         return None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -46,6 +48,7 @@ class Store:
         self.results_path = self.dir / "results.json"
         self._lock_fd: int | None = None
         self._lock_depth = 0
+        self._mutex = threading.RLock()
 
     # -- layout -------------------------------------------------------------------------
 
@@ -71,32 +74,45 @@ class Store:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the queue lock (re-entrant within this process)."""
-        if self._lock_depth == 0:
+        """Hold the queue lock: re-entrant, and exclusive between this process's threads
+        (a mutex) as well as between processes (``flock``)."""
+        with self._mutex:
+            if self._lock_depth == 0:
+                fcntl.flock(self._lock_file(), fcntl.LOCK_EX)
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0 and self._lock_fd is not None:
+                    fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def _lock_file(self) -> int:
+        """``queue.lock``, opened once per store and closed with it: a run takes the lock
+        twice per task."""
+        if self._lock_fd is None:
             self.dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.dir / "queue.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except BaseException:
-                os.close(fd)
-                raise
             self._lock_fd = fd
-        self._lock_depth += 1
-        try:
-            yield
-        finally:
-            self._lock_depth -= 1
-            if self._lock_depth == 0 and self._lock_fd is not None:
-                os.close(self._lock_fd)
-                self._lock_fd = None
+            weakref.finalize(self, os.close, fd)
+        return self._lock_fd
 
     # -- records ------------------------------------------------------------------------
 
-    def ids(self) -> list[str]:
+    def names(self) -> set[str]:
+        """The file names in ``tasks/``: records, sentinels, temp files."""
         try:
-            names = os.listdir(self.tasks_dir)
+            return set(os.listdir(self.tasks_dir))
         except FileNotFoundError:
-            return []
+            return set()
+
+    def ids(self, names: Iterable[str] | None = None) -> list[str]:
+        """Task ids, from ``names`` (a listing of ``tasks/`` already made) or the directory."""
+        if names is None:
+            try:
+                names = os.listdir(self.tasks_dir)
+            except FileNotFoundError:
+                return []
         # Temp files end in .tmp, so an id may start with a dot like any other.
         return [n[:-5] for n in names if n.endswith(".json")]
 
@@ -182,13 +198,23 @@ class Store:
         body = {"error": error, "details": details, "timestamp": now_iso()}
         atomic.write_json(self.sentinel(task_id, "error"), body, durable=False)
 
-    def read_error(self, task_id: str) -> dict[str, Any] | None:
-        """The ``.error`` sentinel as a dict; free text from an agent becomes ``error``."""
+    def read_error(
+        self, task_id: str, clean: Callable[[str], str] | None = None
+    ) -> dict[str, Any] | None:
+        """The ``.error`` sentinel as a dict; free text from an agent becomes ``error``.
+        ``clean`` rewrites the file first if it changes its text (the runner masks secrets
+        an agent wrote there: the file goes into the artifact)."""
         path = self.sentinel(task_id, "error")
         try:
-            raw = path.read_bytes()
+            raw = atomic.read_bytes(path)
         except FileNotFoundError:
             return None
+        if clean is not None:
+            text = raw.decode("utf-8", "surrogateescape")
+            cleaned = clean(text)
+            if cleaned != text:
+                raw = cleaned.encode("utf-8", "surrogateescape")
+                atomic.write_bytes(path, raw, durable=False)
         try:
             value = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -203,7 +229,18 @@ class Store:
             self.sentinel(task_id, kind).unlink(missing_ok=True)
 
     def write_pid(self, task_id: str, pid: int) -> None:
-        atomic.write_bytes(self.sentinel(task_id, "pid"), f"{pid}\n".encode(), durable=False)
+        """Written in place, not through a temp file: it is written once per attempt, in one
+        ``write()`` of a few bytes, so a reader sees all of it or an empty file, which reads
+        as "unknown" (recovery then finds the agent by its attempt marker)."""
+        fd = os.open(
+            self.sentinel(task_id, "pid"),
+            os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+            0o644,
+        )
+        try:
+            os.write(fd, f"{pid}\n".encode())
+        finally:
+            os.close(fd)
 
     def read_pid(self, task_id: str) -> int | None:
         try:

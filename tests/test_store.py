@@ -3,12 +3,14 @@
 import contextlib
 import errno
 import fcntl
+import gc
 import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,7 +221,7 @@ def open_descriptors_on(path: Path) -> int:
     return count
 
 
-def test_interrupted_lock_wait_leaks_no_descriptor_and_leaves_the_lock_usable(
+def test_an_interrupted_lock_wait_leaves_the_lock_usable_and_free(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def interrupted(fd: int, operation: int) -> None:
@@ -229,10 +231,43 @@ def test_interrupted_lock_wait_leaks_no_descriptor_and_leaves_the_lock_usable(
     with pytest.raises(KeyboardInterrupt), store.locked():
         pass
     monkeypatch.undo()
-    assert open_descriptors_on(store.dir / "queue.lock") == 0
+    assert not queue_lock_is_held(store)
     with store.locked():
         assert queue_lock_is_held(store)
     assert not queue_lock_is_held(store)
+
+
+def test_the_lock_file_is_opened_once_and_closed_with_the_store(root: Path) -> None:
+    store = Store(root)
+    for _ in range(3):
+        with store.locked():
+            pass
+    assert open_descriptors_on(store.dir / "queue.lock") == 1
+    lock = store.dir / "queue.lock"
+    del store
+    gc.collect()
+    assert open_descriptors_on(lock) == 0
+
+
+def test_the_lock_excludes_other_threads_of_the_process(store: Store) -> None:
+    inside = threading.Event()
+    release = threading.Event()
+    order: list[str] = []
+
+    def holder() -> None:
+        with store.locked():
+            inside.set()
+            release.wait(5)
+            order.append("holder leaves")
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    inside.wait(5)
+    threading.Timer(0.2, release.set).start()
+    with store.locked():  # waits for the other thread, although flock alone would not
+        order.append("main enters")
+    thread.join()
+    assert order == ["holder leaves", "main enters"]
 
 
 COUNTER = textwrap.dedent(
