@@ -639,8 +639,8 @@ def case_old_tool(plan: Plan, res: Results, checkout: Path | None) -> None:
         check=False,
     ).stdout.strip()
     res.notes.append(
-        f"Case 6: agent-orchestrator from {checkout}"
-        + (f" (commit {head})" if head else "")
+        "Case 6: agent-orchestrator"  # its commit, not where it was checked out
+        + (f" at commit {head}" if head else "")
         + ", run as `python -m cli status` (its default, with its auto-retry pass) from the "
         "queue's directory, same interpreter (it needs pydantic); orchestra-ci reads the very "
         "same queue."

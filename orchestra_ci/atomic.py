@@ -12,7 +12,9 @@ def _temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
-def _write_temp(path: Path, data: bytes | Iterable[bytes], durable: bool = True) -> Path:
+def write_temp(path: Path, data: bytes | Iterable[bytes], durable: bool = True) -> Path:
+    """A new temp file next to ``path`` holding ``data`` (flushed to disk if ``durable``),
+    for the caller to rename over ``path``."""
     tmp = _temp_path(path)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
     try:
@@ -72,7 +74,7 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
     ``durable=False`` skips the fsyncs: still atomic, but may be lost on power failure
     (for files that only matter while this process lives, such as ``.pid``).
     """
-    tmp = _write_temp(path, data, durable)
+    tmp = write_temp(path, data, durable)
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -84,7 +86,7 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
 
 def write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
     """Like :func:`write_bytes` for content produced piece by piece."""
-    tmp = _write_temp(path, chunks)
+    tmp = write_temp(path, chunks)
     try:
         os.replace(tmp, path)
     except BaseException:
@@ -98,7 +100,7 @@ def create_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> bool:
 
     ``sync_dir=False`` leaves the directory fsync to the caller, who creates many files
     and syncs the directory once (the files themselves are always fsynced)."""
-    tmp = _write_temp(path, data)
+    tmp = write_temp(path, data)
     try:
         os.link(tmp, path)
     except FileExistsError:

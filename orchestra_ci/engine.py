@@ -64,6 +64,16 @@ class _Running:
 
 
 @dataclass
+class _Claim:
+    """What claiming a task found: ``record`` as on disk (None: the task is gone)."""
+
+    record: TaskRecord | None
+    claimed: bool = False
+    cooling_until: float | None = None  # its agent is cooling down until then (epoch)
+    failed: str | None = None  # no usable agent: the task was failed with this error
+
+
+@dataclass
 class Engine:
     store: Store
     agents: dict[str, AgentSpec]
@@ -78,7 +88,8 @@ class Engine:
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler()
-        self.running: dict[str, _Running] = {}
+        self.running: dict[str, _Running] = {}  # claimed or running, until recorded
+        self._slots_used = 0  # of --parallel: tasks being claimed or running processes
         self.failed: set[str] = set()
         self.stop_signal: int | None = None
         self.internal_errors = 0
@@ -304,18 +315,47 @@ class Engine:
         return not self._waiting_on_others()
 
     def _launch_ready(self) -> None:
-        """Fill free slots; a task another runner took meanwhile does not use up a slot."""
-        while (free := self.settings.parallel - len(self.running)) > 0:
+        """Fill free slots. Each task is claimed in a worker thread (file system work stays
+        off the event loop); a task another runner took meanwhile frees its slot again."""
+        while (free := self.settings.parallel - self._slots_used) > 0:
             candidates = self.scheduler.take(time.time(), free)
             if not candidates:
                 return
             for task_id in candidates:
-                record = self._claim(task_id)
-                if record is None:
-                    continue
                 control = Control()
-                future = asyncio.ensure_future(self._attempt(record, control))
+                self._slots_used += 1
+                future = asyncio.ensure_future(self._task(task_id, control))
                 self.running[task_id] = _Running(task_id, control, future)
+
+    async def _task(self, task_id: str, control: Control) -> None:
+        released = False
+
+        def release_slot() -> None:
+            """The slot is free once the task's processes have ended: the next task is
+            claimed while this one's result is being written."""
+            nonlocal released
+            if not released:
+                released = True
+                self._slots_used -= 1
+                self._wake.set()
+
+        try:
+            try:
+                claim = await asyncio.to_thread(self._claim, task_id)
+            except Exception as exc:
+                # The record cannot be read or written: the task is over for this run.
+                log.exception("claim failed", task=task_id, error=str(exc))
+                self.internal_errors += 1
+                self.scheduler.finished(task_id, "failed")
+                self.failed.add(task_id)
+                return
+            record = self._claimed(task_id, claim)
+            if record is not None:
+                await self._attempt(record, control, release_slot)
+        finally:
+            release_slot()
+            self.running.pop(task_id, None)
+            self._wake.set()
 
     def _agent_for(self, record: TaskRecord) -> str | None:
         """The agent for the next attempt: the one chosen by a fallback switch, else the
@@ -338,8 +378,9 @@ class Engine:
                 return name
         return None
 
-    def _claim(self, task_id: str) -> TaskRecord | None:
-        """Take the task for this runner, if it is still pending and due, atomically."""
+    def _claim(self, task_id: str) -> "_Claim":
+        """Take the task for this runner, if it is still pending and due, atomically.
+        Runs in a worker thread: it touches the store only; :meth:`_claimed` does the rest."""
         with self.store.locked():
             record = self.store.read(task_id)
             due = (
@@ -348,24 +389,21 @@ class Engine:
                 and ((record.get("nextAttemptAt") or "") <= now_iso())
             )
             if record is None or not due:
-                self.scheduler.release(task_id)
-                if record is not None:
-                    self._remember(record)
-                return None
+                return _Claim(record)
             agent = self._agent_for(record)
             if agent is None:
-                self.scheduler.release(task_id)
-                self._fail_now(
-                    record,
-                    "no usable agent: " + "; ".join(f"{a}: {e}" for a, e in self.disabled.items()),
+                disabled = dict(self.disabled)  # the loop thread may add to it meanwhile
+                message = "no usable agent: " + "; ".join(f"{a}: {e}" for a, e in disabled.items())
+                now = now_iso()
+                record.update(
+                    {"status": "failed", "completedAt": now, "errorMessage": redactor(message)}
                 )
-                return None
+                self.store.write(record)
+                self.store.write_error(task_id, redactor(message))
+                return _Claim(record, failed=message)
             until = self.cooldown.get(agent, 0.0)
             if until > time.time():
-                # The provider asked everyone to wait: leave the task queued until then.
-                self.scheduler.release(task_id)
-                self.scheduler.finished(task_id, "pending", until)
-                return None
+                return _Claim(record, cooling_until=until)
             attempts = record.setdefault("attempts", [])
             number = len(attempts) + 1
             started = now_iso()
@@ -385,26 +423,38 @@ class Engine:
             self.store.sentinel(task_id, "done").unlink(missing_ok=True)
             self.store.sentinel(task_id, "error").unlink(missing_ok=True)
             self.store.write(record, durable=False)
-        self._seen[task_id] = record.get("updatedAt")
-        self.scheduler.started(task_id)
-        self._changed(record)
-        return record
+        return _Claim(record, claimed=True)
 
-    def _fail_now(self, record: TaskRecord, message: str) -> None:
-        """Fail a pending task without running it (its agents are all unusable)."""
-        now = now_iso()
-        record.update({"status": "failed", "completedAt": now, "errorMessage": redactor(message)})
-        self.store.write(record)
-        self.store.write_error(record["taskId"], redactor(message))
-        self._seen[record["taskId"]] = record.get("updatedAt")
-        self.scheduler.finished(record["taskId"], "failed")
-        self.failed.add(record["taskId"])
-        self._changed(record)
-        log.warning("task failed", task=record["taskId"], error=message)
+    def _claimed(self, task_id: str, claim: "_Claim") -> TaskRecord | None:
+        """The scheduler's side of a claim; the record to run, or None."""
+        record = claim.record
+        if claim.claimed and record is not None:
+            self._seen[task_id] = record.get("updatedAt")
+            self.scheduler.started(task_id)
+            self._changed(record)
+            return record
+        self.scheduler.release(task_id)
+        if record is None:
+            return None
+        if claim.failed is not None:
+            # Every agent of the task is unusable: failed without running.
+            self._seen[task_id] = record.get("updatedAt")
+            self.scheduler.finished(task_id, "failed")
+            self.failed.add(task_id)
+            self._changed(record)
+            log.warning("task failed", task=task_id, error=claim.failed)
+        elif claim.cooling_until is not None:
+            # The provider asked everyone to wait: leave the task queued until then.
+            self.scheduler.finished(task_id, "pending", claim.cooling_until)
+        else:
+            self._remember(record)
+        return None
 
     # -- one attempt --------------------------------------------------------------------
 
-    async def _attempt(self, record: TaskRecord, control: Control) -> None:
+    async def _attempt(
+        self, record: TaskRecord, control: Control, release_slot: Callable[[], None]
+    ) -> None:
         task_id = record["taskId"]
         attempt = record["attempts"][-1]
         agent = attempt["agent"]
@@ -425,7 +475,7 @@ class Engine:
             try:
                 prompt = render_prompt(spec, with_feedback(record), values, self.store.root)
             except UsageError as exc:  # e.g. its prompt template is gone
-                self._finish(task_id, Verdict("not_found", str(exc)), None, None, b"")
+                await self._finish(task_id, Verdict("not_found", str(exc)), None, None, b"")
                 return
             header = (
                 f"===== orchestra-ci · task {task_id} · attempt {attempt['number']} · "
@@ -469,14 +519,19 @@ class Engine:
                 )
             if self.isolation is not None and verdict.outcome not in ("interrupted", "cancelled"):
                 extra.update(await asyncio.to_thread(self._collect, task_id))
-            self._finish(task_id, verdict, result.exit_code, result.pid, result.tail, usage, extra)
+            release_slot()
+            await self._finish(
+                task_id, verdict, result.exit_code, result.pid, result.tail, usage, extra
+            )
         except Exception as exc:
             # An engine fault (e.g. the disk is full) fails the attempt, never loops on it;
             # if even that cannot be written, the next run recovers the task.
             log.exception("attempt crashed", task=task_id, error=str(exc))
             self.internal_errors += 1
             try:
-                self._finish(task_id, Verdict("failed", f"internal error: {exc}"), None, None, b"")
+                await self._finish(
+                    task_id, Verdict("failed", f"internal error: {exc}"), None, None, b""
+                )
             except Exception:
                 # Not even that could be written: the record stays `running` on disk for the
                 # next run to recover; here the task is over, so dependents do not wait.
@@ -486,8 +541,6 @@ class Engine:
             if self.isolation is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.isolation.remove, task_id)
-            self.running.pop(task_id, None)
-            self._wake.set()
 
     def _launch(
         self,
@@ -569,7 +622,7 @@ class Engine:
             self.cooldown[agent] = max(self.cooldown.get(agent, 0.0), time.time() + wait)
             log.warning("agent cooling down", agent=agent, seconds=round(wait, 1))
 
-    def _finish(
+    async def _finish(
         self,
         task_id: str,
         verdict: Verdict,
@@ -579,6 +632,44 @@ class Engine:
         usage: Usage | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
+        """Record the attempt's end (in a worker thread: the durable write waits on the disk),
+        then tell the scheduler."""
+        record, outcome, status_after, next_at = await asyncio.to_thread(
+            self._record_finish, task_id, verdict, exit_code, pid, tail, usage, extra
+        )
+        self._seen[task_id] = record.get("updatedAt")
+        self.scheduler.finished(task_id, status_after, next_at)
+        self._changed(record)
+        if status_after == "failed":
+            self.failed.add(task_id)
+        event = {
+            "complete": "task complete",
+            "failed": "task failed",
+            "cancelled": "task cancelled",
+        }.get(status_after, "task requeued")
+        if status_after == "pending" and next_at is not None:
+            event = "task will retry"
+        level = log.warning if status_after == "failed" else log.info
+        level(
+            event,
+            task=task_id,
+            outcome=outcome,
+            error=verdict.error,
+            retry_in=round(next_at - time.time(), 1) if next_at else None,
+        )
+
+    def _record_finish(
+        self,
+        task_id: str,
+        verdict: Verdict,
+        exit_code: int | None,
+        pid: int | None,
+        tail: bytes,
+        usage: Usage | None,
+        extra: dict[str, Any] | None,
+    ) -> tuple[TaskRecord, str, str, float | None]:
+        """The store's side of :meth:`_finish`: the record, the attempt's outcome, the
+        task's status after it and when it may run again."""
         now = now_iso()
         outcome = verdict.outcome
         status_after = "pending"
@@ -645,34 +736,16 @@ class Engine:
                 )
             status_after = record["status"]
 
-        with self.store.locked():
-            record = self.store.update(task_id, apply)
-            self._seen[task_id] = record.get("updatedAt")
+        def sentinels(record: TaskRecord) -> None:
             if status_after == "complete" and not self.store.sentinel(task_id, "done").exists():
                 self.store.write_done(task_id)
             if status_after == "failed" and not self.store.sentinel(task_id, "error").exists():
                 details = redactor(tail[-4000:].decode(errors="replace"))
                 self.store.write_error(task_id, redactor(verdict.error or "failed"), details)
             self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
-        self.scheduler.finished(task_id, status_after, next_at)
-        self._changed(record)
-        if status_after == "failed":
-            self.failed.add(task_id)
-        event = {
-            "complete": "task complete",
-            "failed": "task failed",
-            "cancelled": "task cancelled",
-        }.get(status_after, "task requeued")
-        if status_after == "pending" and next_at is not None:
-            event = "task will retry"
-        level = log.warning if status_after == "failed" else log.info
-        level(
-            event,
-            task=task_id,
-            outcome=outcome,
-            error=verdict.error,
-            retry_in=round(next_at - time.time(), 1) if next_at else None,
-        )
+
+        record = self.store.update(task_id, apply, then=sentinels)
+        return record, outcome, status_after, next_at
 
     def _fail_blocked(self) -> None:
         for blocked in self.scheduler.pop_blocked():

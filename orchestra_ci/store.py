@@ -25,17 +25,6 @@ from orchestra_ci.record import TaskRecord, check_task_id, now_iso
 ORCHESTRA_DIR = ".orchestra"
 
 
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(atomic.read_bytes(path))
-    except FileNotFoundError:
-        return None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise StoreError(f"{path}: not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -117,10 +106,24 @@ class Store:
         return [n[:-5] for n in names if n.endswith(".json")]
 
     def read(self, task_id: str) -> TaskRecord | None:
-        record = _read_json(self.record_path(task_id))
-        if record is not None and not (isinstance(record, dict) and "taskId" in record):
-            raise StoreError(f"{self.record_path(task_id)}: not a task record")
-        return cast(TaskRecord | None, record)
+        path = self.record_path(task_id)
+        try:
+            raw = atomic.read_bytes(path)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+        return self._parse(path, raw)
+
+    @staticmethod
+    def _parse(path: Path, raw: bytes) -> TaskRecord:
+        try:
+            record = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{path}: not valid JSON ({exc})") from None
+        if not (isinstance(record, dict) and "taskId" in record):
+            raise StoreError(f"{path}: not a task record")
+        return cast(TaskRecord, record)
 
     def get(self, task_id: str) -> TaskRecord:
         check_task_id_or_missing(task_id)
@@ -166,13 +169,55 @@ class Store:
         """Make the creation of new record files durable (one directory fsync)."""
         atomic.fsync_dir(self.tasks_dir)
 
-    def update(self, task_id: str, change: Callable[[TaskRecord], None]) -> TaskRecord:
-        """Read, change and write one record under the queue lock."""
-        with self.locked():
-            record = self.get(task_id)
-            change(record)
-            self.write(record)
-            return record
+    def update(
+        self,
+        task_id: str,
+        change: Callable[[TaskRecord], None],
+        *,
+        then: Callable[[TaskRecord], None] | None = None,
+    ) -> TaskRecord:
+        """Read, change and durably write one record, atomically with respect to every other
+        writer; ``then`` runs under the same queue lock once the record is in place.
+
+        The new version is written and flushed to disk before the lock is taken, and put in
+        place only if the record did not change meanwhile (else ``change`` is applied again
+        under the lock): the lock is held for a read and a rename, not for a device flush.
+        """
+        check_task_id_or_missing(task_id)
+        path = self.record_path(task_id)
+        try:
+            before = atomic.read_bytes(path)
+        except FileNotFoundError:
+            raise TaskNotFound(task_id) from None
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+        record = self._parse(path, before)
+        change(record)
+        record["updatedAt"] = now_iso()
+        try:
+            temp = atomic.write_temp(path, atomic.dump_json(record))
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc}") from exc
+        try:
+            with self.locked():
+                try:
+                    unchanged = atomic.read_bytes(path) == before
+                except FileNotFoundError:
+                    raise TaskNotFound(task_id) from None
+                if unchanged:
+                    os.replace(temp, path)
+                else:  # someone else wrote it meanwhile: redo the change on their version
+                    record = self.get(task_id)
+                    change(record)
+                    self.write(record)
+                if then is not None:
+                    then(record)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc}") from exc
+        finally:
+            temp.unlink(missing_ok=True)  # gone already once renamed
+        atomic.fsync_dir(self.tasks_dir)
+        return record
 
     def delete(self, task_id: str) -> None:
         """Remove a task and every file that belongs to it."""
