@@ -74,6 +74,18 @@ class _Claim:
 
 
 @dataclass
+class _Ending:
+    """How an attempt ended, for the record."""
+
+    verdict: Verdict
+    exit_code: int | None = None
+    pid: int | None = None
+    tail: bytes = b""
+    usage: Usage | None = None
+    extra: dict[str, Any] | None = None
+
+
+@dataclass
 class Engine:
     store: Store
     agents: dict[str, AgentSpec]
@@ -475,7 +487,7 @@ class Engine:
             try:
                 prompt = render_prompt(spec, with_feedback(record), values, self.store.root)
             except UsageError as exc:  # e.g. its prompt template is gone
-                await self._finish(task_id, Verdict("not_found", str(exc)), None, None, b"")
+                await self._finish(task_id, _Ending(Verdict("not_found", str(exc))))
                 return
             header = (
                 f"===== orchestra-ci · task {task_id} · attempt {attempt['number']} · "
@@ -521,7 +533,7 @@ class Engine:
                 extra.update(await asyncio.to_thread(self._collect, task_id))
             release_slot()
             await self._finish(
-                task_id, verdict, result.exit_code, result.pid, result.tail, usage, extra
+                task_id, _Ending(verdict, result.exit_code, result.pid, result.tail, usage, extra)
             )
         except Exception as exc:
             # An engine fault (e.g. the disk is full) fails the attempt, never loops on it;
@@ -529,9 +541,7 @@ class Engine:
             log.exception("attempt crashed", task=task_id, error=str(exc))
             self.internal_errors += 1
             try:
-                await self._finish(
-                    task_id, Verdict("failed", f"internal error: {exc}"), None, None, b""
-                )
+                await self._finish(task_id, _Ending(Verdict("failed", f"internal error: {exc}")))
             except Exception:
                 # Not even that could be written: the record stays `running` on disk for the
                 # next run to recover; here the task is over, so dependents do not wait.
@@ -625,17 +635,13 @@ class Engine:
     async def _finish(
         self,
         task_id: str,
-        verdict: Verdict,
-        exit_code: int | None,
-        pid: int | None,
-        tail: bytes,
-        usage: Usage | None = None,
-        extra: dict[str, Any] | None = None,
+        ending: "_Ending",
     ) -> None:
         """Record the attempt's end (in a worker thread: the durable write waits on the disk),
         then tell the scheduler."""
+        verdict = ending.verdict
         record, outcome, status_after, next_at = await asyncio.to_thread(
-            self._record_finish, task_id, verdict, exit_code, pid, tail, usage, extra
+            self._record_finish, task_id, ending
         )
         self._seen[task_id] = record.get("updatedAt")
         self.scheduler.finished(task_id, status_after, next_at)
@@ -659,17 +665,12 @@ class Engine:
         )
 
     def _record_finish(
-        self,
-        task_id: str,
-        verdict: Verdict,
-        exit_code: int | None,
-        pid: int | None,
-        tail: bytes,
-        usage: Usage | None,
-        extra: dict[str, Any] | None,
+        self, task_id: str, ending: "_Ending"
     ) -> tuple[TaskRecord, str, str, float | None]:
         """The store's side of :meth:`_finish`: the record, the attempt's outcome, the
         task's status after it and when it may run again."""
+        verdict, exit_code, pid, tail = ending.verdict, ending.exit_code, ending.pid, ending.tail
+        usage, extra = ending.usage, ending.extra
         now = now_iso()
         outcome = verdict.outcome
         status_after = "pending"
