@@ -134,8 +134,8 @@ class Engine:
     async def run(self) -> RunOutcome:
         lease = RunnerLease(self.store, self.runner_id)
         loop = asyncio.get_running_loop()
-        # Stopping agents blocks a thread each for their grace period: with the default
-        # executor's few threads, stopping 8 stubborn agents at the deadline would queue.
+        # Every slot may have a claim and a finish (or a worktree operation) in a thread at
+        # once: the default executor's few threads would make them queue.
         loop.set_default_executor(
             concurrent.futures.ThreadPoolExecutor(max_workers=max(8, 2 * self.settings.parallel))
         )

@@ -9,11 +9,12 @@ import asyncio
 import contextlib
 import functools
 import os
+import select
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,34 +134,93 @@ def attempt_pids(pgid: int | None, marker: str) -> list[int]:
 
 
 def _signal_all(pgid: int | None, marker: str, sig: int) -> bool:
-    """Send ``sig`` to the attempt's processes; True if any was alive."""
-    pids = attempt_pids(pgid, marker)
+    """Send ``sig`` to the attempt's processes; True if any was alive. The group gets it
+    first, at once; the scan for marked processes outside it follows."""
     if pgid is not None and pgid > 1:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
+    pids = attempt_pids(pgid, marker)
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
     return bool(pids)
 
 
-def kill_attempt(pgid: int | None, marker: str, grace: float) -> None:
-    """SIGTERM everything of an attempt, wait up to ``grace``, then SIGKILL what is left.
+# Stopping an attempt, as steps for a driver that does the waiting: the runner's event loop
+# (``_stop``) or a plain blocking caller (``kill_attempt``). A step is ("leader", seconds):
+# wait that long for the group leader to exit, send back whether it did; or ("sleep",
+# seconds). Waiting on the leader is one blocking call where polling /proc from several
+# threads at once would keep them all waiting on each other for the interpreter lock.
+_Steps = Generator[tuple[str, float], bool | None, bool]
 
-    Zombies count as gone: the agent itself may be an exited child its runner has not
-    reaped yet. Blocking; the runner calls it in a thread, ``cancel`` and recovery directly.
-    """
+
+def _stop_steps(pgid: int | None, marker: str, grace: float) -> _Steps:
+    """SIGTERM everything of an attempt, wait up to ``grace``, SIGKILL what is left, wait
+    up to a second more; True once nothing is left. Zombies count as gone: the agent
+    itself may be an exited child its runner has not reaped yet."""
     if not _signal_all(pgid, marker, signal.SIGTERM):
-        return
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        time.sleep(0.05)
-        if not attempt_pids(pgid, marker):
-            return
+        return True
+    if (yield from _until_gone(pgid, marker, time.monotonic() + grace)):
+        return True
     _signal_all(pgid, marker, signal.SIGKILL)
-    deadline = time.monotonic() + 1.0
-    while attempt_pids(pgid, marker) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    return (yield from _until_gone(pgid, marker, time.monotonic() + 1.0))
+
+
+def _until_gone(pgid: int | None, marker: str, deadline: float) -> _Steps:
+    if pgid is not None and pgid > 1:
+        exited = yield ("leader", deadline - time.monotonic())
+        if not exited:
+            return False  # the leader itself outlived the deadline
+    while True:
+        if not attempt_pids(pgid, marker):
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        yield ("sleep", min(0.05, left))
+
+
+def kill_attempt(pgid: int | None, marker: str, grace: float) -> None:
+    """Stop an attempt's processes, blocking (``cancel``, recovery, grace 0)."""
+    steps = _stop_steps(pgid, marker, grace)
+    reply: bool | None = None
+    with contextlib.suppress(StopIteration):
+        while True:
+            kind, seconds = steps.send(reply)
+            if kind == "leader":
+                reply = _wait_exit(pgid or 0, seconds)
+            else:
+                time.sleep(seconds)
+                reply = None
+
+
+async def _stop(pgid: int, marker: str, grace: float, exited: "asyncio.Future[None]") -> None:
+    """Stop an attempt's processes from the event loop, ``exited`` telling the leader's exit."""
+    steps = _stop_steps(pgid, marker, grace)
+    reply: bool | None = None
+    with contextlib.suppress(StopIteration):
+        while True:
+            kind, seconds = steps.send(reply)
+            if kind == "leader":
+                done, _ = await asyncio.wait({exited}, timeout=max(0.0, seconds))
+                reply = bool(done)
+            else:
+                await asyncio.sleep(seconds)
+                reply = None
+
+
+def _wait_exit(pid: int, timeout: float) -> bool:
+    """Block until ``pid`` has exited (a zombie counts) or ``timeout`` seconds have passed;
+    False if it is still running then. Without pidfds, True at once (callers then poll)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # gone already, or no pidfds here
+        return True
+    try:
+        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
+    finally:
+        os.close(fd)
+    return bool(ready)
 
 
 def adopt_orphans(enable: bool) -> bool:
@@ -414,7 +474,7 @@ async def run_attempt(
         if exited not in done:
             stop_reason = control.reason if stopper in done else "timeout"
             grace = control.grace if control.grace is not None else launch.grace
-            await asyncio.to_thread(kill_attempt, proc.pid, launch.marker, grace)
+            await _stop(proc.pid, launch.marker, grace, exited)
             await exited
     finally:
         stopper.cancel()
@@ -422,10 +482,12 @@ async def run_attempt(
             kill_attempt(proc.pid, launch.marker, 0)
         code = proc.wait()
         _agents.discard(proc.pid)
+        if _adopting:
+            _reap(adopted() or [])  # its children that died with it are our zombies now
         # Whatever the agent left running (children, daemons that left its session but carry
         # its marker) ends with the attempt.
         if _group_alive(proc.pid) or _left_running(launch.marker):
-            await asyncio.to_thread(kill_attempt, proc.pid, launch.marker, min(launch.grace, 2.0))
+            await _stop(proc.pid, launch.marker, min(launch.grace, 2.0), exited)
             if _adopting:
                 _reap(adopted() or [])
         assert log.eof is not None
