@@ -9,12 +9,12 @@ import asyncio
 import contextlib
 import functools
 import os
-import select
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,30 +146,57 @@ def _signal_all(pgid: int | None, marker: str, sig: int) -> bool:
     return bool(pids)
 
 
-# Stopping an attempt, as steps for a driver that does the waiting: the runner's event loop
-# (``_stop``) or a plain blocking caller (``kill_attempt``). A step is ("leader", seconds):
-# wait that long for the group leader to exit, send back whether it did; or ("sleep",
-# seconds). Waiting on the leader is one blocking call where polling /proc from several
-# threads at once would keep them all waiting on each other for the interpreter lock.
-_Steps = Generator[tuple[str, float], bool | None, bool]
+def kill_attempt(pgid: int | None, marker: str, grace: float) -> None:
+    """:func:`stop_attempt`, blocking (``cancel``, recovery, an agent stopped at once)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        asyncio.run(stop_attempt(pgid, marker, grace))
+        return
+    # Called from a coroutine's synchronous part: block its loop while stopping.
+    thread = threading.Thread(target=asyncio.run, args=(stop_attempt(pgid, marker, grace),))
+    thread.start()
+    thread.join()
 
 
-def _stop_steps(pgid: int | None, marker: str, grace: float) -> _Steps:
-    """SIGTERM everything of an attempt, wait up to ``grace``, SIGKILL what is left, wait
-    up to a second more; True once nothing is left. Zombies count as gone: the agent
-    itself may be an exited child its runner has not reaped yet."""
-    if not _signal_all(pgid, marker, signal.SIGTERM):
-        return True
-    if (yield from _until_gone(pgid, marker, time.monotonic() + grace)):
-        return True
-    _signal_all(pgid, marker, signal.SIGKILL)
-    return (yield from _until_gone(pgid, marker, time.monotonic() + 1.0))
+async def stop_attempt(
+    pgid: int | None,
+    marker: str,
+    grace: float,
+    exited: "asyncio.Future[None] | None" = None,
+) -> None:
+    """SIGTERM everything of an attempt, wait up to ``grace``, SIGKILL what is left.
+
+    Zombies count as gone: the agent itself may be an exited child its runner has not
+    reaped yet. The wait is on the group leader's exit (``exited``, or a pidfd watched
+    here), then a /proc scan for the rest: when a run stops, many attempts stop at once,
+    and polling /proc for each from its own thread kept them all waiting on each other
+    for the interpreter lock, well past the grace period.
+    """
+    watch = exited
+    if watch is None and pgid is not None and pgid > 1:
+        leader = pgid
+        watch = _exited(leader, lambda: not _live(leader))
+    try:
+        if not _signal_all(pgid, marker, signal.SIGTERM):
+            return
+        if not await _gone(pgid, marker, grace, watch):
+            _signal_all(pgid, marker, signal.SIGKILL)
+            await _gone(pgid, marker, 1.0, watch)
+    finally:
+        if watch is not None and watch is not exited:
+            watch.cancel()
+            await asyncio.sleep(0)  # its done-callbacks close the pidfd
 
 
-def _until_gone(pgid: int | None, marker: str, deadline: float) -> _Steps:
-    if pgid is not None and pgid > 1:
-        exited = yield ("leader", deadline - time.monotonic())
-        if not exited:
+async def _gone(
+    pgid: int | None, marker: str, timeout: float, leader: "asyncio.Future[None] | None"
+) -> bool:
+    """Wait up to ``timeout`` for the attempt's processes to be gone; True if they are."""
+    deadline = time.monotonic() + timeout
+    if leader is not None:
+        done, _ = await asyncio.wait({leader}, timeout=max(0.0, timeout))
+        if not done:
             return False  # the leader itself outlived the deadline
     while True:
         if not attempt_pids(pgid, marker):
@@ -177,50 +204,7 @@ def _until_gone(pgid: int | None, marker: str, deadline: float) -> _Steps:
         left = deadline - time.monotonic()
         if left <= 0:
             return False
-        yield ("sleep", min(0.05, left))
-
-
-def kill_attempt(pgid: int | None, marker: str, grace: float) -> None:
-    """Stop an attempt's processes, blocking (``cancel``, recovery, grace 0)."""
-    steps = _stop_steps(pgid, marker, grace)
-    reply: bool | None = None
-    with contextlib.suppress(StopIteration):
-        while True:
-            kind, seconds = steps.send(reply)
-            if kind == "leader":
-                reply = _wait_exit(pgid or 0, seconds)
-            else:
-                time.sleep(seconds)
-                reply = None
-
-
-async def _stop(pgid: int, marker: str, grace: float, exited: "asyncio.Future[None]") -> None:
-    """Stop an attempt's processes from the event loop, ``exited`` telling the leader's exit."""
-    steps = _stop_steps(pgid, marker, grace)
-    reply: bool | None = None
-    with contextlib.suppress(StopIteration):
-        while True:
-            kind, seconds = steps.send(reply)
-            if kind == "leader":
-                done, _ = await asyncio.wait({exited}, timeout=max(0.0, seconds))
-                reply = bool(done)
-            else:
-                await asyncio.sleep(seconds)
-                reply = None
-
-
-def _wait_exit(pid: int, timeout: float) -> bool:
-    """Block until ``pid`` has exited (a zombie counts) or ``timeout`` seconds have passed;
-    False if it is still running then. Without pidfds, True at once (callers then poll)."""
-    try:
-        fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):  # gone already, or no pidfds here
-        return True
-    try:
-        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
-    finally:
-        os.close(fd)
-    return bool(ready)
+        await asyncio.sleep(min(0.05, left))
 
 
 def adopt_orphans(enable: bool) -> bool:
@@ -386,30 +370,38 @@ class _LogPump:
             self.error = self.error or exc
 
 
-def _exited(proc: "subprocess.Popen[bytes]") -> "asyncio.Future[None]":
-    """A future that resolves when ``proc`` exits (pidfd on Linux, polling elsewhere)."""
+def _exited(pid: int, has_exited: Callable[[], bool]) -> "asyncio.Future[None]":
+    """A future that resolves when ``pid`` exits: a pidfd on Linux, elsewhere polling
+    ``has_exited``. Cancelling the future stops watching."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     try:
-        pidfd = os.pidfd_open(proc.pid)
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        done.set_result(None)
+        return done
     except (AttributeError, OSError):
 
         async def poll() -> None:
-            while proc.poll() is None:
+            while not has_exited():
                 await asyncio.sleep(0.05)
-            done.set_result(None)
+            if not done.done():
+                done.set_result(None)
 
         poller = asyncio.ensure_future(poll())
         done.add_done_callback(lambda _: poller.cancel())
         return done
 
     def on_exit() -> None:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
         if not done.done():
             done.set_result(None)
 
+    def unwatch(_: "asyncio.Future[None]") -> None:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
     loop.add_reader(pidfd, on_exit)
+    done.add_done_callback(unwatch)
     return done
 
 
@@ -464,7 +456,7 @@ async def run_attempt(
         log.detach()
         log.close("")
         raise
-    exited = _exited(proc)
+    exited = _exited(proc.pid, lambda: proc.poll() is not None)
     stopper = asyncio.ensure_future(control.wait())
     stop_reason: StopReason | None = None
     try:
@@ -474,7 +466,7 @@ async def run_attempt(
         if exited not in done:
             stop_reason = control.reason if stopper in done else "timeout"
             grace = control.grace if control.grace is not None else launch.grace
-            await _stop(proc.pid, launch.marker, grace, exited)
+            await stop_attempt(proc.pid, launch.marker, grace, exited)
             await exited
     finally:
         stopper.cancel()
@@ -487,7 +479,7 @@ async def run_attempt(
         # Whatever the agent left running (children, daemons that left its session but carry
         # its marker) ends with the attempt.
         if _group_alive(proc.pid) or _left_running(launch.marker):
-            await _stop(proc.pid, launch.marker, min(launch.grace, 2.0), exited)
+            await stop_attempt(proc.pid, launch.marker, min(launch.grace, 2.0), exited)
             if _adopting:
                 _reap(adopted() or [])
         assert log.eof is not None
