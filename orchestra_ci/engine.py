@@ -677,9 +677,10 @@ class Engine:
         next_at: float | None = None
 
         def apply(record: TaskRecord) -> None:
+            # May run twice (store.update redoes it on a version written meanwhile).
             nonlocal outcome, status_after, next_at
-            if record["status"] == "cancelled":
-                outcome = "cancelled"
+            outcome = "cancelled" if record["status"] == "cancelled" else verdict.outcome
+            next_at = None
             attempt = record["attempts"][-1]
             attempt.update({"endedAt": now, "exitCode": exit_code, "outcome": outcome})
             if usage is not None:

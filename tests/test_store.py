@@ -122,6 +122,37 @@ def test_update_changes_returns_and_persists(store: Store) -> None:
     assert on_disk["foreign"] == "kept"  # type: ignore[typeddict-item]
 
 
+def test_update_redoes_the_change_on_a_version_written_meanwhile(store: Store) -> None:
+    add(store, "t")
+    seen: list[int | None] = []
+
+    def change(r: TaskRecord) -> None:
+        seen.append(r.get("priority"))
+        if len(seen) == 1:  # another writer lands between our read and our rename
+            other = store.get("t")
+            other["priority"] = 7
+            store.write(other)
+        r["errorMessage"] = "mine"
+
+    returned = store.update("t", change)
+    on_disk = store.get("t")
+    assert seen == [0, 7]  # applied again, to the other writer's version
+    assert on_disk == returned
+    assert on_disk["priority"] == 7 and on_disk["errorMessage"] == "mine"
+    assert not [p for p in store.tasks_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_update_runs_then_under_the_lock_after_the_write(store: Store) -> None:
+    add(store, "t")
+    observed: list[tuple[str, bool]] = []
+
+    def then(r: TaskRecord) -> None:
+        observed.append((store.get("t")["status"], queue_lock_is_held(store)))
+
+    store.update("t", lambda r: r.update({"status": "complete"}), then=then)
+    assert observed == [("complete", True)]
+
+
 def test_update_that_raises_writes_nothing_and_releases_the_lock(store: Store) -> None:
     add(store, "t")
     before = store.record_path("t").read_bytes()
