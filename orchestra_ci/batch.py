@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -23,14 +23,16 @@ from orchestra_ci.redact import redactor
 from orchestra_ci.report import RunReport
 from orchestra_ci.settings import Settings, split_list
 from orchestra_ci.store import Store
-from orchestra_ci.tasksfile import TaskSpec, load_tasks_file
+
+if TYPE_CHECKING:  # the tasks file's models and YAML load only when there is a tasks file
+    from orchestra_ci.tasksfile import TaskSpec
 
 log = structlog.get_logger("orchestra_ci")
 
 
 @dataclass
 class Sources:
-    specs: list[TaskSpec] = field(default_factory=list)
+    specs: "list[TaskSpec]" = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)  # issue number -> reason
 
 
@@ -100,6 +102,8 @@ def load_sources(
     if tasks_file is None and (root / ".orchestra/tasks.yml").is_file():
         tasks_file = root / ".orchestra/tasks.yml"
     if tasks_file is not None:
+        from orchestra_ci.tasksfile import load_tasks_file
+
         sources.specs += load_tasks_file(
             tasks_file, root, settings.default_agent, settings.max_retries
         )
@@ -128,7 +132,7 @@ def load_sources(
     return sources
 
 
-def dry_run(store: Store, agents: dict[str, AgentSpec], specs: list[TaskSpec]) -> int:
+def dry_run(store: Store, agents: dict[str, AgentSpec], specs: "list[TaskSpec]") -> int:
     records = {r["taskId"]: r for r in store.all()}
     for spec in specs:
         if spec.id not in records or records[spec.id]["status"] == "pending":
@@ -377,8 +381,8 @@ def artifact_name(settings: Settings) -> str:
 
 
 def shard_of(
-    specs: list[TaskSpec], settings: Settings, root: Path
-) -> tuple[list[TaskSpec], frozenset[str]]:
+    specs: "list[TaskSpec]", settings: Settings, root: Path
+) -> "tuple[list[TaskSpec], frozenset[str]]":
     """The K-th shard of the loaded tasks, split exactly as ``plan`` splits them."""
     from orchestra_ci import sharding
 

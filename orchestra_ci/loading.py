@@ -3,13 +3,16 @@
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestra_ci.agents import AgentSpec, require_agent
 from orchestra_ci.errors import UsageError
 from orchestra_ci.record import TaskRecord, new_record
 from orchestra_ci.schedule import find_cycle
 from orchestra_ci.store import Store
-from orchestra_ci.tasksfile import TaskSpec
+
+if TYPE_CHECKING:  # specs come from the tasks file or from issues; loaded only then
+    from orchestra_ci.tasksfile import TaskSpec
 
 
 @dataclass(frozen=True)
@@ -19,7 +22,7 @@ class LoadResult:
     unchanged: int = 0
 
 
-def _spec_fields(spec: TaskSpec) -> dict[str, object]:
+def _spec_fields(spec: "TaskSpec") -> dict[str, object]:
     return {
         "agent": spec.agent,
         "prompt": spec.prompt,
@@ -85,7 +88,7 @@ def check_queue(
         raise UsageError(f"{where}: dependency cycle: {' -> '.join(cycle)}")
 
 
-def enqueue(store: Store, specs: Sequence[TaskSpec], agents: dict[str, AgentSpec]) -> LoadResult:
+def enqueue(store: Store, specs: "Sequence[TaskSpec]", agents: dict[str, AgentSpec]) -> LoadResult:
     """Add new tasks and update pending ones whose definition changed.
 
     Everything is checked against the queue first; on any problem nothing is written.
