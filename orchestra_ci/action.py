@@ -16,7 +16,7 @@ from typing import Any
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestra_ci import workflow
-from orchestra_ci.errors import OrchestraError, UsageError
+from orchestra_ci.errors import OrchestraError, UsageError, one_line
 from orchestra_ci.redact import redactor, secret_values
 
 
@@ -156,7 +156,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except OrchestraError as exc:
         message = redactor(str(exc))
         print(workflow.command("error", message, title="orchestra-ci"))
-        print(f"orchestra-ci: error: {message}", file=sys.stderr)
+        print(f"orchestra-ci: error: {one_line(message)}", file=sys.stderr)
         return exc.exit_code
     finally:
         hand_back(root)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from orchestra_ci import __version__
-from orchestra_ci.errors import OrchestraError, UsageError
+from orchestra_ci.errors import OrchestraError, UsageError, one_line
 
 PROG = "orchestra-ci"
 
@@ -20,8 +20,7 @@ PROG = "orchestra-ci"
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, exit 2 (argparse would print the whole usage block)."""
-        message = message.replace("\r", "\\r").replace("\n", "\\n")
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
 
 
 def _duration(text: str) -> float:
@@ -382,7 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
         return code
     except OrchestraError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        print(f"{PROG}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
@@ -392,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("ORCHESTRA_DEBUG"):
             raise
         print(
-            f"{PROG}: internal error: {type(exc).__name__}: {exc} "
+            f"{PROG}: internal error: {type(exc).__name__}: {one_line(str(exc))} "
             "(set ORCHESTRA_DEBUG=1 for a traceback)",
             file=sys.stderr,
         )

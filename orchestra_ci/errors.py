@@ -1,6 +1,12 @@
 """Errors that reach the user as one line and a fixed exit code."""
 
 
+def one_line(text: str) -> str:
+    """``text`` as one line: line breaks and other unprintable characters escaped (they may
+    come from user input, such as a file name, quoted in a message)."""
+    return "".join(c if c.isprintable() or c == "\t" else ascii(c)[1:-1] for c in text)
+
+
 class OrchestraError(Exception):
     """Base of every error the CLI turns into a message instead of a traceback."""
 

@@ -781,3 +781,8 @@ def test_quick_commands_do_not_import_heavy_modules(root: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[-1] == "lean"
     assert os.path.exists(root / ".orchestra/tasks/lean.json")
+
+
+def test_a_file_name_with_a_line_break_stays_on_one_error_line(cli: CliRunner) -> None:
+    result = cli("run", "--tasks-file", "tasks\r\n.yml")
+    assert_usage_error(result, "tasks\\r\\n.yml", "tasks file not found")
