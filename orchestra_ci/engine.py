@@ -445,9 +445,10 @@ class Engine:
             self.scheduler.started(task_id)
             self._changed(record)
             return record
-        self.scheduler.release(task_id)
-        if record is None:
+        if record is None:  # removed meanwhile (by `clean`): never offer it again
+            self.scheduler.forget(task_id)
             return None
+        self.scheduler.release(task_id)
         if claim.failed is not None:
             # Every agent of the task is unusable: failed without running.
             self._seen[task_id] = record.get("updatedAt")

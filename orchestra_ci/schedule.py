@@ -133,6 +133,16 @@ class Scheduler:
             self.status[task_id] = "pending"
             self._maybe_ready(task_id)
 
+    def forget(self, task_id: str) -> None:
+        """The task's record is gone (``clean`` removes finished tasks, also while a run
+        goes on): it is not offered again, and tasks that wait on it wait no longer; each
+        of them is checked on disk again when it is claimed."""
+        self.status[task_id] = "gone"
+        for dependent in list(self._dependents.get(task_id, ())):
+            if self.status.get(dependent) == "pending" and dependent in self._unmet:
+                self._unmet[dependent].discard(task_id)
+                self._maybe_ready(dependent)
+
     def pop_blocked(self) -> list[Blocked]:
         blocked, self._blocked = self._blocked, []
         return blocked
@@ -174,7 +184,7 @@ class Scheduler:
 
     def _check_dep(self, task_id: str, dep: str) -> None:
         dep_status = self.status.get(dep)
-        if dep_status == "complete":
+        if dep_status in ("complete", "gone"):
             self._unmet[task_id].discard(dep)
         elif dep_status in ("failed", "cancelled"):
             self._block(task_id, dep, dep_status)

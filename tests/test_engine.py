@@ -411,3 +411,26 @@ def test_an_engine_fault_fails_the_attempt_instead_of_looping(root: Path, cli: C
     assert task["status"] == "failed"
     assert [a["outcome"] for a in task["attempts"]] == ["failed", "failed"]
     assert "internal error" in task["errorMessage"]
+
+
+def test_a_queued_task_removed_during_the_run_is_skipped(root: Path, cli: CliRunner) -> None:
+    """Its record vanishes (``clean``, by hand) after the runner scheduled it: the claim
+    finds nothing, and the runner forgets it instead of offering it forever."""
+    agents = json.loads((root / ".orchestra/agent-config.json").read_text())
+    agents["agents"]["remover"] = {
+        "command": "sh",
+        "args": ["-c", "rm -f .orchestra/tasks/second.json", "sh"],
+    }
+    (root / ".orchestra/agent-config.json").write_text(json.dumps(agents))
+    write_tasks(
+        root,
+        "tasks:\n  - {id: first, agent: remover, prompt: x, priority: 9}\n"
+        "  - {id: second, agent: fake, prompt: 'exit=0'}\n"
+        "  - {id: third, agent: fake, prompt: 'exit=0', depends_on: [second]}\n",
+    )
+    result = cli("run", "--parallel", "1", timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    tasks = records(root)
+    assert set(tasks) == {"first", "third"}
+    assert tasks["first"]["status"] == "complete"
+    assert tasks["third"]["status"] == "complete"  # checked on disk, then run

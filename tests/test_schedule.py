@@ -83,6 +83,22 @@ def test_taken_task_is_not_offered_twice() -> None:
     assert not s.has_ready()
 
 
+def test_a_forgotten_task_is_not_offered_again_and_its_dependents_go_on() -> None:
+    s = Scheduler([rec("gone"), rec("after", deps=("gone",)), rec("other")])
+    assert s.take(T0, 1) == ["gone"]
+    s.forget("gone")  # its record vanished between take and claim
+    assert s.take(T0, 5) == ["after", "other"]
+    assert s.take(T0, 5) == [] and not s.has_ready()
+    assert s.count("pending") == 0
+
+
+def test_a_task_added_after_its_dependency_was_forgotten_does_not_wait() -> None:
+    s = Scheduler([rec("gone")])
+    s.forget("gone")
+    s.put(rec("late", deps=("gone",)))
+    assert s.take(T0, 5) == ["late"]
+
+
 def test_only_pending_tasks_are_taken() -> None:
     s = Scheduler(
         [
