@@ -72,7 +72,7 @@ def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a mix.
 
     ``durable=False`` skips the fsyncs: still atomic, but may be lost on power failure
-    (for files that only matter while this process lives, such as ``.pid``).
+    (for files whose loss is harmless, such as a claim: the task would just run again).
     """
     tmp = write_temp(path, data, durable)
     try:

@@ -224,9 +224,10 @@ class Engine:
             r["runnerId"] = None
             r["pid"] = None
 
-        with self.store.locked():
-            record = self.store.update(task_id, requeue)
+        def no_pid(_: TaskRecord) -> None:
             self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
+
+        record = self.store.update(task_id, requeue, then=no_pid)
         log.warning("recovered orphaned task", task=task_id, previous_runner=owner)
         return record
 
@@ -768,11 +769,12 @@ class Engine:
                     }
                 )
 
-        with self.store.locked():
-            record = self.store.update(blocked.task_id, apply)
-            self._seen[blocked.task_id] = record.get("updatedAt")
+        def error_file(record: TaskRecord) -> None:
             if record["status"] == "failed":
                 self.store.write_error(blocked.task_id, blocked.message)
+
+        record = self.store.update(blocked.task_id, apply, then=error_file)
+        self._seen[blocked.task_id] = record.get("updatedAt")
         self._changed(record)
         self.failed.add(blocked.task_id)
         log.warning("task blocked", task=blocked.task_id, blocked_by=blocked.blocker)

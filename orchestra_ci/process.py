@@ -93,8 +93,7 @@ def resolve_command(command: str, env: dict[str, str]) -> str | None:
 
 def _pgid(pid: int) -> int | None:
     """A live process's process group; None for a zombie. Raises if it is gone."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        fields = f.read().rsplit(b")", 1)[1].split()
+    fields = atomic.read_bytes(Path(f"/proc/{pid}/stat")).rsplit(b")", 1)[1].split()
     return None if fields[0] == b"Z" else int(fields[2])
 
 
@@ -125,9 +124,8 @@ def attempt_pids(pgid: int | None, marker: str) -> list[int]:
             if group == pgid:
                 found.append(int(entry))
                 continue
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read():
-                    found.append(int(entry))
+            if needle in atomic.read_bytes(Path(f"/proc/{entry}/environ")):
+                found.append(int(entry))
         except (OSError, IndexError, ValueError):
             continue
     return found
@@ -241,17 +239,19 @@ def _reap(pids: list[int]) -> None:
             os.waitpid(pid, os.WNOHANG)
 
 
-def _left_running(marker: str) -> bool:
-    """Did an attempt leave processes outside its group (daemons carrying its marker)?"""
+def _left_running(pgid: int, marker: str) -> bool:
+    """Did a finished attempt leave processes running: in its group, or outside it
+    (daemons carrying its marker)?"""
     if not _adopting:
-        return bool(attempt_pids(None, marker))
+        return _group_alive(pgid) or bool(attempt_pids(None, marker))
     strays = adopted()
     if strays:
-        _reap(strays)  # orphans that ended on their own
+        _reap(strays)  # those that died with the agent (or since) are our zombies
         strays = adopted()
-    if not strays:
-        return False  # every live descendant of a finished agent would be our child
-    return bool(attempt_pids(None, marker))
+    if _group_alive(pgid):
+        return True
+    # Every live descendant of a finished agent would be our child.
+    return bool(strays) and bool(attempt_pids(None, marker))
 
 
 def stop_adopted(grace: float) -> None:
@@ -474,11 +474,9 @@ async def run_attempt(
             kill_attempt(proc.pid, launch.marker, 0)
         code = proc.wait()
         _agents.discard(proc.pid)
-        if _adopting:
-            _reap(adopted() or [])  # its children that died with it are our zombies now
         # Whatever the agent left running (children, daemons that left its session but carry
         # its marker) ends with the attempt.
-        if _group_alive(proc.pid) or _left_running(launch.marker):
+        if _left_running(proc.pid, launch.marker):
             await stop_attempt(proc.pid, launch.marker, min(launch.grace, 2.0), exited)
             if _adopting:
                 _reap(adopted() or [])

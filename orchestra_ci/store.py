@@ -25,6 +25,16 @@ from orchestra_ci.record import TaskRecord, check_task_id, now_iso
 ORCHESTRA_DIR = ".orchestra"
 
 
+def _read_raw(path: Path) -> bytes | None:
+    """A record file's bytes; None if there is none."""
+    try:
+        return atomic.read_bytes(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -107,13 +117,8 @@ class Store:
 
     def read(self, task_id: str) -> TaskRecord | None:
         path = self.record_path(task_id)
-        try:
-            raw = atomic.read_bytes(path)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
-        return self._parse(path, raw)
+        raw = _read_raw(path)
+        return None if raw is None else self._parse(path, raw)
 
     @staticmethod
     def _parse(path: Path, raw: bytes) -> TaskRecord:
@@ -185,12 +190,9 @@ class Store:
         """
         check_task_id_or_missing(task_id)
         path = self.record_path(task_id)
-        try:
-            before = atomic.read_bytes(path)
-        except FileNotFoundError:
-            raise TaskNotFound(task_id) from None
-        except OSError as exc:
-            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+        before = _read_raw(path)
+        if before is None:
+            raise TaskNotFound(task_id)
         record = self._parse(path, before)
         change(record)
         record["updatedAt"] = now_iso()
@@ -200,11 +202,10 @@ class Store:
             raise StoreError(f"cannot write {path}: {exc}") from exc
         try:
             with self.locked():
-                try:
-                    unchanged = atomic.read_bytes(path) == before
-                except FileNotFoundError:
-                    raise TaskNotFound(task_id) from None
-                if unchanged:
+                current = _read_raw(path)
+                if current is None:
+                    raise TaskNotFound(task_id)
+                if current == before:
                     os.replace(temp, path)
                 else:  # someone else wrote it meanwhile: redo the change on their version
                     record = self.get(task_id)
