@@ -4,23 +4,20 @@ import json
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     field_validator,
 )
 
-from orchestra_ci.durations import parse_duration
+from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.presets import PRESETS
 from orchestra_ci.validation import describe
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class AgentSpec(BaseModel):

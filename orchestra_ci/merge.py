@@ -150,13 +150,6 @@ def read_report(path: Path) -> RunReport:
 # -- merging ------------------------------------------------------------------------------
 
 
-def _time(value: str | None) -> float | None:
-    try:
-        return timestamp(value)
-    except (ValueError, TypeError, OverflowError):
-        return None
-
-
 def _rank(status: str) -> int:
     return STATE_RANK.get(status, -1)
 
@@ -173,7 +166,7 @@ def _label(report: RunReport) -> tuple[int, int] | None:
 
 
 def _last_end(task: TaskReport) -> float:
-    ends = [_time(a.ended_at) or _time(a.started_at) for a in task.attempts]
+    ends = [timestamp(a.ended_at) or timestamp(a.started_at) for a in task.attempts]
     known = [e for e in ends if e is not None]
     return max(known) if known else -math.inf
 
@@ -315,8 +308,8 @@ def merge(
         task.overlaps = shared.get(task.id, [])
 
     statuses = Counter(t.status for t in tasks)
-    starts = [(t, r.started_at) for r, _ in given if (t := _time(r.started_at)) is not None]
-    ends = [(t, r.ended_at) for r, _ in given if (t := _time(r.ended_at)) is not None]
+    starts = [(t, r.started_at) for r, _ in given if (t := timestamp(r.started_at)) is not None]
+    ends = [(t, r.ended_at) for r, _ in given if (t := timestamp(r.ended_at)) is not None]
     now = now_iso() if not given else None
     costs = [r.cost_usd for r, _ in given if r.cost_usd is not None]
     budgets = [r.time_budget for r, _ in given if r.time_budget is not None]
@@ -365,7 +358,7 @@ def merge_dirs(dirs: Sequence[Path], expected_shards: int | None = None) -> Merg
 
 
 def _took(start: str | None, end: str | None) -> str:
-    a, b = _time(start), _time(end)
+    a, b = timestamp(start), timestamp(end)
     return format_duration(max(b - a, 0.0)) if a is not None and b is not None else "-"
 
 

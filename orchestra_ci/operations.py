@@ -163,13 +163,6 @@ def _wait_for_pid(store: Store, task_id: str, runner_id: str | None, limit: floa
         time.sleep(0.02)
 
 
-def _time(value: object) -> float | None:
-    try:
-        return timestamp(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
 def set_timeout(store: Store, task_id: str, seconds: float) -> None:
     def apply(record: TaskRecord) -> None:
         record["timeout"] = seconds
@@ -195,7 +188,7 @@ def clean_tasks(
             if record["status"] not in wanted or _still_stopping(store, record):
                 continue
             if cutoff is not None:
-                finished = _time(record.get("completedAt") or record.get("createdAt"))
+                finished = timestamp(record.get("completedAt") or record.get("createdAt"))
                 if finished is None or finished > cutoff:
                     continue  # only tasks known to be old enough
             store.delete(record["taskId"])

@@ -101,8 +101,16 @@ def parse_time(value: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.astimezone()
 
 
-def timestamp(value: str | None) -> float | None:
-    return parse_time(value).timestamp() if value else None
+def timestamp(value: object) -> float | None:
+    """A stored timestamp as an instant (epoch seconds); None when it is missing or not one
+    we can read. Compare instants, never the strings: naive local times and UTC ones sort
+    differently as text."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return parse_time(value).timestamp()
+    except (ValueError, OverflowError):
+        return None
 
 
 def check_task_id(task_id: str) -> str:

@@ -6,9 +6,9 @@ Precedence: CLI flags > ``ORCHESTRA_*`` variables > ``.orchestra/config.yml`` > 
 from contextvars import ContextVar
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import AliasChoices, BeforeValidator, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -16,11 +16,10 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from orchestra_ci.durations import parse_duration
+from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.validation import describe
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 CONFIG_FILE = ".orchestra/config.yml"
 _config_file: ContextVar[Path | None] = ContextVar("config_file", default=None)
 

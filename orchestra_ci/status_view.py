@@ -48,19 +48,11 @@ def raw_json_object(store: Store, task_id: str) -> bytes:
     return data + b"\n"
 
 
-def _time(value: object) -> float | None:
-    """A stored timestamp in seconds; None when missing or not one we can read."""
-    try:
-        return timestamp(value) if isinstance(value, str) else None
-    except ValueError:
-        return None
-
-
 def _age(record: TaskRecord) -> str:
-    start = _time(record.get("startedAt"))
+    start = timestamp(record.get("startedAt"))
     if start is None:
         return "-"
-    end = _time(record.get("completedAt")) if record["status"] != "running" else None
+    end = timestamp(record.get("completedAt")) if record["status"] != "running" else None
     return format_duration((end or time.time()) - start)
 
 
