@@ -12,12 +12,10 @@ from typing import Any
 import pytest
 
 from orchestra_ci.store import Store
-from orchestra_ci.testing.fake_github import FakeGitHub
+from tests.doubles.fake_github import FakeGitHub
 
-FAKE_AGENT = {
-    "command": sys.executable,
-    "args": ["-m", "orchestra_ci.testing.fake_agent", "{prompt}"],
-}
+FAKE_AGENT_SCRIPT = str(Path(__file__).parent / "doubles" / "fake_agent.py")
+FAKE_AGENT = {"command": sys.executable, "args": [FAKE_AGENT_SCRIPT, "{prompt}"]}
 
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 

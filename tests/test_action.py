@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from orchestra_ci.comments import marker
-from orchestra_ci.testing.fake_github import FakeGitHub, Fault
 from tests.conftest import (
     FAKE_AGENT,
     LABEL,
@@ -19,6 +18,7 @@ from tests.conftest import (
     run_action,
     write_agents,
 )
+from tests.doubles.fake_github import FakeGitHub, Fault
 
 
 def runner_env(root: Path, gh: FakeGitHub, tmp: Path, **inputs: str) -> dict[str, str]:
@@ -179,7 +179,7 @@ def test_artifact_is_uploaded_with_protocol_v4(
     import hashlib
     import io
 
-    from orchestra_ci.testing.fake_artifacts import FakeArtifactService
+    from tests.doubles.fake_artifacts import FakeArtifactService
 
     write_agents(root, {"fake": FAKE_AGENT})
     with FakeArtifactService() as service:

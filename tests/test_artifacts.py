@@ -1,7 +1,7 @@
 """The artifact zip and its v4 upload, against the local artifact service.
 
 Uploads run against the fake service with its in-process blob store and, when Azurite is
-installed (``.ci/node``, see ``tests/testing/test_fake_artifacts.py``), with real Azurite
+installed (``.ci/node``, see ``tests/doubles/test_fake_artifacts.py``), with real Azurite
 behind it.
 """
 
@@ -30,7 +30,7 @@ from orchestra_ci.artifacts import (
     upload,
     validate_name,
 )
-from orchestra_ci.testing.fake_artifacts import (
+from tests.doubles.fake_artifacts import (
     JOB_BACKEND_ID,
     RUN_BACKEND_ID,
     Azurite,

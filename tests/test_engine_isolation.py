@@ -7,8 +7,8 @@ from pathlib import Path
 
 from orchestra_ci.record import TaskRecord
 from orchestra_ci.store import Store
-from orchestra_ci.testing.fake_github import FakeGitHub, Fault
 from tests.conftest import FAKE_AGENT, cli_env, records, write_agents, write_tasks
+from tests.doubles.fake_github import FakeGitHub, Fault
 
 
 def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,9 +18,9 @@ from orchestra_ci.process import (
     run_attempt,
     stop_adopted,
 )
-from tests.conftest import alive
+from tests.conftest import FAKE_AGENT_SCRIPT, alive
 
-FAKE = [sys.executable, "-m", "orchestra_ci.testing.fake_agent"]
+FAKE = [sys.executable, FAKE_AGENT_SCRIPT]
 
 
 def launch(tmp_path: Path, argv: list[str], **kw: object) -> Launch:

@@ -25,8 +25,8 @@ import pytest
 from orchestra_ci.comments import marker
 from orchestra_ci.process import MARKER_VAR
 from orchestra_ci.store import Store
-from orchestra_ci.testing.fake_github import FakeGitHub, Fault
 from tests.conftest import FAKE_AGENT, cli_env, records, wait_for, write_agents, write_tasks
+from tests.doubles.fake_github import FakeGitHub, Fault
 from tests.reliability.conftest import (
     LABEL,
     ORCHESTRA,

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestra_ci.testing.fake_github import FakeGitHub
 from tests.conftest import write_agents
+from tests.doubles.fake_github import FakeGitHub
 from tests.reliability.conftest import LABEL, REPO, action_env, run_action
 
 LEAKY = """

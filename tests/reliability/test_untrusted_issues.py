@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from orchestra_ci.comments import marker
-from orchestra_ci.testing.fake_github import FakeGitHub
 from tests.conftest import FAKE_AGENT, records, write_agents
+from tests.doubles.fake_github import FakeGitHub
 from tests.reliability.conftest import LABEL, REPO, action_env, events, run_action
 
 

@@ -12,7 +12,7 @@ import pytest
 import requests
 from github.GithubRetry import GithubRetry
 
-from orchestra_ci.testing.fake_github import FakeGitHub, Fault, Repo
+from tests.doubles.fake_github import FakeGitHub, Fault, Repo
 
 REPO = "octo/widgets"
 

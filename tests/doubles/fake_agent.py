@@ -1,6 +1,6 @@
 """A fake agent CLI whose behaviour is written in its prompt, so one queue can mix outcomes.
 
-Usage: ``python -m orchestra_ci.testing.fake_agent "sleep=0.2 write=out.txt exit=0"``
+Usage: ``python tests/doubles/fake_agent.py "sleep=0.2 write=out.txt exit=0"``
 
 Directives (space separated, applied in this order):
 

@@ -25,12 +25,12 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import pytest
 import requests
 
-from orchestra_ci.testing.fake_artifacts import (
+from tests.doubles.fake_artifacts import (
     DEV_ACCOUNT,
     JOB_BACKEND_ID,
     RUN_BACKEND_ID,
@@ -104,7 +104,7 @@ def block_id(index: int) -> str:
 def put_blocks(url: str, chunks: list[bytes], content_type: str = "application/zip") -> None:
     for index, chunk in enumerate(chunks):
         reply = requests.put(
-            f"{url}&comp=block&blockid={requests.utils.quote(block_id(index), safe='')}",
+            f"{url}&comp=block&blockid={quote(block_id(index), safe="")}",
             data=chunk,
             timeout=10,
         )

@@ -62,8 +62,8 @@ SAS_VERSION = "2021-08-06"
 
 RUN_BACKEND_ID = "ce7f54c7-61c7-4aae-887f-30da475f5f1a"
 JOB_BACKEND_ID = "ca395085-040a-526b-2ce8-bdc85f692774"
-TOKEN_SECRET = "orchestra-fake-actions-token-secret"  # noqa: S105 - signs test tokens only
-TOKEN_ISSUER = "vstoken.actions.githubusercontent.com"  # noqa: S105 - a host name
+TOKEN_SECRET = "orchestra-fake-actions-token-secret"
+TOKEN_ISSUER = "vstoken.actions.githubusercontent.com"
 
 _INVALID_NAME_CHARS = '":<>|*?\r\n\\/'
 _TWIRP_STATUS = {
@@ -567,7 +567,7 @@ class LocalBlobStore:
     ) -> Reply:
         item = blobs.setdefault(name, _Blob())
         try:
-            root = ET.fromstring(body)  # noqa: S314 - a test double reading its test clients
+            root = ET.fromstring(body)
         except ET.ParseError:
             return blob_error(
                 400, "InvalidXmlDocument", "XML specified is not syntactically valid."

@@ -1,1 +1,0 @@
-"""Reusable test doubles: fake agent CLIs (and, later, fake GitHub services)."""
