@@ -104,7 +104,7 @@ def block_id(index: int) -> str:
 def put_blocks(url: str, chunks: list[bytes], content_type: str = "application/zip") -> None:
     for index, chunk in enumerate(chunks):
         reply = requests.put(
-            f"{url}&comp=block&blockid={quote(block_id(index), safe="")}",
+            f"{url}&comp=block&blockid={quote(block_id(index), safe='')}",
             data=chunk,
             timeout=10,
         )
