@@ -17,6 +17,8 @@ from pydantic import (
 from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.presets import PRESETS
+from orchestra_ci.record import TaskRecord
+from orchestra_ci.sanitize import fence
 from orchestra_ci.validation import describe
 
 
@@ -128,6 +130,18 @@ def substitute(text: str, values: dict[str, str]) -> str:
         out.append(text[i])
         i += 1
     return "".join(out)
+
+
+def with_feedback(record: TaskRecord) -> str:
+    """The task's prompt, plus why the last attempt's result was rejected, if it was."""
+    output = record.get("verifyOutput")
+    if not output:
+        return record["prompt"]
+    command = record.get("verify") or "the verification command"
+    return (
+        f"{record['prompt']}\n\nA previous attempt at this task was rejected because "
+        f"verification (`{command}`) failed. The end of its output:\n{fence(output)}\n"
+    )
 
 
 def render_prompt(spec: AgentSpec, prompt: str, values: dict[str, str], root: Path) -> str:

@@ -50,9 +50,10 @@ def remove_stale_temp_files(directory: Path) -> int:
     return removed
 
 
-def pid_exists(pid: int) -> bool:
+def pid_exists(pid: int, *, group: bool = False) -> bool:
+    """Is there a process ``pid`` (with ``group``: a process group ``pid``)?"""
     try:
-        os.kill(pid, 0)
+        (os.killpg if group else os.kill)(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:

@@ -225,6 +225,7 @@ def run_batch(
         store,
         agents,
         settings,
+        redactor=redactor,
         daemon=daemon,
         on_progress=console.status if console.live else None,
         on_change=observer,

@@ -1,8 +1,10 @@
 """The runner: claims tasks, runs their agents in parallel, records what happened.
 
-Decisions come from the pure modules (``schedule``, ``outcome``, ``retry_policy``); this
-module only acts on them: it claims records under the queue lock, starts processes,
-writes sentinels and reports, and reacts to the clock and to signals.
+Decisions come from the pure modules (``schedule`` picks what runs next, ``outcome`` says
+what an attempt's ending means, ``retry_policy`` when to retry, ``transitions`` what a
+record becomes, ``agent_pool`` which agents are usable); this module only acts on them: it
+claims records under the queue lock, starts processes, writes records, sentinels and
+reports, and reacts to the clock and to signals.
 """
 
 import asyncio
@@ -14,14 +16,15 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from orchestra_ci import atomic, report
-from orchestra_ci.agents import AgentSpec, render_argv, render_prompt
+from orchestra_ci import atomic, report, transitions
+from orchestra_ci.agent_pool import AgentPool
+from orchestra_ci.agents import AgentSpec, render_argv, render_prompt, with_feedback
 from orchestra_ci.durations import format_duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.limits import looks_successful, read_output
@@ -29,15 +32,14 @@ from orchestra_ci.outcome import AttemptResult, Verdict, classify
 from orchestra_ci.process import (
     Control,
     Launch,
-    adopt_orphans,
+    ProcessResult,
+    Supervisor,
     kill_attempt,
     run_attempt,
-    stop_adopted,
 )
-from orchestra_ci.record import Attempt, TaskRecord, now_iso
-from orchestra_ci.redact import redactor
+from orchestra_ci.record import Attempt, TaskRecord, timestamp
+from orchestra_ci.redact import Redactor
 from orchestra_ci.retry_policy import decide
-from orchestra_ci.sanitize import fence
 from orchestra_ci.schedule import Blocked, Scheduler
 from orchestra_ci.settings import Settings
 from orchestra_ci.store import RunnerLease, Store
@@ -90,6 +92,7 @@ class Engine:
     store: Store
     agents: dict[str, AgentSpec]
     settings: Settings
+    redactor: Redactor = field(default_factory=Redactor)  # the run's secrets
     daemon: bool = False
     on_progress: Callable[[str], None] | None = None
     on_change: Callable[[TaskRecord], None] | None = None
@@ -97,6 +100,7 @@ class Engine:
     shard: str | None = None
     started: float | None = None  # time.monotonic() when the run began (default: now)
     runner_id: str = field(default_factory=lambda: f"r{os.getpid()}-{secrets.token_hex(4)}")
+    clock: Callable[[], float] = time.time  # the wall clock records and retry delays use
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler()
@@ -117,9 +121,9 @@ class Engine:
                 raise UsageError(
                     f"isolation 'worktree' needs a git repository at {self.store.root}"
                 )
-        self.cooldown: dict[str, float] = {}  # agent -> epoch seconds when it may run again
-        self.disabled: dict[str, str] = {}  # agent -> the fatal error that disabled it
-        self.started_at = now_iso()
+        self.pool = AgentPool({n: s.fallback for n, s in self.agents.items()}, self.clock)
+        self.supervisor = Supervisor()
+        self.started_at = transitions.iso(self._now())
         self._t0 = self.started if self.started is not None else time.monotonic()
         self.deadline: float | None = (
             self._t0 + self.settings.time_budget if self.settings.time_budget is not None else None
@@ -141,7 +145,7 @@ class Engine:
         )
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        adopting = adopt_orphans(True)
+        adopting = self.supervisor.adopt(True)
         try:
             self.recover()
             log.info(
@@ -163,13 +167,16 @@ class Engine:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             if adopting:
-                await asyncio.to_thread(stop_adopted, self.settings.grace)
-                adopt_orphans(False)
+                await asyncio.to_thread(self.supervisor.stop_adopted, self.settings.grace)
+                self.supervisor.adopt(False)
             lease.release()
         code = self._exit_code()
         final = self.write_report(final=True, exit_code=code)
         log.info("run finished", exit_code=code, **final.totals)
         return RunOutcome(code, final)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
 
     # -- queue state --------------------------------------------------------------------
 
@@ -212,17 +219,8 @@ class Engine:
             # The agent may have started before its .pid was written: its marker finds it.
             kill_attempt(pid, attempts[-1]["marker"], self.settings.grace)
 
-        def requeue(r: TaskRecord) -> None:
-            if r["status"] != "running":
-                return
-            for attempt in (r.get("attempts") or [])[-1:]:
-                if "outcome" not in attempt:
-                    attempt["endedAt"] = now_iso()
-                    attempt["outcome"] = "interrupted"
-                    attempt["error"] = "the runner stopped unexpectedly"
-            r["status"] = "pending"
-            r["runnerId"] = None
-            r["pid"] = None
+        def requeue(r: TaskRecord) -> TaskRecord:
+            return transitions.interrupt(r, self._now(), "the runner stopped unexpectedly")
 
         def no_pid(_: TaskRecord) -> None:
             self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
@@ -296,7 +294,7 @@ class Engine:
         candidates = [max(0.0, self._report_due - now) + 0.01, 0.5]
         wake = self.scheduler.next_wake()
         if wake is not None:
-            candidates.append(max(0.0, wake - time.time()))
+            candidates.append(max(0.0, wake - self.clock()))
         if self.deadline is not None:
             candidates.append(max(0.0, self.deadline - now))
         if self.daemon:
@@ -322,7 +320,7 @@ class Engine:
             return False
         wake = self.scheduler.next_wake()
         if wake is not None and (
-            self.deadline is None or wake - time.time() < self.deadline - time.monotonic()
+            self.deadline is None or wake - self.clock() < self.deadline - time.monotonic()
         ):
             return False
         return not self._waiting_on_others()
@@ -331,7 +329,7 @@ class Engine:
         """Fill free slots. Each task is claimed in a worker thread (file system work stays
         off the event loop); a task another runner took meanwhile frees its slot again."""
         while (free := self.settings.parallel - self._slots_used) > 0:
-            candidates = self.scheduler.take(time.time(), free)
+            candidates = self.scheduler.take(self.clock(), free)
             if not candidates:
                 return
             for task_id in candidates:
@@ -370,69 +368,25 @@ class Engine:
             self.running.pop(task_id, None)
             self._wake.set()
 
-    def _agent_for(self, record: TaskRecord) -> str | None:
-        """The agent for the next attempt: the one chosen by a fallback switch, else the
-        task's own; an agent that failed fatally in this run hands over to its fallbacks."""
-        wanted = record.get("nextAgent") or record["agent"]
-        if wanted not in self.disabled:
-            return wanted
-        return self._fallback(record, wanted, include_cooling=True)
-
-    def _fallback(
-        self, record: TaskRecord, current: str, include_cooling: bool = False
-    ) -> str | None:
-        primary = record["agent"]
-        chain = [primary, *self.agents[primary].fallback] if primary in self.agents else []
-        now = time.time()
-        for name in chain:
-            if name == current or name in self.disabled or name not in self.agents:
-                continue
-            if include_cooling or self.cooldown.get(name, 0.0) <= now:
-                return name
-        return None
-
     def _claim(self, task_id: str) -> "_Claim":
         """Take the task for this runner, if it is still pending and due, atomically.
         Runs in a worker thread: it touches the store only; :meth:`_claimed` does the rest."""
         with self.store.locked():
             record = self.store.read(task_id)
-            due = (
-                record is not None
-                and record["status"] == "pending"
-                and ((record.get("nextAttemptAt") or "") <= now_iso())
-            )
-            if record is None or not due:
+            now = self._now()
+            if record is None or not transitions.is_due(record, now):
                 return _Claim(record)
-            agent = self._agent_for(record)
+            agent = self.pool.choose(record)
             if agent is None:
-                disabled = dict(self.disabled)  # the loop thread may add to it meanwhile
-                message = "no usable agent: " + "; ".join(f"{a}: {e}" for a, e in disabled.items())
-                now = now_iso()
-                record.update(
-                    {"status": "failed", "completedAt": now, "errorMessage": redactor(message)}
-                )
+                message = self.redactor(self.pool.unusable())
+                record = transitions.fail(record, message, now)
                 self.store.write(record)
-                self.store.write_error(task_id, redactor(message))
+                self.store.write_error(task_id, message)
                 return _Claim(record, failed=message)
-            until = self.cooldown.get(agent, 0.0)
-            if until > time.time():
+            until = self.pool.cooling_until(agent)
+            if until is not None:
                 return _Claim(record, cooling_until=until)
-            attempts = record.setdefault("attempts", [])
-            number = len(attempts) + 1
-            started = now_iso()
-            attempts.append(
-                {
-                    "number": number,
-                    "agent": agent,
-                    "startedAt": started,
-                    "runnerId": self.runner_id,
-                    "marker": f"{self.runner_id}.{task_id}.{number}",
-                }
-            )
-            record["status"] = "running"
-            record["runnerId"] = self.runner_id
-            record["startedAt"] = record.get("startedAt") or started
-            record["nextAttemptAt"] = None
+            record = transitions.claim(record, agent=agent, runner_id=self.runner_id, now=now)
             self.store.sentinel(task_id, "done").unlink(missing_ok=True)
             self.store.sentinel(task_id, "error").unlink(missing_ok=True)
             self.store.write(record, durable=False)
@@ -495,18 +449,9 @@ class Engine:
                 f"===== orchestra-ci · task {task_id} · attempt {attempt['number']} · "
                 f"agent {agent} · {attempt['startedAt']} =====\n"
             )
-            result = await run_attempt(
-                self._launch(
-                    task_id,
-                    attempt,
-                    render_argv(spec, prompt, values),
-                    workdir,
-                    spec.env,
-                    header,
-                    timeout,
-                ),
-                control,
-                lambda pid: self.store.write_pid(task_id, pid),
+            argv = render_argv(spec, prompt, values)
+            result = await self._run(
+                task_id, attempt, argv, workdir, spec.env, header, timeout, control
             )
             tail = result.tail.decode(errors="replace")
             verdict = classify(
@@ -515,7 +460,7 @@ class Engine:
                     stop_reason=result.stop_reason,
                     spawn_error=result.spawn_error,
                     done_sentinel=self.store.sentinel(task_id, "done").exists(),
-                    error_sentinel=self.store.read_error(task_id, clean=redactor),
+                    error_sentinel=self.store.read_error(task_id, clean=self.redactor),
                     timeout=timeout,
                     output=read_output(tail, spec.rate_limit_patterns, spec.fatal_patterns),
                     reported_success=looks_successful(tail, spec.success_patterns),
@@ -554,7 +499,7 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.isolation.remove, task_id)
 
-    def _launch(
+    async def _run(
         self,
         task_id: str,
         attempt: Attempt,
@@ -563,8 +508,10 @@ class Engine:
         env: dict[str, str],
         header: str,
         timeout: float,
-    ) -> Launch:
-        return Launch(
+        control: Control,
+    ) -> ProcessResult:
+        """Run one process of the attempt (the agent, or the verification command)."""
+        launch = Launch(
             argv=argv,
             cwd=workdir,
             env={
@@ -579,7 +526,11 @@ class Engine:
             marker=attempt["marker"],
             timeout=timeout,
             grace=self.settings.grace,
+            redactor=self.redactor,
             log_cap=self.settings.log_cap_bytes,
+        )
+        return await run_attempt(
+            launch, control, lambda pid: self.store.write_pid(task_id, pid), self.supervisor
         )
 
     async def _verify(
@@ -594,12 +545,9 @@ class Engine:
         """Run the verification command where the agent worked; its failure fails the
         attempt, and its output goes to the next attempt's prompt."""
         header = f"----- orchestra-ci · verification: {command} -----\n"
-        result = await run_attempt(
-            self._launch(task_id, attempt, ["bash", "-c", command], workdir, {}, header, timeout),
-            control,
-            lambda pid: self.store.write_pid(task_id, pid),
-        )
-        output = redactor(result.tail.decode(errors="replace")[-4000:])
+        argv = ["bash", "-c", command]
+        result = await self._run(task_id, attempt, argv, workdir, {}, header, timeout, control)
+        output = self.redactor(result.tail.decode(errors="replace")[-4000:])
         if result.stop_reason is not None:
             verdict = classify(AttemptResult(result.exit_code, result.stop_reason), "exit")
             return verdict, None
@@ -624,15 +572,11 @@ class Engine:
         }
 
     def _note_agent(self, agent: str, verdict: Verdict) -> None:
-        """A fatal error disables the agent for the run; a rate limit cools it down for
-        every worker, not only for the task that hit it."""
+        cooling = self.pool.note(agent, verdict, self.settings.backoff)
         if verdict.outcome == "fatal":
-            self.disabled[agent] = verdict.error or "fatal error"
             log.error("agent disabled for this run", agent=agent, error=verdict.error)
-        elif verdict.outcome == "rate_limited":
-            wait = verdict.retry_after if verdict.retry_after is not None else self.settings.backoff
-            self.cooldown[agent] = max(self.cooldown.get(agent, 0.0), time.time() + wait)
-            log.warning("agent cooling down", agent=agent, seconds=round(wait, 1))
+        elif cooling is not None:
+            log.warning("agent cooling down", agent=agent, seconds=round(cooling, 1))
 
     async def _finish(
         self,
@@ -663,7 +607,7 @@ class Engine:
             task=task_id,
             outcome=outcome,
             error=verdict.error,
-            retry_in=round(next_at - time.time(), 1) if next_at else None,
+            retry_in=round(next_at - self.clock(), 1) if next_at else None,
         )
 
     def _record_finish(
@@ -671,29 +615,20 @@ class Engine:
     ) -> tuple[TaskRecord, str, str, float | None]:
         """The store's side of :meth:`_finish`: the record, the attempt's outcome, the
         task's status after it and when it may run again."""
-        verdict, exit_code, pid, tail = ending.verdict, ending.exit_code, ending.pid, ending.tail
-        usage, extra = ending.usage, ending.extra
-        now = now_iso()
-        outcome = verdict.outcome
-        status_after = "pending"
-        next_at: float | None = None
+        verdict = ending.verdict
+        end = transitions.AttemptEnd(
+            outcome=verdict.outcome,
+            error=self.redactor(verdict.error) if verdict.error else None,
+            exit_code=ending.exit_code,
+            pid=ending.pid,
+            usage=ending.usage.fields() if ending.usage is not None else {},
+            results=ending.extra or {},
+        )
+        now = self._now()
 
-        def apply(record: TaskRecord) -> None:
+        def apply(record: TaskRecord) -> TaskRecord:
             # May run twice (store.update redoes it on a version written meanwhile).
-            nonlocal outcome, status_after, next_at
-            outcome = "cancelled" if record["status"] == "cancelled" else verdict.outcome
-            next_at = None
-            attempt = record["attempts"][-1]
-            attempt.update({"endedAt": now, "exitCode": exit_code, "outcome": outcome})
-            if usage is not None:
-                attempt.update(usage.fields())  # type: ignore[typeddict-item]
-            if extra:
-                record.update(extra)  # type: ignore[typeddict-item]
-            if pid is not None:
-                attempt["pid"] = pid
-            error = "cancelled" if outcome == "cancelled" else verdict.error
-            if error:
-                attempt["error"] = redactor(error)
+            outcome = transitions.outcome_of(record, end)
             decision = decide(
                 outcome,
                 record.get("retryCount") or 0,
@@ -701,73 +636,35 @@ class Engine:
                 record.get("backoff") or self.settings.backoff,
                 record.get("backoffMax") or self.settings.backoff_max,
                 retry_after=verdict.retry_after,
-                fallback=self._fallback(record, attempt["agent"])
+                fallback=self.pool.fallback(record, record["attempts"][-1]["agent"])
                 if outcome in ("rate_limited", "fatal")
                 else None,
             )
-            record["runnerId"] = None
-            record["pid"] = None
-            if decision.action == "switch":
-                record["status"] = "pending"
-                record["nextAgent"] = decision.agent
-                record["errorMessage"] = redactor(error or "")
-            elif decision.action == "complete":
-                record.update({"status": "complete", "completedAt": now, "errorMessage": None})
-            elif decision.action == "retry":
-                retry = (record.get("retryCount") or 0) + 1
-                record["retryCount"] = retry
-                record.setdefault("retryHistory", []).append(
-                    {
-                        "attempt": retry,
-                        "timestamp": now,
-                        "error": redactor(error or ""),
-                        "retriedFrom": task_id,
-                    }
-                )
-                at = datetime.now(UTC) + timedelta(seconds=decision.delay)
-                record["nextAttemptAt"] = at.isoformat(timespec="milliseconds")
-                record["status"] = "pending"
-                record["errorMessage"] = redactor(error or "")
-                next_at = at.timestamp()
-            elif decision.action == "requeue":
-                record["status"] = "pending"
-            elif decision.action == "cancel":
-                record["status"] = "cancelled"
-                record["completedAt"] = record.get("completedAt") or now
-            else:
-                record.update(
-                    {"status": "failed", "completedAt": now, "errorMessage": redactor(error or "")}
-                )
-            status_after = record["status"]
+            return transitions.finish(record, end, decision, now)
 
         def sentinels(record: TaskRecord) -> None:
-            if status_after == "complete" and not self.store.sentinel(task_id, "done").exists():
+            status = record["status"]
+            if status == "complete" and not self.store.sentinel(task_id, "done").exists():
                 self.store.write_done(task_id)
-            if status_after == "failed" and not self.store.sentinel(task_id, "error").exists():
-                details = redactor(tail[-4000:].decode(errors="replace"))
-                self.store.write_error(task_id, redactor(verdict.error or "failed"), details)
+            if status == "failed" and not self.store.sentinel(task_id, "error").exists():
+                details = self.redactor(ending.tail[-4000:].decode(errors="replace"))
+                self.store.write_error(task_id, end.error or "failed", details)
             self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
 
         record = self.store.update(task_id, apply, then=sentinels)
-        return record, outcome, status_after, next_at
+        outcome = record["attempts"][-1].get("outcome", verdict.outcome)
+        next_at = timestamp(record.get("nextAttemptAt")) if record["status"] == "pending" else None
+        return record, outcome, record["status"], next_at
 
     def _fail_blocked(self) -> None:
         for blocked in self.scheduler.pop_blocked():
             self._write_blocked(blocked)
 
     def _write_blocked(self, blocked: Blocked) -> None:
-        now = now_iso()
+        now = self._now()
 
-        def apply(record: TaskRecord) -> None:
-            if record["status"] == "pending":
-                record.update(
-                    {
-                        "status": "failed",
-                        "completedAt": now,
-                        "blockedBy": blocked.blocker,
-                        "errorMessage": blocked.message,
-                    }
-                )
+        def apply(record: TaskRecord) -> TaskRecord:
+            return transitions.block(record, blocked.blocker, blocked.message, now)
 
         def error_file(record: TaskRecord) -> None:
             if record["status"] == "failed":
@@ -858,7 +755,7 @@ class Engine:
             self.store.iter_records(self.only),
             run_id=self.runner_id,
             started_at=self.started_at,
-            ended_at=now_iso() if final else None,
+            ended_at=transitions.iso(self._now()) if final else None,
             time_budget=self.settings.time_budget,
             parallel=self.settings.parallel,
             stopped_by=stopped_by,
@@ -868,15 +765,3 @@ class Engine:
         with contextlib.suppress(OSError):
             report.write(self.store.results_path, built)
         return built
-
-
-def with_feedback(record: TaskRecord) -> str:
-    """The task's prompt, plus why the last attempt's result was rejected, if it was."""
-    output = record.get("verifyOutput")
-    if not output:
-        return record["prompt"]
-    command = record.get("verify") or "the verification command"
-    return (
-        f"{record['prompt']}\n\nA previous attempt at this task was rejected because "
-        f"verification (`{command}`) failed. The end of its output:\n{fence(output)}\n"
-    )

@@ -19,9 +19,8 @@ from pydantic import Field, ValidationError
 from orchestra_ci import summary
 from orchestra_ci.durations import format_duration
 from orchestra_ci.record import STATUSES, now_iso, timestamp
-from orchestra_ci.report import SCHEMA_VERSION, RunReport, TaskReport, _Model
+from orchestra_ci.report import SCHEMA_VERSION, RunReport, TaskReport, _Model, overlaps
 from orchestra_ci.sharding import parse_shard, shard_label
-from orchestra_ci.worktrees import overlaps
 
 RESULTS_FILE = "results.json"
 

@@ -5,8 +5,10 @@ Kept free of pydantic and structlog so that ``start``, ``cancel`` and friends st
 
 import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
+from orchestra_ci import transitions
 from orchestra_ci.errors import UsageError
 from orchestra_ci.presets import agent_names
 from orchestra_ci.record import (
@@ -15,8 +17,6 @@ from orchestra_ci.record import (
     check_task_id,
     new_record,
     new_task_id,
-    now_iso,
-    reset_to_pending,
     timestamp,
 )
 from orchestra_ci.store import Store
@@ -101,7 +101,7 @@ def retry_tasks(store: Store, task_id: str | None) -> list[str]:
             chosen |= extra
             grew = bool(extra)
         for tid in sorted(chosen):
-            store.update(tid, reset_to_pending)
+            store.update(tid, transitions.retry)
             store.sentinel(tid, "error").unlink(missing_ok=True)
             store.sentinel(tid, "done").unlink(missing_ok=True)
     return sorted(chosen)
@@ -113,14 +113,13 @@ def cancel_task(store: Store, task_id: str, grace: float = 5.0) -> str:
     Returns the status the task had."""
     previous = ""
 
-    def apply(record: TaskRecord) -> None:
+    def apply(record: TaskRecord) -> TaskRecord:
         nonlocal previous
         previous = record["status"]
-        if previous in FINISHED:
-            raise UsageError(f"task {task_id!r} is already {previous}")
-        record["status"] = "cancelled"
-        record["completedAt"] = now_iso()
-        record["errorMessage"] = "cancelled"
+        try:
+            return transitions.cancel(record, datetime.now(UTC))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
 
     with store.locked():
         record = store.update(task_id, apply)

@@ -20,16 +20,12 @@ from pathlib import Path
 
 from orchestra_ci import atomic
 from orchestra_ci.outcome import StopReason
-from orchestra_ci.redact import redactor
+from orchestra_ci.redact import Redactor
 
 MARKER_VAR = "ORCHESTRA_ATTEMPT_ID"
 _CHUNK = 65536
 _TAIL = 65536
 _PR_SET_CHILD_SUBREAPER = 36
-
-# Agents this process started and has not reaped: its other children are adopted orphans.
-_agents: set[int] = set()
-_adopting = False
 
 
 @dataclass
@@ -42,6 +38,7 @@ class Launch:
     marker: str
     timeout: float | None
     grace: float
+    redactor: Redactor  # masks secrets in the log
     log_cap: int = 50 * 1024 * 1024
 
 
@@ -205,82 +202,80 @@ async def _gone(
         await asyncio.sleep(min(0.05, left))
 
 
-def adopt_orphans(enable: bool) -> bool:
-    """Become (or stop being) the reaper of orphaned descendants (Linux's child subreaper).
+class Supervisor:
+    """A run's agents and what they leave behind.
 
-    Whatever an agent leaves running when it exits then becomes a child of the runner
-    instead of init's: finding leftovers is one read of our own children list instead of a
-    scan of every process's environment after every attempt. False where unavailable.
+    On Linux the runner becomes the child subreaper of its descendants (:meth:`adopt`):
+    whatever an agent leaves running when it exits then becomes a child of the runner
+    instead of init's, so finding leftovers is one read of our own children list instead
+    of a scan of every process's environment after every attempt.
     """
-    global _adopting
-    import ctypes  # only here: Linux only, needed once per run
 
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        ok = libc.prctl(_PR_SET_CHILD_SUBREAPER, int(enable), 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        ok = False
-    _adopting = enable and ok and adopted() is not None
-    return _adopting
+    def __init__(self) -> None:
+        self.agents: set[int] = set()  # started and not reaped: other children are orphans
+        self.adopting = False
 
+    def adopt(self, enable: bool) -> bool:
+        """Become (or stop being) the reaper of orphaned descendants; False where the
+        platform has no such thing."""
+        import ctypes  # only here: Linux only, needed once per run
 
-def adopted() -> list[int] | None:
-    """Children of this process other than the agents it started (None: unknown)."""
-    try:
-        children = atomic.read_bytes(Path(f"/proc/self/task/{os.getpid()}/children")).split()
-    except OSError:
-        return None
-    return [pid for pid in map(int, children) if pid not in _agents]
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            ok = libc.prctl(_PR_SET_CHILD_SUBREAPER, int(enable), 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            ok = False
+        self.adopting = enable and ok and self.adopted() is not None
+        return self.adopting
+
+    def adopted(self) -> list[int] | None:
+        """Children of this process other than the agents it started (None: unknown)."""
+        try:
+            children = atomic.read_bytes(Path(f"/proc/self/task/{os.getpid()}/children")).split()
+        except OSError:
+            return None
+        return [pid for pid in map(int, children) if pid not in self.agents]
+
+    def reap_adopted(self) -> None:
+        _reap(self.adopted() or [])
+
+    def left_running(self, pgid: int, marker: str) -> bool:
+        """Did a finished attempt leave processes running: in its group, or outside it
+        (daemons carrying its marker)?"""
+        if not self.adopting:
+            return atomic.pid_exists(pgid, group=True) or bool(attempt_pids(None, marker))
+        strays = self.adopted()
+        if strays:
+            _reap(strays)  # those that died with the agent (or since) are our zombies
+            strays = self.adopted()
+        if atomic.pid_exists(pgid, group=True):
+            return True
+        # Every live descendant of a finished agent would be our child.
+        return bool(strays) and bool(attempt_pids(None, marker))
+
+    def stop_adopted(self, grace: float) -> None:
+        """Stop every orphan the run adopted (SIGTERM, ``grace``, SIGKILL) and reap it: at
+        the end of a run nothing its agents started outlives it, even without the marker."""
+        deadline = time.monotonic() + grace
+        give_up = deadline + 2.0  # a process stuck in the kernel cannot hold up the runner
+        sig = signal.SIGTERM
+        while (strays := [pid for pid in self.adopted() or [] if _live(pid)]) and (
+            time.monotonic() < give_up
+        ):
+            for pid in strays:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
+            if time.monotonic() >= deadline:
+                sig = signal.SIGKILL
+            time.sleep(0.02)
+            _reap(strays)
+        self.reap_adopted()
 
 
 def _reap(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-
-
-def _left_running(pgid: int, marker: str) -> bool:
-    """Did a finished attempt leave processes running: in its group, or outside it
-    (daemons carrying its marker)?"""
-    if not _adopting:
-        return _group_alive(pgid) or bool(attempt_pids(None, marker))
-    strays = adopted()
-    if strays:
-        _reap(strays)  # those that died with the agent (or since) are our zombies
-        strays = adopted()
-    if _group_alive(pgid):
-        return True
-    # Every live descendant of a finished agent would be our child.
-    return bool(strays) and bool(attempt_pids(None, marker))
-
-
-def stop_adopted(grace: float) -> None:
-    """Stop every orphan the run adopted (SIGTERM, ``grace``, SIGKILL) and reap it: at the
-    end of a run nothing its agents started outlives it, even without the marker."""
-    deadline = time.monotonic() + grace
-    give_up = deadline + 2.0  # a process stuck in the kernel cannot hold up the runner
-    sig = signal.SIGTERM
-    while (strays := [pid for pid in adopted() or [] if _live(pid)]) and (
-        time.monotonic() < give_up
-    ):
-        for pid in strays:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        if time.monotonic() >= deadline:
-            sig = signal.SIGKILL
-        time.sleep(0.02)
-        _reap(strays)
-    _reap(adopted() or [])
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _LogPump:
@@ -290,7 +285,7 @@ class _LogPump:
     decide when the attempt ends: a child that keeps the pipe open cannot hold up the run.
     """
 
-    def __init__(self, log: Path, header: str, cap: int) -> None:
+    def __init__(self, log: Path, header: str, cap: int, redactor: Redactor) -> None:
         # Unbuffered: every chunk goes straight to the file, so the log is current while the
         # agent runs and nothing is lost if the runner is killed.
         self._log = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
@@ -412,14 +407,18 @@ def _devnull() -> int:
 
 
 async def run_attempt(
-    launch: Launch, control: Control, on_start: Callable[[int], None]
+    launch: Launch,
+    control: Control,
+    on_start: Callable[[int], None],
+    supervisor: Supervisor,
 ) -> ProcessResult:
     """Run one attempt to its end; never raises for agent failures."""
+    args = (launch.log_path, launch.header, launch.log_cap, launch.redactor)
     try:
-        log = _LogPump(launch.log_path, launch.header, launch.log_cap)
+        log = _LogPump(*args)
     except FileNotFoundError:  # its directory is gone (removed by hand while running?)
         launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = _LogPump(launch.log_path, launch.header, launch.log_cap)
+        log = _LogPump(*args)
     env = {**launch.env, MARKER_VAR: launch.marker}
     executable = resolve_command(launch.argv[0], env)
     if executable is None:
@@ -444,7 +443,7 @@ async def run_attempt(
         return ProcessResult(exit_code=None, spawn_error=message)
     finally:
         os.close(write_end)
-    _agents.add(proc.pid)
+    supervisor.agents.add(proc.pid)
     log.attach(read_end)
     try:
         on_start(proc.pid)
@@ -452,7 +451,7 @@ async def run_attempt(
         # The attempt cannot be tracked (e.g. its .pid file cannot be written): stop it.
         kill_attempt(proc.pid, launch.marker, 0)
         proc.wait()
-        _agents.discard(proc.pid)
+        supervisor.agents.discard(proc.pid)
         log.detach()
         log.close("")
         raise
@@ -473,13 +472,13 @@ async def run_attempt(
         if not exited.done():  # we are being cancelled ourselves: take the agent down too
             kill_attempt(proc.pid, launch.marker, 0)
         code = proc.wait()
-        _agents.discard(proc.pid)
+        supervisor.agents.discard(proc.pid)
         # Whatever the agent left running (children, daemons that left its session but carry
         # its marker) ends with the attempt.
-        if _left_running(proc.pid, launch.marker):
+        if supervisor.left_running(proc.pid, launch.marker):
             await stop_attempt(proc.pid, launch.marker, min(launch.grace, 2.0), exited)
-            if _adopting:
-                _reap(adopted() or [])
+            if supervisor.adopting:
+                supervisor.reap_adopted()
         assert log.eof is not None
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(log.eof), timeout=2)

@@ -20,7 +20,6 @@ Outcome = Literal[
     "not_found",
     "interrupted",
     "cancelled",
-    "blocked",
     "rate_limited",
     "fatal",
 ]
@@ -166,15 +165,3 @@ def new_record(
         "backoff": backoff,
         "backoffMax": backoff_max,
     }
-
-
-def reset_to_pending(record: TaskRecord) -> None:
-    """Put a failed or cancelled task back in the queue with a fresh retry allowance."""
-    record["status"] = "pending"
-    record["retryCount"] = 0
-    record["errorMessage"] = None
-    record["blockedBy"] = None
-    record["completedAt"] = None
-    record["nextAttemptAt"] = None
-    record["runnerId"] = None
-    record["pid"] = None

@@ -1,7 +1,7 @@
 """``results.json``: the run report that summaries, comments and shard merges render from."""
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +9,28 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestra_ci import atomic
 from orchestra_ci.record import STATUSES, TaskRecord, timestamp
-from orchestra_ci.worktrees import overlaps
 
 SCHEMA_VERSION = 1
+
+
+def overlaps(changed: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """For every task, the other tasks that changed at least one of the same files.
+
+    Every task of ``changed`` is a key (an empty list when it shares no file), in the
+    order given; the other tasks are sorted.
+    """
+    by_file: dict[str, set[str]] = {}
+    for task, files in changed.items():
+        for name in files:
+            by_file.setdefault(name, set()).add(task)
+    result: dict[str, list[str]] = {}
+    for task, files in changed.items():
+        others: set[str] = set()
+        for name in files:
+            others |= by_file[name]
+        others.discard(task)
+        result[task] = sorted(others)
+    return result
 
 
 class _Model(BaseModel):

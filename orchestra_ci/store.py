@@ -177,12 +177,13 @@ class Store:
     def update(
         self,
         task_id: str,
-        change: Callable[[TaskRecord], None],
+        change: Callable[[TaskRecord], TaskRecord | None],
         *,
         then: Callable[[TaskRecord], None] | None = None,
     ) -> TaskRecord:
         """Read, change and durably write one record, atomically with respect to every other
         writer; ``then`` runs under the same queue lock once the record is in place.
+        ``change`` edits the record it is given, or returns the new record (a transition).
 
         The new version is written and flushed to disk before the lock is taken, and put in
         place only if the record did not change meanwhile (else ``change`` is applied again
@@ -193,8 +194,7 @@ class Store:
         before = _read_raw(path)
         if before is None:
             raise TaskNotFound(task_id)
-        record = self._parse(path, before)
-        change(record)
+        record = _changed(self._parse(path, before), change)
         record["updatedAt"] = now_iso()
         try:
             temp = atomic.write_temp(path, atomic.dump_json(record))
@@ -208,8 +208,7 @@ class Store:
                 if current == before:
                     os.replace(temp, path)
                 else:  # someone else wrote it meanwhile: redo the change on their version
-                    record = self.get(task_id)
-                    change(record)
+                    record = _changed(self.get(task_id), change)
                     self.write(record)
                 if then is not None:
                     then(record)
@@ -270,10 +269,6 @@ class Store:
         text = raw.decode(errors="replace").strip()
         return {"error": text or "agent wrote an empty .error file", "details": ""}
 
-    def clear_sentinels(self, task_id: str) -> None:
-        for kind in ("done", "error", "pid"):
-            self.sentinel(task_id, kind).unlink(missing_ok=True)
-
     def write_pid(self, task_id: str, pid: int) -> None:
         """Written in place, not through a temp file: it is written once per attempt, in one
         ``write()`` of a few bytes, so a reader sees all of it or an empty file, which reads
@@ -313,6 +308,11 @@ class Store:
             os.close(fd)
         path.unlink(missing_ok=True)
         return False
+
+
+def _changed(record: TaskRecord, change: Callable[[TaskRecord], TaskRecord | None]) -> TaskRecord:
+    new = change(record)
+    return record if new is None else new
 
 
 def check_task_id_or_missing(task_id: str) -> None:

@@ -26,7 +26,7 @@ import shutil
 import stat
 import subprocess
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,26 +238,6 @@ def branch_name(task_id: str) -> str:
         digest = hashlib.sha256(task_id.encode()).hexdigest()[:10]
         return f"{BRANCH_PREFIX}{task_id.replace('.', '_')}-{digest}"
     return BRANCH_PREFIX + task_id
-
-
-def overlaps(changed: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
-    """For every task, the other tasks that changed at least one of the same files.
-
-    Every task of ``changed`` is a key (an empty list when it shares no file), in the
-    order given; the other tasks are sorted.
-    """
-    by_file: dict[str, set[str]] = {}
-    for task, files in changed.items():
-        for name in files:
-            by_file.setdefault(name, set()).add(task)
-    result: dict[str, list[str]] = {}
-    for task, files in changed.items():
-        others: set[str] = set()
-        for name in files:
-            others |= by_file[name]
-        others.discard(task)
-        result[task] = sorted(others)
-    return result
 
 
 def _checked(task_id: str) -> str:

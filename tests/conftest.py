@@ -188,3 +188,19 @@ def parse_outputs(text: str) -> dict[str, str]:
             value.append(inner)
         out[name] = "\n".join(value)
     return out
+
+
+@pytest.fixture
+def tokyo() -> Iterator[None]:
+    """Local time nine hours ahead of UTC, as on a developer's laptop in Japan."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Tokyo"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()

@@ -1,16 +1,55 @@
-"""End-to-end runs through the real CLI, with fake agent processes."""
+"""Runs of the engine with fake agent processes: end to end through the real CLI, and
+in-process where a test needs the engine's own objects."""
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from orchestra_ci.batch import agents_for
+from orchestra_ci.engine import Engine, RunOutcome
+from orchestra_ci.record import new_record
+from orchestra_ci.settings import load_settings
+from orchestra_ci.store import Store
 from tests.conftest import CliRunner, alive, cli_env, records, write_tasks
+
+
+def run_in_process(root: Path, **flags: object) -> RunOutcome:
+    settings = load_settings(root, isolation="none", **flags)
+    engine = Engine(Store(root), agents_for(root, settings), settings)
+    return asyncio.run(engine.run())
+
+
+def test_in_process_run_retries_and_completes(root: Path) -> None:
+    store = Store(root).ensure()
+    store.create(new_record("flaky", "fake", "fail_times=1", backoff=0.01))
+    store.create(new_record("ok", "fake", "exit=0"))
+    outcome = run_in_process(root, parallel=2)
+    assert outcome.exit_code == 0
+    assert outcome.report.totals["complete"] == 2
+    assert records(root)["flaky"]["retryCount"] == 1
+
+
+def test_a_retry_time_in_naive_local_time_is_honoured(root: Path, tokyo: None) -> None:
+    # agent-orchestrator writes naive local times: one minute ago in Tokyo sorts, as text,
+    # after "now" in UTC. The claim once compared the strings: the task was never claimed
+    # and the runner spun until its budget ran out.
+    store = Store(root).ensure()
+    record = new_record("later", "fake", "exit=0")
+    a_minute_ago = datetime.now() - timedelta(minutes=1)
+    record["nextAttemptAt"] = a_minute_ago.isoformat()
+    store.create(record)
+    outcome = run_in_process(root, time_budget=10)
+    assert outcome.exit_code == 0
+    assert records(root)["later"]["status"] == "complete"
+    assert outcome.report.stopped_by is None  # done, not stopped by the budget
 
 
 def attempts_per_task(log: Path) -> dict[str, list[str]]:

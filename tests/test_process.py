@@ -13,11 +13,10 @@ from orchestra_ci.process import (
     Control,
     Launch,
     ProcessResult,
-    adopt_orphans,
-    adopted,
+    Supervisor,
     run_attempt,
-    stop_adopted,
 )
+from orchestra_ci.redact import Redactor
 from tests.conftest import FAKE_AGENT_SCRIPT, alive
 
 FAKE = [sys.executable, FAKE_AGENT_SCRIPT]
@@ -33,13 +32,17 @@ def launch(tmp_path: Path, argv: list[str], **kw: object) -> Launch:
         "marker": f"test-{tmp_path.name}",
         "timeout": 30.0,
         "grace": 0.5,
+        "redactor": Redactor(),
     }
     defaults.update(kw)
     return Launch(**defaults)  # type: ignore[arg-type]
 
 
 def run(
-    spec: Launch, control: Control | None = None, stop_after: float | None = None
+    spec: Launch,
+    control: Control | None = None,
+    stop_after: float | None = None,
+    supervisor: Supervisor | None = None,
 ) -> tuple[ProcessResult, list[int]]:
     started: list[int] = []
 
@@ -47,7 +50,7 @@ def run(
         ctl = control or Control()
         if stop_after is not None:
             asyncio.get_running_loop().call_later(stop_after, ctl.stop, "cancelled", 0.5)
-        return await run_attempt(spec, ctl, started.append)
+        return await run_attempt(spec, ctl, started.append, supervisor or Supervisor())
 
     return asyncio.run(main()), started
 
@@ -92,36 +95,38 @@ open(sys.argv[1], "w").write(str(daemon.pid))
 
 
 @pytest.fixture
-def adopting() -> Iterator[None]:
-    if not adopt_orphans(True):
+def adopting() -> Iterator[Supervisor]:
+    supervisor = Supervisor()
+    if not supervisor.adopt(True):
         pytest.skip("no child subreaper on this system")
     try:
-        yield
+        yield supervisor
     finally:
-        stop_adopted(0.0)
-        adopt_orphans(False)
+        supervisor.stop_adopted(0.0)
+        supervisor.adopt(False)
 
 
 def test_a_marked_daemon_left_by_an_exited_agent_is_found_among_adopted_orphans(
-    tmp_path: Path, adopting: None
+    tmp_path: Path, adopting: Supervisor
 ) -> None:
-    result, _ = run(launch(tmp_path, [*FAKE, "daemon exit=0"]))
+    result, _ = run(launch(tmp_path, [*FAKE, "daemon exit=0"]), supervisor=adopting)
     assert result.exit_code == 0
     daemon = int((tmp_path / "daemon.pid").read_text())
     assert not alive(daemon)
-    assert daemon not in (adopted() or [])  # stopped and reaped: no zombie is kept
+    assert daemon not in (adopting.adopted() or [])  # stopped and reaped: no zombie is kept
 
 
 def test_orphans_without_the_marker_are_stopped_at_the_end_of_the_run(
-    tmp_path: Path, adopting: None
+    tmp_path: Path, adopting: Supervisor
 ) -> None:
     pid_file = tmp_path / "daemon.pid"
-    result, _ = run(launch(tmp_path, [sys.executable, "-c", SCRUBBED_DAEMON, str(pid_file)]))
+    argv = [sys.executable, "-c", SCRUBBED_DAEMON, str(pid_file)]
+    result, _ = run(launch(tmp_path, argv), supervisor=adopting)
     assert result.exit_code == 0
     daemon = int(pid_file.read_text())
     # Nothing ties it to its attempt, but it is this process's child now ...
-    assert alive(daemon) and daemon in (adopted() or [])
-    stop_adopted(0.5)
+    assert alive(daemon) and daemon in (adopting.adopted() or [])
+    adopting.stop_adopted(0.5)
     # ... so the end of the run stops and reaps it.
     assert not alive(daemon) and not Path(f"/proc/{daemon}").exists()
 

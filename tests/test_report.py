@@ -297,3 +297,18 @@ def test_build_from_records_in_the_store(store: Store, records: list[TaskRecord]
     built = build(store.all())
     assert built.totals["total"] == len(records)
     assert by_id(built)["alpha"].duration == pytest.approx(3.75)
+
+
+# -- overlaps -------------------------------------------------------------------------------
+
+
+def test_overlaps() -> None:
+    assert report.overlaps({}) == {}
+    assert report.overlaps({"a": ["x", "y"], "b": ["y"], "c": ["z"], "d": ["x", "z"], "e": []}) == {
+        "a": ["b", "d"],
+        "b": ["a"],
+        "c": ["d"],
+        "d": ["a", "c"],
+        "e": [],
+    }
+    assert report.overlaps({"solo": ["x", "x"]}) == {"solo": []}

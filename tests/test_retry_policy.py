@@ -33,10 +33,6 @@ def test_not_found_fails_at_once() -> None:
     assert decide("not_found", 0, 5).action == "fail"
 
 
-def test_blocked_fails_at_once() -> None:
-    assert decide("blocked", 0, 5).action == "fail"
-
-
 @pytest.mark.parametrize("outcome", ["failed", "timeout"])
 def test_retryable_outcomes_retry_until_max_retries(outcome: Outcome) -> None:
     assert decide(outcome, 0, 3).action == "retry"

@@ -392,18 +392,6 @@ def test_read_error_without_a_file_is_none(store: Store) -> None:
     assert store.read_error("t") is None
 
 
-def test_clear_sentinels(store: Store) -> None:
-    add(store, "t")
-    store.write_done("t")
-    store.write_error("t", "e")
-    store.write_pid("t", 42)
-    store.log_path("t").write_text("log")
-    store.clear_sentinels("t")
-    assert sorted(os.listdir(store.tasks_dir)) == ["t.json"]
-    assert store.log_path("t").exists()
-    store.clear_sentinels("t")  # nothing left to clear is fine
-
-
 def test_write_pid_and_read_pid(store: Store) -> None:
     assert store.read_pid("t") is None
     store.write_pid("t", 12345)

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from orchestra_ci.errors import OrchestraError
+from orchestra_ci.report import overlaps
 from orchestra_ci.worktrees import (
     COMMIT_EMAIL,
     COMMIT_NAME,
@@ -17,7 +18,6 @@ from orchestra_ci.worktrees import (
     WorktreeError,
     branch_name,
     find_repo,
-    overlaps,
 )
 
 AGENT_IDENTITY = ["-c", "user.name=Agent", "-c", "user.email=agent@example.com"]
@@ -567,18 +567,3 @@ def test_git_errors_are_one_line_orchestra_errors(git_repo: Path, iso: Isolation
     assert "\n" not in message
     assert message.startswith("git worktree add failed")
     assert "orchestra/blocked" in message
-
-
-# -- overlaps -------------------------------------------------------------------------------
-
-
-def test_overlaps() -> None:
-    assert overlaps({}) == {}
-    assert overlaps({"a": ["x", "y"], "b": ["y"], "c": ["z"], "d": ["x", "z"], "e": []}) == {
-        "a": ["b", "d"],
-        "b": ["a"],
-        "c": ["d"],
-        "d": ["a", "c"],
-        "e": [],
-    }
-    assert overlaps({"solo": ["x", "x"]}) == {"solo": []}

@@ -1,0 +1,179 @@
+"""What a record becomes: pure functions from (record, what happened, now) to the new record.
+
+Each function returns a new record and leaves its argument alone; none reads a clock, a
+file or the environment, so the engine and the queue commands only act on what they
+return (write it, write its sentinels, tell the scheduler). Times are compared as
+instants, never as strings: records written by agent-orchestrator carry naive local times,
+ours carry UTC offsets, and the two do not sort as text.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from orchestra_ci.record import FINISHED, Attempt, Outcome, TaskRecord, timestamp
+
+if TYPE_CHECKING:  # the queue commands (cancel, retry) need no retry policy, nor tenacity
+    from orchestra_ci.retry_policy import Decision
+
+
+def iso(now: datetime) -> str:
+    """How a record stores an instant."""
+    return now.isoformat(timespec="milliseconds")
+
+
+def _copy(record: TaskRecord) -> TaskRecord:
+    """A copy whose attempts may be changed without touching ``record``'s."""
+    new = record.copy()
+    if "attempts" in record:
+        new["attempts"] = [a.copy() for a in record.get("attempts") or []]
+    return new
+
+
+def is_due(record: TaskRecord, now: datetime) -> bool:
+    """A pending task whose retry delay (if any) has passed."""
+    if record["status"] != "pending":
+        return False
+    not_before = timestamp(record.get("nextAttemptAt"))
+    return not_before is None or not_before <= now.timestamp()
+
+
+def claim(record: TaskRecord, *, agent: str, runner_id: str, now: datetime) -> TaskRecord:
+    """The task taken by ``runner_id`` for a new attempt with ``agent``."""
+    new = _copy(record)
+    attempts = new.setdefault("attempts", [])
+    number = len(attempts) + 1
+    started = iso(now)
+    attempts.append(
+        {
+            "number": number,
+            "agent": agent,
+            "startedAt": started,
+            "runnerId": runner_id,
+            "marker": f"{runner_id}.{record['taskId']}.{number}",
+        }
+    )
+    new["status"] = "running"
+    new["runnerId"] = runner_id
+    new["startedAt"] = record.get("startedAt") or started
+    new["nextAttemptAt"] = None
+    return new
+
+
+def fail(record: TaskRecord, error: str, now: datetime) -> TaskRecord:
+    """Failed without another attempt (e.g. no usable agent is left)."""
+    new = _copy(record)
+    new.update({"status": "failed", "completedAt": iso(now), "errorMessage": error})
+    return new
+
+
+def block(record: TaskRecord, blocker: str, message: str, now: datetime) -> TaskRecord:
+    """A pending task whose dependency ``blocker`` failed for good fails with it; a task
+    in any other state is left as it is."""
+    if record["status"] != "pending":
+        return record
+    new = fail(record, message, now)
+    new["blockedBy"] = blocker
+    return new
+
+
+def interrupt(record: TaskRecord, now: datetime, error: str) -> TaskRecord:
+    """A running task whose runner is gone goes back to pending; its unfinished attempt
+    ends ``interrupted`` (which does not count against ``maxRetries``)."""
+    if record["status"] != "running":
+        return record
+    new = _copy(record)
+    for attempt in (new.get("attempts") or [])[-1:]:
+        if "outcome" not in attempt:
+            attempt.update({"endedAt": iso(now), "outcome": "interrupted", "error": error})
+    new.update({"status": "pending", "runnerId": None, "pid": None})
+    return new
+
+
+def cancel(record: TaskRecord, now: datetime) -> TaskRecord:
+    """Cancelled by the user. Raises ValueError for a task that has already finished."""
+    if record["status"] in FINISHED:
+        raise ValueError(f"task {record['taskId']!r} is already {record['status']}")
+    new = _copy(record)
+    new.update({"status": "cancelled", "completedAt": iso(now), "errorMessage": "cancelled"})
+    return new
+
+
+def retry(record: TaskRecord) -> TaskRecord:
+    """A failed or cancelled task back in the queue with a fresh retry allowance."""
+    new = _copy(record)
+    new.update(
+        {
+            "status": "pending",
+            "retryCount": 0,
+            "errorMessage": None,
+            "blockedBy": None,
+            "completedAt": None,
+            "nextAttemptAt": None,
+            "runnerId": None,
+            "pid": None,
+        }
+    )
+    return new
+
+
+@dataclass(frozen=True)
+class AttemptEnd:
+    """What happened to the task's running attempt. ``error`` is already redacted."""
+
+    outcome: Outcome
+    error: str | None = None
+    exit_code: int | None = None
+    pid: int | None = None
+    usage: Mapping[str, Any] = field(default_factory=dict)  # attempt fields: costUsd, turns...
+    results: Mapping[str, Any] = field(default_factory=dict)  # task fields: branch, patch...
+
+
+def outcome_of(record: TaskRecord, end: AttemptEnd) -> Outcome:
+    """A task cancelled while its attempt ran ends ``cancelled``, whatever the agent did."""
+    return "cancelled" if record["status"] == "cancelled" else end.outcome
+
+
+def finish(record: TaskRecord, end: AttemptEnd, decision: "Decision", now: datetime) -> TaskRecord:
+    """The running attempt ended as ``end``; the task does what ``decision`` (from
+    :func:`orchestra_ci.retry_policy.decide` on :func:`outcome_of`) says."""
+    new = _copy(record)
+    outcome = outcome_of(record, end)
+    stamp = iso(now)
+    attempt: Attempt = new["attempts"][-1]
+    attempt.update({"endedAt": stamp, "exitCode": end.exit_code, "outcome": outcome})
+    attempt.update(end.usage)  # type: ignore[typeddict-item]
+    new.update(end.results)  # type: ignore[typeddict-item]
+    if end.pid is not None:
+        attempt["pid"] = end.pid
+    error = "cancelled" if outcome == "cancelled" else end.error
+    if error:
+        attempt["error"] = error
+    new["runnerId"] = None
+    new["pid"] = None
+    if decision.action == "switch":
+        new.update({"status": "pending", "nextAgent": decision.agent, "errorMessage": error or ""})
+    elif decision.action == "complete":
+        new.update({"status": "complete", "completedAt": stamp, "errorMessage": None})
+    elif decision.action == "retry":
+        count = (record.get("retryCount") or 0) + 1
+        new["retryCount"] = count
+        new["retryHistory"] = [
+            *(record.get("retryHistory") or []),
+            {
+                "attempt": count,
+                "timestamp": stamp,
+                "error": error or "",
+                "retriedFrom": record["taskId"],
+            },
+        ]
+        new["nextAttemptAt"] = iso(now + timedelta(seconds=decision.delay))
+        new.update({"status": "pending", "errorMessage": error or ""})
+    elif decision.action == "requeue":
+        new["status"] = "pending"
+    elif decision.action == "cancel":
+        new.update({"status": "cancelled", "completedAt": record.get("completedAt") or stamp})
+    else:
+        new.update({"status": "failed", "completedAt": stamp, "errorMessage": error or ""})
+    return new
