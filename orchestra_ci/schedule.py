@@ -58,9 +58,9 @@ class Scheduler:
         self._deps: dict[str, tuple[str, ...]] = {}
         self._unmet: dict[str, set[str]] = {}
         self._dependents: defaultdict[str, set[str]] = defaultdict(set)
-        self._key: dict[str, tuple[int, str, str]] = {}
+        self._key: dict[str, tuple[int, float, str]] = {}
         self._not_before: dict[str, float] = {}
-        self._ready: list[tuple[tuple[int, str, str], str]] = []
+        self._ready: list[tuple[tuple[int, float, str], str]] = []
         self._timers: list[tuple[float, str]] = []
         self._blocked: list[Blocked] = []
         for record in records:
@@ -80,7 +80,7 @@ class Scheduler:
             self._dependents[dep].add(task_id)
         self._key[task_id] = (
             -int(record.get("priority") or 0),
-            str(record.get("createdAt") or ""),
+            timestamp(record.get("createdAt")) or 0.0,  # an instant: naive and UTC times mix
             task_id,
         )
         self.status[task_id] = record["status"]

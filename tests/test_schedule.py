@@ -478,3 +478,13 @@ def test_random_dags_one_failure_blocks_exactly_its_descendants(
         assert b.blocker in graph[b.task_id]
     assert set(taken) == set(graph) - descendants
     assert len(taken) == len(set(taken))
+
+
+def test_age_is_compared_as_an_instant_across_time_zones(tokyo: None) -> None:
+    # Written by agent-orchestrator an hour earlier, in naive local (Tokyo) time; as text
+    # it sorts after the newer UTC timestamp.
+    old = rec("old")
+    old["createdAt"] = datetime.fromtimestamp(T0 - 3600).isoformat()  # naive local time
+    new = rec("new", created=T0)
+    assert old["createdAt"] > new["createdAt"]
+    assert Scheduler([new, old]).take(T0, 2) == ["old", "new"]

@@ -656,10 +656,10 @@ def argv_agents(root: Path) -> None:
         root,
         {
             "placeholder": {**FAKE_AGENT, "env": env},
-            "appended": {"command": sys.executable, "args": FAKE_AGENT["args"][:2], "env": env},
+            "appended": {"command": sys.executable, "args": FAKE_AGENT["args"][:1], "env": env},
             "among": {
                 "command": sys.executable,
-                "args": [*FAKE_AGENT["args"][:2], "{taskId}", "{prompt}"],
+                "args": [*FAKE_AGENT["args"][:1], "{taskId}", "{prompt}"],
                 "env": env,
             },
         },
