@@ -19,6 +19,7 @@ from orchestra_ci.record import (
     new_task_id,
     timestamp,
 )
+from orchestra_ci.sanitize import check_prompt
 from orchestra_ci.store import Store
 
 
@@ -38,8 +39,10 @@ def start_task(
     if agent not in agent_names(config_file):
         known = ", ".join(sorted(agent_names(config_file)))
         raise UsageError(f"unknown agent {agent!r} (known: {known})")
-    if "\x00" in prompt or not prompt.strip():
-        raise UsageError("prompt must be non-empty and contain no NUL byte")
+    try:
+        check_prompt(prompt)
+    except ValueError:
+        raise UsageError("prompt must be non-empty and contain no NUL byte") from None
     if max_retries < 0:
         raise UsageError("--max-retries must be >= 0")
     try:

@@ -1,4 +1,5 @@
-"""Issue text is untrusted: strip what a reader cannot see, then fence it as data."""
+"""Prompt text: every prompt must be one a program can be given; issue text is untrusted,
+so strip what a reader cannot see, then fence it as data."""
 
 import re
 import unicodedata
@@ -108,6 +109,16 @@ def clean(text: str, limit: int = MAX_BODY_CHARS) -> str:
     if len(text) > limit:
         text = text[:limit] + "\n[... truncated by orchestra-ci]"
     return text
+
+
+def check_prompt(prompt: str) -> str:
+    """``prompt`` if an agent can be given it; else ValueError saying why. A NUL byte cannot
+    travel in an argv element, and an empty prompt asks for nothing."""
+    if "\x00" in prompt:
+        raise ValueError("prompt contains a NUL byte, which cannot be passed to a program")
+    if not prompt.strip():
+        raise ValueError("prompt is empty")
+    return prompt
 
 
 def fence(text: str) -> str:

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.record import DEFAULT_MAX_RETRIES, check_task_id
+from orchestra_ci.sanitize import check_prompt
 from orchestra_ci.validation import describe
 
 
@@ -76,14 +77,6 @@ class TaskSpec(BaseModel):
     verify: str | None = None
     source: str = "file"
     issue_number: int | None = None
-
-
-def check_prompt(prompt: str) -> str:
-    if "\x00" in prompt:
-        raise ValueError("prompt contains a NUL byte, which cannot be passed to a program")
-    if not prompt.strip():
-        raise ValueError("prompt is empty")
-    return prompt
 
 
 def _parse(path: Path, text: str) -> Any:

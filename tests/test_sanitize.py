@@ -1,4 +1,5 @@
-"""orchestra_ci.sanitize: untrusted issue text is stripped of hidden content and fenced."""
+"""orchestra_ci.sanitize: prompts are checked; untrusted issue text is stripped of hidden
+content and fenced."""
 
 import re
 
@@ -6,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestra_ci.sanitize import MAX_BODY_CHARS, clean, fence, issue_prompt
+from orchestra_ci.sanitize import MAX_BODY_CHARS, check_prompt, clean, fence, issue_prompt
 
 TRUNCATED = "[... truncated by orchestra-ci]"
 
@@ -300,3 +301,17 @@ def test_a_long_body_is_truncated_in_the_prompt() -> None:
     prompt = issue_prompt(2, "t", "a" * (MAX_BODY_CHARS * 2))
     body = fenced_blocks(prompt)[1]
     assert body == "a" * MAX_BODY_CHARS + "\n" + TRUNCATED
+
+
+@pytest.mark.parametrize("prompt", ["x", " fix it \n", "\\x00 %00", "\x7f é"])
+def test_check_prompt_accepts_anything_a_program_can_be_given(prompt: str) -> None:
+    assert check_prompt(prompt) == prompt
+
+
+@pytest.mark.parametrize(
+    ("prompt", "reason"),
+    [("", "prompt is empty"), (" \n\t", "prompt is empty"), ("a\x00b", "NUL byte")],
+)
+def test_check_prompt_says_why_a_prompt_is_refused(prompt: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        check_prompt(prompt)
