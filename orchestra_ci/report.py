@@ -14,11 +14,11 @@ from orchestra_ci.worktrees import overlaps
 SCHEMA_VERSION = 1
 
 
-class _Model(BaseModel):
+class ReportModel(BaseModel):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
-class AttemptReport(_Model):
+class AttemptReport(ReportModel):
     number: int
     agent: str
     started_at: str = Field(alias="startedAt")
@@ -31,7 +31,7 @@ class AttemptReport(_Model):
     turns: int | None = None
 
 
-class TaskReport(_Model):
+class TaskReport(ReportModel):
     id: str
     source: str
     issue_number: int | None = Field(default=None, alias="issueNumber")
@@ -52,7 +52,7 @@ class TaskReport(_Model):
     log: str
 
 
-class RunReport(_Model):
+class RunReport(ReportModel):
     schema_version: int = Field(default=SCHEMA_VERSION, alias="schemaVersion")
     run_id: str = Field(alias="runId")
     shard: str | None = Field(default=None, alias="shard")
