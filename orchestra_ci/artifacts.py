@@ -39,6 +39,7 @@ import tenacity
 from orchestra_ci import __version__
 from orchestra_ci.errors import OrchestraError
 from orchestra_ci.redact import redactor
+from orchestra_ci.store import RESULTS_FILE
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +54,6 @@ ARTIFACTS_DIR = "artifacts"
 
 #: What goes into the zip, relative to ``.orchestra/``.
 INCLUDE = ("tasks/*.json", "tasks/*.done", "tasks/*.error", "logs/*.log", "patches/*.patch")
-RESULTS_FILE = "results.json"
 
 _INVALID_NAME_CHARACTERS = {
     '"': "double quote",

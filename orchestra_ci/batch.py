@@ -173,7 +173,7 @@ class _IssueStatus:
         self.links = links
 
     def __call__(self, record: TaskRecord) -> None:
-        from orchestra_ci.comments import body_for
+        from orchestra_ci.comments import status_comment_body
 
         number = record.get("issueNumber")
         if number is None:
@@ -188,7 +188,9 @@ class _IssueStatus:
                 )
             except OSError:
                 tail = ""
-        self.reporter.update(number, record["taskId"], body_for(record, self.links, tail))
+        self.reporter.update(
+            number, record["taskId"], status_comment_body(record, self.links, tail)
+        )
 
 
 def run_batch(
@@ -519,9 +521,9 @@ def _final_issue_updates(settings: Settings, merged: RunReport, env: Mapping[str
         IssueReporter,
         Links,
         StatusComments,
-        body_for,
         identity,
         move_labels,
+        status_comment_body,
     )
 
     ctx = connect_github(settings)
@@ -531,7 +533,9 @@ def _final_issue_updates(settings: Settings, merged: RunReport, env: Mapping[str
     for task in merged.tasks:
         if task.issue_number is None or task.status not in ("complete", "failed"):
             continue
-        reporter.update(task.issue_number, task.id, body_for(record_from_report(task), links))
+        reporter.update(
+            task.issue_number, task.id, status_comment_body(record_from_report(task), links)
+        )
     reporter.close()
     for task in merged.tasks:
         if task.issue_number is None or task.status not in ("complete", "failed"):

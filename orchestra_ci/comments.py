@@ -50,7 +50,7 @@ def _tail(text: str) -> str:
     return f"<details>{summary}\n\n{fence(chr(10).join(lines))}\n</details>"
 
 
-def body_for(record: TaskRecord, links: Links, log_tail: str = "") -> str:
+def status_comment_body(record: TaskRecord, links: Links, log_tail: str = "") -> str:
     """The comment text for a task's current state (pure)."""
     task_id = record["taskId"]
     status = record["status"]

@@ -10,7 +10,7 @@ import structlog
 from orchestra_ci.ghclient import call
 from orchestra_ci.sanitize import issue_prompt
 from orchestra_ci.tasksfile import TaskSpec
-from orchestra_ci.trust import Requester, TrustDecision, decide
+from orchestra_ci.trust import Requester, TrustDecision, assess
 
 log = structlog.get_logger("orchestra_ci")
 
@@ -98,7 +98,7 @@ def scan(repo: Any, options: IssueTaskOptions) -> IssueScan:
         author = Requester(issue.user.login, roles(issue.user.login))
         labeler_login = _labeler(issue, options.label)
         labeler = Requester(labeler_login, roles(labeler_login)) if labeler_login else None
-        decision = decide(author, labeler, options.allow_users, options.allow_bots)
+        decision = assess(author, labeler, options.allow_users, options.allow_bots)
         if not decision.trusted:
             result.skipped[issue.number] = decision
             log.warning("issue skipped: untrusted", issue=issue.number, reason=decision.reason)

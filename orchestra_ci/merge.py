@@ -19,17 +19,16 @@ from pydantic import Field, ValidationError
 from orchestra_ci import summary
 from orchestra_ci.durations import format_duration
 from orchestra_ci.record import STATUSES, now_iso, timestamp
-from orchestra_ci.report import SCHEMA_VERSION, RunReport, TaskReport, _Model, overlaps
+from orchestra_ci.report import SCHEMA_VERSION, ReportModel, RunReport, TaskReport, overlaps
 from orchestra_ci.sharding import parse_shard, shard_label
-
-RESULTS_FILE = "results.json"
+from orchestra_ci.store import RESULTS_FILE
 
 #: Higher is more advanced: the state kept when shards disagree about a task.
 STATE_RANK = {"complete": 4, "failed": 3, "cancelled": 2, "running": 1, "pending": 0}
 _CONFLICTS_SHOWN = 50
 
 
-class ShardReport(_Model):
+class ShardReport(ReportModel):
     """One report that went into the merge."""
 
     shard: str | None = None
@@ -43,12 +42,12 @@ class ShardReport(_Model):
     failed: bool
 
 
-class ConflictEntry(_Model):
+class ConflictEntry(ReportModel):
     shard: str
     status: str
 
 
-class Conflict(_Model):
+class Conflict(ReportModel):
     """A task reported by more than one shard."""
 
     id: str
@@ -57,7 +56,7 @@ class Conflict(_Model):
     reports: list[ConflictEntry]
 
 
-class Unreadable(_Model):
+class Unreadable(ReportModel):
     path: str
     error: str
 
@@ -371,7 +370,7 @@ def _shard_row(row: ShardReport) -> str:
     if row.stopped_by:
         status += f" (stopped by {row.stopped_by})"
     code = "-" if row.exit_code is None else str(row.exit_code)
-    cell = summary._cell
+    cell = summary.cell
     return (
         f"| {cell(row.shard or '-')} | {status} | {row.tasks} | {code} | "
         f"{_took(row.started_at, row.ended_at)} | {cell(row.source or row.run_id, 300)} |"
@@ -408,7 +407,7 @@ def shards_markdown(merged: MergedReport) -> str:
         head += f" · ❌ {len(merged.failed_shards)} failed: {', '.join(merged.failed_shards)}"
     if merged.missing_shards:
         head += f" · ⚠️ {len(merged.missing_shards)} missing: {', '.join(merged.missing_shards)}"
-    out = ["### Shards", "", summary._cell(head, 2000), ""]
+    out = ["### Shards", "", summary.cell(head, 2000), ""]
     out += ["| shard | status | tasks | exit code | took | report |", "|---|---|---|---|---|---|"]
     out += _ordered_rows(merged)
     if merged.conflicts:
@@ -416,7 +415,7 @@ def shards_markdown(merged: MergedReport) -> str:
         for conflict in merged.conflicts[:_CONFLICTS_SHOWN]:
             seen = ", ".join(f"{e.status} in {e.shard}" for e in conflict.reports)
             out.append(
-                summary._cell(
+                summary.cell(
                     f"- {conflict.id}: {seen}; kept {conflict.status} from {conflict.kept}", 1000
                 )
             )
@@ -428,7 +427,7 @@ def shards_markdown(merged: MergedReport) -> str:
     notes += merged.problems
     if notes:
         out += ["", "**Problems:**"]
-        out += [summary._cell(f"- {note}", 1000) for note in notes]
+        out += [summary.cell(f"- {note}", 1000) for note in notes]
     return "\n".join(out) + "\n"
 
 

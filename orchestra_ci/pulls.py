@@ -71,7 +71,7 @@ def title_for(record: TaskRecord) -> str:
     return f"orchestra-ci: {record['taskId']}: {first}"
 
 
-def body_for(record: TaskRecord) -> str:
+def pull_request_body(record: TaskRecord) -> str:
     attempts = record.get("attempts") or []
     agents = ", ".join(dict.fromkeys(a["agent"] for a in attempts)) or record["agent"]
     files = record.get("changedFiles") or []
@@ -95,7 +95,7 @@ def open_or_update(repo: Any, record: TaskRecord, base: str) -> str:
     if not branch:
         raise PullRequestError(f"task {record['taskId']} has no branch")
     owner = repo.owner.login
-    title, body = title_for(record), body_for(record)
+    title, body = title_for(record), pull_request_body(record)
     try:
         existing = call(lambda: list(repo.get_pulls(state="open", head=f"{owner}:{branch}")))
         if existing:

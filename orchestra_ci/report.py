@@ -33,11 +33,11 @@ def overlaps(changed: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
     return result
 
 
-class _Model(BaseModel):
+class ReportModel(BaseModel):
     model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
 
 
-class AttemptReport(_Model):
+class AttemptReport(ReportModel):
     number: int
     agent: str
     started_at: str = Field(alias="startedAt")
@@ -50,7 +50,7 @@ class AttemptReport(_Model):
     turns: int | None = None
 
 
-class TaskReport(_Model):
+class TaskReport(ReportModel):
     id: str
     source: str
     issue_number: int | None = Field(default=None, alias="issueNumber")
@@ -71,7 +71,7 @@ class TaskReport(_Model):
     log: str
 
 
-class RunReport(_Model):
+class RunReport(ReportModel):
     schema_version: int = Field(default=SCHEMA_VERSION, alias="schemaVersion")
     run_id: str = Field(alias="runId")
     shard: str | None = Field(default=None, alias="shard")

@@ -23,6 +23,7 @@ from orchestra_ci.errors import StoreError, TaskNotFound
 from orchestra_ci.record import TaskRecord, check_task_id, now_iso
 
 ORCHESTRA_DIR = ".orchestra"
+RESULTS_FILE = "results.json"
 
 
 def _read_raw(path: Path) -> bytes | None:
@@ -44,7 +45,7 @@ class Store:
         self.patches_dir = self.dir / "patches"
         self.worktrees_dir = self.dir / "worktrees"
         self.runners_dir = self.dir / "runners"
-        self.results_path = self.dir / "results.json"
+        self.results_path = self.dir / RESULTS_FILE
         self._lock_fd: int | None = None
         self._lock_depth = 0
         self._mutex = threading.RLock()

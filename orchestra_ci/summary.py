@@ -30,7 +30,7 @@ _GANTT_TASKS = 60
 _TABLE_ROWS = 1000
 
 
-def _cell(text: str, limit: int = 200) -> str:
+def cell(text: str, limit: int = 200) -> str:
     """One table cell: a single line whose pipes cannot start a new column.
 
     Backslashes are escaped too, or one in the text would escape the backslash put before
@@ -95,9 +95,9 @@ def markdown(report: RunReport, links: dict[str, str] | None = None) -> str:
         if task.issue_number is not None and "issues" in links:
             name = f"[{task.id}]({links['issues']}/{task.issue_number})"
         out.append(
-            f"| {_cell(name, 300)} | {_ICONS.get(task.status, '')} {task.status} | "
-            f"{_cell(', '.join(task.agents))} | {len(task.attempts)} | "
-            f"{format_duration(task.duration)} | {_cell(result)} |"
+            f"| {cell(name, 300)} | {_ICONS.get(task.status, '')} {task.status} | "
+            f"{cell(', '.join(task.agents))} | {len(task.attempts)} | "
+            f"{format_duration(task.duration)} | {cell(result)} |"
         )
     if len(report.tasks) > _TABLE_ROWS:
         out.append(f"\n_{len(report.tasks) - _TABLE_ROWS} more tasks are in results.json._")

@@ -27,7 +27,7 @@ def _ok(person: Requester | None, users: Collection[str], bots: Collection[str])
     return person.role in TRUSTED_ROLES
 
 
-def decide(
+def assess(
     author: Requester,
     labeler: Requester | None,
     allow_users: Collection[str] = (),

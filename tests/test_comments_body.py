@@ -6,7 +6,7 @@ from typing import cast
 
 import pytest
 
-from orchestra_ci.comments import Links, body_for, marker, skipped_body
+from orchestra_ci.comments import Links, marker, skipped_body, status_comment_body
 from orchestra_ci.record import Attempt, Outcome, Status, TaskRecord, new_record
 from orchestra_ci.redact import redactor
 
@@ -57,9 +57,9 @@ def visible(body: str) -> str:
 
 def states() -> dict[str, str]:
     return {
-        "queued": body_for(record("pending"), NO_LINKS),
-        "running": body_for(record("running", [attempt(1, "fake", 0)]), NO_LINKS),
-        "retry": body_for(
+        "queued": status_comment_body(record("pending"), NO_LINKS),
+        "running": status_comment_body(record("running", [attempt(1, "fake", 0)]), NO_LINKS),
+        "retry": status_comment_body(
             record(
                 "pending",
                 [attempt(1, "fake", 0, 10, "failed")],
@@ -68,13 +68,15 @@ def states() -> dict[str, str]:
             ),
             NO_LINKS,
         ),
-        "done": body_for(record("complete", [attempt(1, "fake", 0, 10, "success")]), NO_LINKS),
-        "failed": body_for(
+        "done": status_comment_body(
+            record("complete", [attempt(1, "fake", 0, 10, "success")]), NO_LINKS
+        ),
+        "failed": status_comment_body(
             record("failed", [attempt(1, "fake", 0, 10, "failed")], errorMessage="boom"),
             NO_LINKS,
             "line\n",
         ),
-        "cancelled": body_for(record("cancelled"), NO_LINKS),
+        "cancelled": status_comment_body(record("cancelled"), NO_LINKS),
         "skipped": skipped_body("issue-7", "nobody trusted applied the label"),
     }
 
@@ -111,14 +113,14 @@ def test_each_state_reads_differently() -> None:
 
 
 def test_queued() -> None:
-    text = visible(body_for(record("pending"), NO_LINKS))
+    text = visible(status_comment_body(record("pending"), NO_LINKS))
     assert "queued" in text
     assert "retry" not in text
 
 
 def test_running_names_the_attempt_and_its_agent() -> None:
     rec = record("running", [attempt(1, "fake", 0, 30, "failed"), attempt(2, "claude", 31)])
-    text = visible(body_for(rec, NO_LINKS))
+    text = visible(status_comment_body(rec, NO_LINKS))
     assert "running" in text
     assert "Attempt 2" in text
     assert "**claude**" in text
@@ -132,7 +134,7 @@ def test_retry_k_of_n_with_the_last_error() -> None:
         maxRetries=3,
         errorMessage="exit code 3",
     )
-    text = visible(body_for(rec, NO_LINKS))
+    text = visible(status_comment_body(rec, NO_LINKS))
     assert "retry 2 of 3" in text
     assert "**codex**" in text
     assert "exit code 3" in text
@@ -146,7 +148,7 @@ def test_retry_error_is_redacted() -> None:
         retryCount=1,
         errorMessage=f"auth failed with token {SECRET}",
     )
-    body = body_for(rec, NO_LINKS)
+    body = status_comment_body(rec, NO_LINKS)
     assert SECRET not in body
     assert "auth failed with token ***" in body
 
@@ -158,7 +160,7 @@ def test_done_gives_duration_attempts_and_the_pull_request() -> None:
         prUrl="https://github.com/acme/app/pull/9",
         patch=".orchestra/patches/issue-7.patch",
     )
-    text = visible(body_for(rec, NO_LINKS))
+    text = visible(status_comment_body(rec, NO_LINKS))
     assert "done" in text
     assert "**claude**" in text
     assert "2m05s" in text  # 30 s + 95 s of attempts, not the 135 s wall time
@@ -173,7 +175,7 @@ def test_done_with_one_attempt_and_only_a_patch() -> None:
         [attempt(1, "fake", 0, 12, "success")],
         patch=".orchestra/patches/issue-7.patch",
     )
-    text = visible(body_for(rec, NO_LINKS))
+    text = visible(status_comment_body(rec, NO_LINKS))
     assert "12s" in text
     assert "(1 attempt)" in text
     assert "`.orchestra/patches/issue-7.patch`" in text
@@ -181,7 +183,9 @@ def test_done_with_one_attempt_and_only_a_patch() -> None:
 
 
 def test_done_without_pull_request_or_patch_mentions_neither() -> None:
-    text = visible(body_for(record("complete", [attempt(1, "fake", 0, 1, "success")]), NO_LINKS))
+    text = visible(
+        status_comment_body(record("complete", [attempt(1, "fake", 0, 1, "success")]), NO_LINKS)
+    )
     assert "Pull request" not in text and "Patch" not in text
 
 
@@ -192,7 +196,7 @@ def test_failed_shows_the_error_and_the_redacted_log_tail() -> None:
         [attempt(1, "fake", 0, 10, "failed")],
         errorMessage=f"agent exited 1 ({SECRET})",
     )
-    body = body_for(rec, NO_LINKS, log)
+    body = status_comment_body(rec, NO_LINKS, log)
     assert SECRET not in body
     assert "agent exited 1 (***)" in body
     details = re.search(r"<details>(.*)</details>", body, re.S)
@@ -207,7 +211,7 @@ def test_failed_shows_the_error_and_the_redacted_log_tail() -> None:
 
 def test_failed_log_tail_cannot_close_its_fence() -> None:
     log = "ok\n```\n</details>\n## injected heading\n````\n"
-    body = body_for(record("failed", errorMessage="boom"), NO_LINKS, log)
+    body = status_comment_body(record("failed", errorMessage="boom"), NO_LINKS, log)
     inside = body.split("<details>", 1)[1].rsplit("</details>", 1)[0]
     opener = re.search(r"^(`{3,})text$", inside, re.M)
     assert opener is not None
@@ -218,18 +222,18 @@ def test_failed_log_tail_cannot_close_its_fence() -> None:
 
 
 def test_failed_without_a_log_tail_has_no_details() -> None:
-    body = body_for(record("failed", errorMessage="boom"), NO_LINKS, "  \n")
+    body = status_comment_body(record("failed", errorMessage="boom"), NO_LINKS, "  \n")
     assert "<details>" not in body
     assert "boom" in body
 
 
 def test_failed_without_an_error_message_still_says_failed() -> None:
-    text = visible(body_for(record("failed"), NO_LINKS))
+    text = visible(status_comment_body(record("failed"), NO_LINKS))
     assert "failed" in text
 
 
 def test_cancelled() -> None:
-    assert "cancelled" in visible(body_for(record("cancelled"), NO_LINKS))
+    assert "cancelled" in visible(status_comment_body(record("cancelled"), NO_LINKS))
 
 
 def test_skipped_body_gives_the_reason() -> None:
@@ -244,18 +248,18 @@ def test_skipped_body_gives_the_reason() -> None:
 
 @pytest.mark.parametrize("status", ["pending", "running", "complete", "failed", "cancelled"])
 def test_footer_links_when_given(status: Status) -> None:
-    body = body_for(record(status), Links(run_url=RUN, artifact_url=ARTIFACT))
+    body = status_comment_body(record(status), Links(run_url=RUN, artifact_url=ARTIFACT))
     last = body.rstrip().split("\n")[-1]
     assert f"[workflow run]({RUN})" in last
     assert f"[logs and patches]({ARTIFACT})" in last
 
 
 def test_footer_with_only_the_run_link() -> None:
-    body = body_for(record("pending"), Links(run_url=RUN))
+    body = status_comment_body(record("pending"), Links(run_url=RUN))
     assert body.rstrip().endswith(f"[workflow run]({RUN})")
     assert "logs and patches" not in body
 
 
 def test_no_footer_without_links() -> None:
-    body = body_for(record("pending"), NO_LINKS)
+    body = status_comment_body(record("pending"), NO_LINKS)
     assert "workflow run" not in body and "logs and patches" not in body
