@@ -23,7 +23,8 @@ What it imitates, as far as clients and the proxy depend on it:
   ``output_tokens``, or streamed ``response.*`` events ending in ``response.completed``. The
   key goes in ``Authorization: Bearer``; otherwise 401 ``invalid_api_key`` (the given key
   masked in the message, as the real API does).
-- Gemini ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent``
+- Gemini ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent`` (also
+  under ``/v1`` and ``/v1alpha``, as the real API and the Python SDK use them)
   (``?alt=sse``: ``data:`` events separated by CRLF, as Google sends them; else one JSON array
   of the chunks), each chunk with running ``usageMetadata`` counts. The key goes in
   ``x-goog-api-key`` or the ``key`` query parameter; a wrong key gets what the real API
@@ -61,7 +62,9 @@ from orchestra_ci.background_http import BackgroundServer, TrackedHandler, Track
 
 __all__ = ["Canned", "FakeProvider", "RecordedRequest"]
 
-_GEMINI_PATH = re.compile(r"^/v1beta/models/([^/:]+):(generateContent|streamGenerateContent)$")
+_GEMINI_PATH = re.compile(
+    r"^/v1(?:beta|alpha)?/models/([^/:]+):(generateContent|streamGenerateContent)$"
+)
 
 
 @dataclass(frozen=True)
