@@ -1,0 +1,910 @@
+"""The credential proxy: real HTTP from a client playing the agent, through the proxy, to the
+provider stand-in; and its pure parts (configuration, routing, usage) directly."""
+
+import http.client
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from orchestra_ci.credential_proxy import (
+    KEY_VARIABLES,
+    PROVIDERS,
+    CredentialProxy,
+    Forward,
+    Provider,
+    ProxyConfigError,
+    ProxyUsage,
+    Refusal,
+    Route,
+    UsageMeter,
+    credential,
+    parse_upstream,
+    plan_request,
+    proxy_config,
+    response_headers,
+    token_counts,
+)
+from tests.doubles.fake_provider import Canned, FakeProvider
+
+HANG_GUARD = 10.0
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _connect(url: str) -> tuple[http.client.HTTPConnection, str]:
+    parts = urllib.parse.urlsplit(url)
+    target = parts.path + (f"?{parts.query}" if parts.query else "")
+    return http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=HANG_GUARD), target
+
+
+def call(
+    url: str, body: Any = None, headers: dict[str, str] | None = None, method: str = "POST"
+) -> Answer:
+    """One request as an agent's SDK would send it, on a fresh connection."""
+    connection, target = _connect(url)
+    try:
+        data = None if body is None else json.dumps(body).encode()
+        connection.request(
+            method, target, data, {"Content-Type": "application/json", **(headers or {})}
+        )
+        response = connection.getresponse()
+        names = {k.lower(): v for k, v in response.getheaders()}
+        return Answer(response.status, names, response.read())
+    finally:
+        connection.close()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One kind of request an agent makes: under which provider route, to which path."""
+
+    provider: Provider
+    path: str
+    body: dict[str, Any]
+    auth: Callable[[str], dict[str, str]]
+    upstream_path: str
+
+    def url(self, route: Route) -> str:
+        return route.base_urls[self.provider] + self.path
+
+
+_MESSAGES = [{"role": "user", "content": "Say hello"}]
+_GEMINI_BODY = {"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]}
+_ANTHROPIC_BODY = {"model": "claude-x", "max_tokens": 64, "messages": _MESSAGES}
+_CHAT_BODY = {"model": "gpt-x", "messages": _MESSAGES}
+_CHAT_STREAM = {**_CHAT_BODY, "stream": True, "stream_options": {"include_usage": True}}
+
+
+def _anthropic_auth(key: str) -> dict[str, str]:
+    return {"x-api-key": key, "anthropic-version": "2023-06-01"}
+
+
+def _gemini_auth(key: str) -> dict[str, str]:
+    return {"x-goog-api-key": key}
+
+
+JSON_CASES = {
+    "anthropic": Case(
+        "anthropic", "/v1/messages", _ANTHROPIC_BODY, _anthropic_auth, "/v1/messages"
+    ),
+    "openai-chat": Case("openai", "/chat/completions", _CHAT_BODY, bearer, "/v1/chat/completions"),
+    "openai-responses": Case(
+        "openai", "/responses", {"model": "gpt-x", "input": "Say hello"}, bearer, "/v1/responses"
+    ),
+    "gemini": Case(
+        "gemini",
+        "/v1beta/models/gemini-x:generateContent",
+        _GEMINI_BODY,
+        _gemini_auth,
+        "/v1beta/models/gemini-x:generateContent",
+    ),
+    "openai-compatible": Case(
+        "openai-compatible", "/chat/completions", _CHAT_BODY, bearer, "/v1/chat/completions"
+    ),
+}
+STREAM_CASES = {
+    "anthropic": Case(
+        "anthropic",
+        "/v1/messages",
+        {**_ANTHROPIC_BODY, "stream": True},
+        _anthropic_auth,
+        "/v1/messages",
+    ),
+    "openai-chat": Case(
+        "openai", "/chat/completions", _CHAT_STREAM, bearer, "/v1/chat/completions"
+    ),
+    "openai-responses": Case(
+        "openai",
+        "/responses",
+        {"model": "gpt-x", "input": "Say hello", "stream": True},
+        bearer,
+        "/v1/responses",
+    ),
+    "gemini": Case(
+        "gemini",
+        "/v1beta/models/gemini-x:streamGenerateContent?alt=sse",
+        _GEMINI_BODY,
+        _gemini_auth,
+        "/v1beta/models/gemini-x:streamGenerateContent",
+    ),
+}
+
+
+def send(case: Case, route: Route, key: str | None = None) -> Answer:
+    return call(case.url(route), case.body, case.auth(key or route.dummy_key))
+
+
+def credentials_for(api: FakeProvider) -> dict[Provider, Any]:
+    return {
+        "anthropic": credential("anthropic", api.anthropic_key, api.url),
+        "openai": credential("openai", api.openai_key, f"{api.url}/v1"),
+        "gemini": credential("gemini", api.gemini_key, api.url),
+        "openai-compatible": credential("openai-compatible", api.openai_key, f"{api.url}/v1"),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def read_first_event(response: http.client.HTTPResponse) -> bytes:
+    """Bytes up to the end of the first SSE event."""
+    seen = b""
+    while b"\n\n" not in seen.replace(b"\r\n", b"\n"):
+        data = response.read1(65536)
+        assert data, f"the stream ended before its first event: {seen!r}"
+        seen += data
+    return seen
+
+
+@pytest.fixture
+def api() -> Iterator[FakeProvider]:
+    with FakeProvider() as fake:
+        yield fake
+    assert not fake.errors, fake.errors[0]
+
+
+@pytest.fixture
+def proxy(api: FakeProvider) -> Iterator[CredentialProxy]:
+    with CredentialProxy(credentials_for(api)) as running:
+        yield running
+
+
+def secrets_of(api: FakeProvider) -> list[str]:
+    return [api.anthropic_key, api.openai_key, api.gemini_key]
+
+
+# -- keys ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(JSON_CASES))
+def test_the_real_key_reaches_the_provider_and_the_dummy_key_does_not(
+    api: FakeProvider, proxy: CredentialProxy, name: str
+) -> None:
+    case = JSON_CASES[name]
+    route = proxy.route("task-1")
+
+    answer = send(case, route)
+
+    assert answer.status == 200, answer.body
+    [got] = api.requests_to(case.upstream_path)
+    real = credentials_for(api)[case.provider]
+    assert got.headers[real.header] == real.value
+    token = route.base_urls[case.provider].rsplit("/", 2)[1]
+    seen = json.dumps([got.path, got.query, got.headers]) + got.body.decode()
+    assert route.dummy_key not in seen
+    assert token not in seen
+    assert got.json() == case.body
+
+
+@pytest.mark.parametrize("name", sorted(JSON_CASES))
+def test_the_dummy_key_alone_is_refused_by_the_provider(
+    api: FakeProvider, proxy: CredentialProxy, name: str
+) -> None:
+    """What the agent holds is worthless without the proxy."""
+    case = JSON_CASES[name]
+    route = proxy.route("task-1")
+    upstream = credentials_for(api)[case.provider].upstream
+    direct = f"{upstream.origin}{upstream.base_path}{case.path}"
+
+    answer = call(direct, case.body, case.auth(route.dummy_key))
+
+    assert answer.status in (400, 401), answer.body
+
+
+def test_an_anthropic_auth_token_goes_as_a_bearer_token(api: FakeProvider) -> None:
+    held = proxy_config({"ANTHROPIC_AUTH_TOKEN": api.anthropic_key, "ANTHROPIC_BASE_URL": api.url})
+    with CredentialProxy(held.credentials) as proxy:
+        answer = send(JSON_CASES["anthropic"], proxy.route("t"))
+
+    assert answer.status == 200, answer.body
+    [got] = api.requests_to("/v1/messages")
+    assert got.headers["authorization"] == f"Bearer {api.anthropic_key}"
+    assert "x-api-key" not in got.headers
+
+
+def test_a_gemini_key_in_the_query_is_dropped_and_the_rest_kept(
+    api: FakeProvider, proxy: CredentialProxy
+) -> None:
+    route = proxy.route("t")
+    url = f"{route.base_urls['gemini']}/v1beta/models/g:streamGenerateContent"
+
+    answer = call(f"{url}?key={route.dummy_key}&alt=sse", _GEMINI_BODY)
+
+    assert answer.status == 200, answer.body
+    [got] = api.requests
+    assert got.query == {"alt": ["sse"]}
+    assert got.headers["x-goog-api-key"] == api.gemini_key
+
+
+def test_a_chunked_request_body_is_forwarded_whole(
+    api: FakeProvider, proxy: CredentialProxy
+) -> None:
+    connection, target = _connect(JSON_CASES["anthropic"].url(proxy.route("t")))
+    body = json.dumps(_ANTHROPIC_BODY).encode()
+    try:
+        connection.request(
+            "POST",
+            target,
+            iter([body[:10], body[10:]]),
+            {"Content-Type": "application/json", **_anthropic_auth("dummy")},
+            encode_chunked=True,
+        )
+        response = connection.getresponse()
+        assert response.status == 200, response.read()
+    finally:
+        connection.close()
+    [got] = api.requests
+    assert got.body == body
+    assert got.headers["content-length"] == str(len(body))
+    assert "transfer-encoding" not in got.headers
+
+
+# -- refusals ------------------------------------------------------------------------------
+
+
+def _with_token(url: str, token: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    _, _, provider_and_rest = parts.path.removeprefix("/").partition("/")
+    return parts._replace(path=f"/{token}/{provider_and_rest}").geturl()
+
+
+def test_requests_without_a_valid_route_token_are_refused_and_never_reach_the_provider(
+    api: FakeProvider, proxy: CredentialProxy
+) -> None:
+    case = JSON_CASES["anthropic"]
+    url = case.url(proxy.route("task-1"))
+    proxy.route("task-2")
+    proxy.revoke("task-2")
+    revoked = proxy.route("task-3")
+    proxy.revoke("task-3")
+    attempts = [
+        _with_token(url, "not-a-token"),
+        _with_token(url, ""),
+        f"{proxy.url}/v1/messages",
+        f"{proxy.url}/",
+        case.url(revoked),
+    ]
+
+    for attempt in attempts:
+        answer = call(attempt, case.body, case.auth(api.anthropic_key))
+        assert answer.status == 403, (attempt, answer.body)
+        assert answer.json()["error"]["type"] == "proxy_error"
+        assert "route token" in answer.json()["error"]["message"]
+
+    assert api.requests == []
+    assert send(case, proxy.route("task-1")).status == 200
+
+
+def test_a_revoked_route_is_replaced_by_a_new_one_and_keeps_its_usage(
+    proxy: CredentialProxy,
+) -> None:
+    first = proxy.route("t")
+    assert proxy.route("t") == first
+    assert send(JSON_CASES["anthropic"], first).status == 200
+
+    proxy.revoke("t")
+    second = proxy.route("t")
+
+    assert second.base_urls != first.base_urls
+    assert send(JSON_CASES["anthropic"], first).status == 403
+    assert send(JSON_CASES["anthropic"], second).status == 200
+    assert proxy.usage("t").requests == 2
+
+
+def test_unknown_providers_and_dot_segments_are_refused(
+    api: FakeProvider, proxy: CredentialProxy
+) -> None:
+    route = proxy.route("t")
+    base = route.base_urls["openai"]
+
+    unknown = call(base.replace("/openai", "/mistral") + "/chat/completions", _CHAT_BODY)
+    dots = call(f"{base}/../../v1/messages", _ANTHROPIC_BODY)
+    encoded = call(f"{base}/%2e%2e/v1/messages", _ANTHROPIC_BODY)
+
+    assert (unknown.status, dots.status, encoded.status) == (404, 400, 400)
+    assert "mistral" in unknown.json()["error"]["message"]
+    assert api.requests == []
+
+
+def test_a_provider_without_a_key_has_no_route(api: FakeProvider) -> None:
+    with CredentialProxy({"openai": credential("openai", api.openai_key, api.url)}) as proxy:
+        route = proxy.route("t")
+        answer = call(route.base_urls["openai"].replace("openai", "anthropic") + "/v1/messages")
+
+    assert set(route.base_urls) == {"openai"}
+    assert answer.status == 404
+
+
+# -- streaming -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(STREAM_CASES))
+def test_a_stream_reaches_the_agent_event_by_event(
+    api: FakeProvider, proxy: CredentialProxy, name: str
+) -> None:
+    """The stand-in sends the first event, then waits until the test has read it: a proxy
+    that buffered would make it wait in vain (an error noted by the stand-in)."""
+    case = STREAM_CASES[name]
+    gate = api.stream_gate = threading.Event()
+    connection, target = _connect(case.url(proxy.route("t")))
+    try:
+        connection.request("POST", target, json.dumps(case.body).encode(), case.auth("dummy"))
+        response = connection.getresponse()
+        assert response.status == 200
+        assert response.getheader("Content-Type", "").startswith("text/event-stream")
+
+        first = read_first_event(response)
+        gate.set()
+        rest = response.read()
+    finally:
+        gate.set()
+        connection.close()
+
+    assert not api.errors, api.errors
+    assert first.startswith((b"event: ", b"data: "))
+    whole = (first + rest).decode()
+    assert all(word in whole for word in api.reply.split())
+    assert proxy.usage("t") == ProxyUsage(1, api.input_tokens, api.output_tokens)
+
+
+def test_the_agent_connection_is_kept_alive_across_streams_and_json(
+    api: FakeProvider, proxy: CredentialProxy
+) -> None:
+    route = proxy.route("t")
+    connection, _ = _connect(route.base_urls["anthropic"])
+    cases = [STREAM_CASES["anthropic"], JSON_CASES["openai-chat"], STREAM_CASES["gemini"]]
+    try:
+        for case in cases:
+            _, target = _connect(case.url(route))
+            connection.request("POST", target, json.dumps(case.body).encode(), case.auth("x"))
+            response = connection.getresponse()
+            assert response.status == 200
+            response.read()
+    finally:
+        connection.close()
+
+    assert proxy.usage("t") == ProxyUsage(3, 3 * api.input_tokens, 3 * api.output_tokens)
+
+
+# -- usage ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "case",
+    [*JSON_CASES.values(), *STREAM_CASES.values()],
+    ids=[*(f"json-{n}" for n in JSON_CASES), *(f"stream-{n}" for n in STREAM_CASES)],
+)
+def test_usage_is_counted_from_each_kind_of_response(
+    api: FakeProvider, proxy: CredentialProxy, case: Case
+) -> None:
+    assert send(case, proxy.route("t")).status == 200
+
+    assert proxy.usage("t") == ProxyUsage(1, api.input_tokens, api.output_tokens)
+
+
+def test_usage_is_counted_per_task(api: FakeProvider, proxy: CredentialProxy) -> None:
+    for case in (JSON_CASES["anthropic"], STREAM_CASES["openai-responses"]):
+        assert send(case, proxy.route("a")).status == 200
+    assert send(STREAM_CASES["gemini"], proxy.route("b")).status == 200
+    assert send(JSON_CASES["openai-chat"], proxy.route("b"), key="wrong").status == 200
+
+    tokens_in, tokens_out = api.input_tokens, api.output_tokens
+    assert proxy.usage("a") == ProxyUsage(2, 2 * tokens_in, 2 * tokens_out)
+    assert proxy.usage("b") == ProxyUsage(2, 2 * tokens_in, 2 * tokens_out)
+    assert proxy.usage("never-ran") == ProxyUsage()
+
+
+def test_a_provider_error_passes_through_and_counts_as_a_request(
+    api: FakeProvider, proxy: CredentialProxy
+) -> None:
+    body = b'{"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}'
+    api.canned["/v1/messages"] = Canned(429, (("retry-after", "7"),), body)
+
+    answer = send(JSON_CASES["anthropic"], proxy.route("t"))
+
+    assert (answer.status, answer.headers["retry-after"], answer.body) == (429, "7", body)
+    assert proxy.usage("t") == ProxyUsage(1, 0, 0)
+
+
+def test_redirects_are_passed_back_not_followed(api: FakeProvider, proxy: CredentialProxy) -> None:
+    api.canned["/v1/messages"] = Canned(307, (("Location", "https://elsewhere.example/"),))
+
+    answer = send(JSON_CASES["anthropic"], proxy.route("t"))
+
+    assert (answer.status, answer.headers["location"]) == (307, "https://elsewhere.example/")
+    assert len(api.requests) == 1
+
+
+# -- failures ------------------------------------------------------------------------------
+
+
+def test_an_unreachable_upstream_gives_a_clear_502_and_the_proxy_keeps_serving(
+    api: FakeProvider,
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    held = {**credentials_for(api), "anthropic": credential("anthropic", "sk-ant-x" * 3, down)}
+    with CredentialProxy(held, connect_timeout=2) as proxy:
+        route = proxy.route("t")
+        failed = send(JSON_CASES["anthropic"], route)
+        served = send(JSON_CASES["openai-chat"], route)
+
+    assert failed.status == 502
+    error = failed.json()["error"]
+    assert error["type"] == "proxy_error"
+    assert error["message"].startswith("credential proxy: cannot connect to the anthropic upstream")
+    assert down in error["message"]
+    assert served.status == 200
+    assert proxy.usage("t").requests == 1
+
+
+def test_an_upstream_that_breaks_off_a_stream_cuts_the_agents_response_only(
+    api: FakeProvider, proxy: CredentialProxy
+) -> None:
+    api.cut_streams_after = 2
+    route = proxy.route("t")
+
+    with pytest.raises(http.client.IncompleteRead):
+        send(STREAM_CASES["anthropic"], route)
+    api.cut_streams_after = None
+
+    assert send(STREAM_CASES["anthropic"], route).status == 200
+    usage = proxy.usage("t")
+    assert (usage.requests, usage.input_tokens) == (2, 2 * api.input_tokens)
+
+
+def test_stop_frees_the_port(api: FakeProvider) -> None:
+    proxy = CredentialProxy(credentials_for(api)).start()
+    port = urllib.parse.urlsplit(proxy.url).port or 0
+    assert send(JSON_CASES["anthropic"], proxy.route("t")).status == 200
+
+    proxy.stop()
+
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=HANG_GUARD).close()
+    with pytest.raises(RuntimeError):
+        proxy.route("t")
+    assert proxy.usage("t").requests == 1
+    with CredentialProxy(credentials_for(api), port=port) as again:
+        assert again.url == f"http://127.0.0.1:{port}"
+
+
+def test_stop_cuts_a_stream_in_flight(api: FakeProvider) -> None:
+    gate = api.stream_gate = threading.Event()
+    proxy = CredentialProxy(credentials_for(api)).start()
+    case = STREAM_CASES["anthropic"]
+    connection, target = _connect(case.url(proxy.route("t")))
+    try:
+        connection.request("POST", target, json.dumps(case.body).encode(), case.auth("x"))
+        response = connection.getresponse()
+        read_first_event(response)
+
+        proxy.stop()
+
+        with pytest.raises(http.client.IncompleteRead):
+            response.read()
+    finally:
+        gate.set()
+        connection.close()
+
+
+# -- HTTPS upstreams -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    where = tmp_path_factory.mktemp("tls")
+    cert, key = where / "cert.pem", where / "key.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+            "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+@pytest.fixture
+def tls_api(certificate: tuple[Path, Path]) -> Iterator[FakeProvider]:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*certificate)
+    with FakeProvider(ssl_context=context) as fake:
+        yield fake
+
+
+def test_an_https_upstream_is_reached_with_its_certificate_verified(
+    tls_api: FakeProvider, certificate: tuple[Path, Path]
+) -> None:
+    held = {"anthropic": credential("anthropic", tls_api.anthropic_key, tls_api.url)}
+    trusting = ssl.create_default_context(cafile=str(certificate[0]))
+    with CredentialProxy(held, ssl_context=trusting) as proxy:
+        trusted = send(STREAM_CASES["anthropic"], proxy.route("t"))
+    with CredentialProxy(held) as proxy:
+        untrusted = send(JSON_CASES["anthropic"], proxy.route("t"))
+
+    assert trusted.status == 200
+    assert b"message_stop" in trusted.body
+    assert untrusted.status == 502
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.json()["error"]["message"]
+
+
+# -- secrets stay out of what the proxy says ---------------------------------------------
+
+
+def test_no_key_appears_in_logs_errors_or_reprs(
+    api: FakeProvider, capsys: pytest.CaptureFixture[str]
+) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    held = {**credentials_for(api), "gemini": credential("gemini", api.gemini_key, down)}
+    texts: list[str] = []
+    with structlog.testing.capture_logs() as logs, CredentialProxy(held) as proxy:
+        route = proxy.route("t")
+        texts.append(send(JSON_CASES["gemini"], route).body.decode())
+        texts.append(call(f"{proxy.url}/nope/anthropic/v1/messages", _ANTHROPIC_BODY).body.decode())
+        api.cut_streams_after = 1
+        with pytest.raises(http.client.IncompleteRead):
+            send(STREAM_CASES["anthropic"], route)
+        texts += [repr(held), repr(route), repr(proxy_config({"OPENAI_API_KEY": api.openai_key}))]
+    for bad in ({"OPENAI_API_KEY": "sk-\nsecret-value"}, {"GEMINI_API_KEY": "x\x00secretvalue"}):
+        with pytest.raises(ProxyConfigError) as raised:
+            proxy_config(bad)
+        texts.append(str(raised.value))
+    captured = capsys.readouterr()
+    texts += [captured.out, captured.err, json.dumps(logs)]
+
+    assert len(logs) >= 3  # the 502, the refusal and the broken-off stream were logged
+    everything = "\n".join(texts)
+    for secret in [*secrets_of(api), "secret-value", "secretvalue"]:
+        assert secret not in everything
+
+
+# -- configuration (pure) ------------------------------------------------------------------
+
+
+def test_an_environment_without_keys_proxies_nothing_but_still_withholds_key_names() -> None:
+    config = proxy_config({"PATH": "/bin", "ANTHROPIC_API_KEY": "  "})
+
+    assert config.credentials == {}
+    assert config.withheld == KEY_VARIABLES
+    assert {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CODEX_API_KEY", "GEMINI_API_KEY"} <= (
+        config.withheld
+    )
+
+
+def test_keys_and_base_urls_are_read_from_the_environment() -> None:
+    config = proxy_config(
+        {
+            "ANTHROPIC_API_KEY": "sk-ant-1234567",
+            "ANTHROPIC_BASE_URL": "https://gateway.example/anthropic/",
+            "CODEX_API_KEY": "sk-codex-12345",
+            "OPENAI_API_BASE": "http://localhost:8000/v1",
+            "GOOGLE_API_KEY": "AIza-1234567",
+            "OPENAI_COMPATIBLE_API_KEY": "or-1234567",
+            "OPENAI_COMPATIBLE_BASE_URL": "https://openrouter.ai/api/v1",
+        }
+    )
+
+    got = {p: (c.upstream.origin + c.upstream.base_path, c.header, c.value)
+           for p, c in config.credentials.items()}  # fmt: skip
+    assert got == {
+        "anthropic": ("https://gateway.example:443/anthropic", "x-api-key", "sk-ant-1234567"),
+        "openai": ("http://localhost:8000/v1", "authorization", "Bearer sk-codex-12345"),
+        "gemini": (
+            "https://generativelanguage.googleapis.com:443",
+            "x-goog-api-key",
+            "AIza-1234567",
+        ),
+        "openai-compatible": (
+            "https://openrouter.ai:443/api/v1",
+            "authorization",
+            "Bearer or-1234567",
+        ),
+    }
+    assert config.withheld == KEY_VARIABLES | {
+        "ANTHROPIC_BASE_URL",
+        "OPENAI_BASE_URL",
+        "OPENAI_API_BASE",
+        "GOOGLE_GEMINI_BASE_URL",
+        "OPENAI_COMPATIBLE_BASE_URL",
+    }
+
+
+def test_the_first_key_variable_wins_and_defaults_are_the_public_apis() -> None:
+    config = proxy_config({"OPENAI_API_KEY": "sk-first", "CODEX_API_KEY": "sk-second"})
+
+    [(provider, held)] = config.credentials.items()
+    assert (provider, held.key) == ("openai", "sk-first")
+    assert held.upstream.origin + held.upstream.base_path == "https://api.openai.com:443/v1"
+    assert "OPENAI_BASE_URL" in config.withheld
+    assert "ANTHROPIC_BASE_URL" not in config.withheld  # not proxied: left to the agent
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"OPENAI_COMPATIBLE_API_KEY": "k-1234567"}, "OPENAI_COMPATIBLE_BASE_URL is not"),
+        ({"ANTHROPIC_API_KEY": "k-1234567", "ANTHROPIC_BASE_URL": "ftp://x"}, "http"),
+        ({"OPENAI_API_KEY": "k-1", "OPENAI_BASE_URL": "https://u:pw@host/v1"}, "user info"),
+        ({"GEMINI_API_KEY": "k-1", "GOOGLE_GEMINI_BASE_URL": "http://h:port"}, "valid URL"),
+        ({"OPENAI_API_KEY": "sk-éèà"}, "cannot go in a header"),
+    ],
+)
+def test_unusable_settings_are_configuration_errors_naming_the_variables(
+    environ: dict[str, str], expected: str
+) -> None:
+    with pytest.raises(ProxyConfigError) as raised:
+        proxy_config(environ)
+
+    message = str(raised.value)
+    assert message.startswith("credential proxy: ")
+    assert expected in message
+    assert next(iter(environ)) in message
+    assert raised.value.exit_code == 2
+    assert not any(value in message for value in environ.values() if len(value) > 4)
+
+
+def test_parse_upstream_splits_a_base_url() -> None:
+    assert parse_upstream("http://[::1]:8080/v1/") == parse_upstream("http://[::1]:8080/v1")
+    upstream = parse_upstream("http://[::1]:8080/v1/")
+    assert (upstream.host, upstream.port, upstream.base_path) == ("::1", 8080, "/v1")
+    assert upstream.origin == "http://[::1]:8080"
+    with pytest.raises(ValueError, match="query"):
+        parse_upstream("https://h/v1?api-key=123")
+
+
+def test_a_route_environment_points_sdks_at_the_proxied_providers_only() -> None:
+    route = Route("t", {"anthropic": "http://p/a", "openai": "http://p/o"}, "dummy")
+
+    assert route.environment() == {
+        "ANTHROPIC_BASE_URL": "http://p/a",
+        "ANTHROPIC_API_KEY": "dummy",
+        "OPENAI_BASE_URL": "http://p/o",
+        "OPENAI_API_BASE": "http://p/o",
+        "OPENAI_API_KEY": "dummy",
+    }
+    assert "dummy" not in repr(route)
+    assert "http://p" not in repr(route)
+
+
+# -- routing (pure) ------------------------------------------------------------------------
+
+_HELD: dict[Provider, Any] = {
+    "openai": credential("openai", "sk-real", "https://api.example/v1"),
+    "gemini": credential("gemini", "AIza-real"),
+}
+
+
+def test_a_request_is_planned_onto_the_upstream_with_the_real_key() -> None:
+    headers = [
+        ("Host", "127.0.0.1:1234"),
+        ("Authorization", "Bearer dummy"),
+        ("X-Api-Key", "dummy"),
+        ("Connection", "keep-alive, X-Trace"),
+        ("X-Trace", "hop"),
+        ("Keep-Alive", "timeout=5"),
+        ("Accept-Encoding", "gzip"),
+        ("Content-Length", "12"),
+        ("OpenAI-Beta", "assistants=v2"),
+        ("Accept", "text/event-stream"),
+    ]
+
+    plan = plan_request("/tok/openai/chat/completions?x=1", headers, {"tok": "t"}, _HELD)
+
+    assert plan == Forward(
+        "t",
+        "openai",
+        _HELD["openai"].upstream,
+        "/v1/chat/completions?x=1",
+        [
+            ("OpenAI-Beta", "assistants=v2"),
+            ("Accept", "text/event-stream"),
+            ("authorization", "Bearer sk-real"),
+        ],
+    )
+    assert "sk-real" not in repr(plan)
+
+
+@pytest.mark.parametrize(
+    ("target", "upstream_target"),
+    [
+        ("/tok/gemini/v1beta/models/m:streamGenerateContent?alt=sse&key=d", "alt=sse"),
+        ("/tok/gemini/v1beta/models/m:generateContent?key=d", ""),
+        ("/tok/gemini/v1beta/models/m:generateContent?%6bey=d&a=%20b&&", "a=%20b"),
+    ],
+)
+def test_gemini_key_parameters_are_removed(target: str, upstream_target: str) -> None:
+    plan = plan_request(target, [("x-goog-api-key", "d")], {"tok": "t"}, _HELD)
+
+    assert isinstance(plan, Forward)
+    assert plan.target.partition("?")[2] == upstream_target
+    assert plan.headers == [("x-goog-api-key", "AIza-real")]
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        ("/wrong/openai/chat/completions", 403),
+        ("/openai/chat/completions", 403),
+        ("tok/openai/x", 403),
+        ("", 403),
+        ("/tok/anthropic/v1/messages", 404),
+        ("/tok/openai-compatibles/x", 404),
+        ("/tok/openai/a/../../admin", 400),
+        ("/tok/openai/./x", 400),
+    ],
+)
+def test_requests_the_proxy_refuses(target: str, status: int) -> None:
+    plan = plan_request(target, [], {"tok": "t"}, _HELD)
+
+    assert isinstance(plan, Refusal)
+    assert plan.status == status
+    assert plan.message.startswith("credential proxy: ")
+
+
+def test_a_route_without_a_path_goes_to_the_base() -> None:
+    plans = [plan_request(t, [], {"tok": "t"}, _HELD) for t in ("/tok/openai", "/tok/gemini/")]
+
+    assert [p.target for p in plans if isinstance(p, Forward)] == ["/v1", "/"]
+
+
+def test_response_headers_lose_hop_by_hop_and_framing() -> None:
+    headers = [
+        ("Content-Type", "text/event-stream"),
+        ("Transfer-Encoding", "chunked"),
+        ("Content-Length", "5"),
+        ("Connection", "close"),
+        ("Set-Cookie", "a=1"),
+        ("Set-Cookie", "b=2"),
+    ]
+
+    assert response_headers(headers) == [
+        ("Content-Type", "text/event-stream"),
+        ("Set-Cookie", "a=1"),
+        ("Set-Cookie", "b=2"),
+    ]
+
+
+def test_every_provider_has_a_default_key_header() -> None:
+    for provider in PROVIDERS:
+        assert credential(provider, "k", "http://h").header
+
+
+# -- usage (pure) --------------------------------------------------------------------------
+
+
+def _metered(content_type: str | None, body: bytes, step: int = 1, limit: int = 4 << 20) -> Any:
+    meter = UsageMeter(content_type, limit)
+    for start in range(0, len(body), step):
+        meter.feed(body[start : start + step])
+    meter.finish()
+    return meter.input_tokens, meter.output_tokens
+
+
+_ANTHROPIC_STREAM = (
+    b'event: message_start\ndata: {"type":"message_start","message":{"usage":'
+    b'{"input_tokens":25,"output_tokens":1}}}\n\n'
+    b'event: content_block_delta\ndata: {"type":"content_block_delta","delta":{"text":"hi"}}\n\n'
+    b'event: message_delta\ndata: {"type":"message_delta","usage":{"output_tokens":15}}\n\n'
+    b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
+)
+
+
+@pytest.mark.parametrize("step", [1, 7, 1 << 20])
+def test_an_event_stream_is_metered_whatever_its_chunking(step: int) -> None:
+    assert _metered("text/event-stream; charset=utf-8", _ANTHROPIC_STREAM, step) == (25, 15)
+
+
+def test_an_over_long_event_line_is_skipped_and_the_next_ones_still_read() -> None:
+    long_line = b'data: {"pad":"' + b"x" * 300 + b'","usage":{"input_tokens":999}}\n\n'
+
+    got = _metered("text/event-stream", long_line + _ANTHROPIC_STREAM, step=50, limit=200)
+
+    assert got == (25, 15)
+
+
+def test_a_json_body_over_the_limit_is_not_read() -> None:
+    body = json.dumps({"usage": {"input_tokens": 1, "output_tokens": 2}, "pad": "x" * 300})
+
+    assert _metered("application/json", body.encode(), 64, limit=200) == (None, None)
+    assert _metered("application/json", body.encode(), 64) == (1, 2)
+
+
+def test_a_gemini_json_array_stream_counts_its_last_chunk() -> None:
+    chunks = [
+        {"usageMetadata": {"promptTokenCount": 9, "candidatesTokenCount": n}} for n in (1, 2, 3)
+    ]
+
+    assert _metered("application/json; charset=UTF-8", json.dumps(chunks).encode(), 5) == (9, 3)
+
+
+def test_bodies_without_usage_or_of_other_types_count_nothing() -> None:
+    assert _metered("text/html", b"<p>usage</p>") == (None, None)
+    assert _metered(None, b'{"usage":{"input_tokens":3}}') == (None, None)
+    assert _metered("application/json", b"not json") == (None, None)
+    assert _metered("text/event-stream", b"data: [DONE]\n\ndata: {broken\n\n") == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("obj", "expected"),
+    [
+        ({"usage": {"input_tokens": 3, "output_tokens": 4}}, (3, 4)),
+        ({"message": {"usage": {"input_tokens": 3, "output_tokens": 1}}}, (3, 1)),
+        ({"usage": {"prompt_tokens": 5, "completion_tokens": 6}}, (5, 6)),
+        ({"usage": None, "choices": []}, (None, None)),
+        ({"type": "response.created", "response": {"usage": None}}, (None, None)),
+        ({"response": {"usage": {"input_tokens": 7, "output_tokens": 8}}}, (7, 8)),
+        (
+            {"usageMetadata": {"promptTokenCount": 2, "candidatesTokenCount": 3}},
+            (2, 3),
+        ),
+        (
+            {
+                "usageMetadata": {
+                    "promptTokenCount": 2,
+                    "candidatesTokenCount": 3,
+                    "thoughtsTokenCount": 10,
+                }
+            },
+            (2, 13),
+        ),
+        ({"usageMetadata": {"promptTokenCount": 2}}, (2, None)),
+        ({"usage": {"input_tokens": True, "output_tokens": -1}}, (None, None)),
+        ([{"usage": {"input_tokens": 1}}], (None, None)),
+    ],
+)
+def test_token_counts_of_each_provider(obj: object, expected: tuple[int | None, ...]) -> None:
+    assert token_counts(obj) == expected
