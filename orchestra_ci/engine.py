@@ -132,6 +132,9 @@ class Engine:
         self._report_due = self._t0 + _REPORT_EVERY  # a short run writes only its final report
         self._progress_due = 0.0 if self.on_progress else self._t0 + self.settings.progress_interval
         self._seen: dict[str, object] = {}  # task id -> updatedAt last fed to the scheduler
+        # What the scheduler learns once a task's attempt is wholly over (its worktree
+        # removed): a retry offered earlier would be claimed while the old attempt cleans up.
+        self._settle: dict[str, tuple[str, float | None]] = {}
 
     # -- entry point --------------------------------------------------------------------
 
@@ -366,6 +369,9 @@ class Engine:
         finally:
             release_slot()
             self.running.pop(task_id, None)
+            settled = self._settle.pop(task_id, None)
+            if settled is not None:
+                self.scheduler.finished(task_id, *settled)
             self._wake.set()
 
     def _claim(self, task_id: str) -> "_Claim":
@@ -583,14 +589,14 @@ class Engine:
         task_id: str,
         ending: "_Ending",
     ) -> None:
-        """Record the attempt's end (in a worker thread: the durable write waits on the disk),
-        then tell the scheduler."""
+        """Record the attempt's end (in a worker thread: the durable write waits on the disk);
+        the scheduler hears of it when the task's coroutine ends."""
         verdict = ending.verdict
         record, outcome, status_after, next_at = await asyncio.to_thread(
             self._record_finish, task_id, ending
         )
         self._seen[task_id] = record.get("updatedAt")
-        self.scheduler.finished(task_id, status_after, next_at)
+        self._settle[task_id] = (status_after, next_at)  # told when the task's coroutine ends
         self._changed(record)
         if status_after == "failed":
             self.failed.add(task_id)

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,11 +19,20 @@ from orchestra_ci.engine import Engine, RunOutcome
 from orchestra_ci.record import new_record
 from orchestra_ci.settings import load_settings
 from orchestra_ci.store import Store
-from tests.conftest import CliRunner, alive, cli_env, records, write_tasks
+from orchestra_ci.worktrees import Isolation
+from tests.conftest import (
+    FAKE_AGENT,
+    CliRunner,
+    alive,
+    cli_env,
+    records,
+    write_agents,
+    write_tasks,
+)
 
 
 def run_in_process(root: Path, **flags: object) -> RunOutcome:
-    settings = load_settings(root, isolation="none", **flags)
+    settings = load_settings(root, **{"isolation": "none", **flags})
     engine = Engine(Store(root), agents_for(root, settings), settings)
     return asyncio.run(engine.run())
 
@@ -35,6 +45,35 @@ def test_in_process_run_retries_and_completes(root: Path) -> None:
     assert outcome.exit_code == 0
     assert outcome.report.totals["complete"] == 2
     assert records(root)["flaky"]["retryCount"] == 1
+
+
+def test_a_retry_waits_until_its_failed_attempt_has_cleaned_up(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The failed attempt's worktree is removed in a thread after its record is written.
+    # A retry due meanwhile was claimed then, and the old attempt's clean-up dropped the new
+    # one from the runner's books: the run ended with the task left `running`.
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": FAKE_AGENT})
+    removing = threading.Event()
+    original = Isolation.remove
+
+    def slow_remove(self: Isolation, task_id: str) -> None:
+        removing.set()
+        time.sleep(0.5)  # removal outlasts the retry delay
+        original(self, task_id)
+
+    monkeypatch.setattr(Isolation, "remove", slow_remove)
+    store = Store(git_repo).ensure()
+    store.create(new_record("flaky", "fake", "fail_times=1", backoff=0.01))
+    outcome = run_in_process(git_repo, isolation="worktree")
+    assert removing.is_set()
+    assert records(git_repo)["flaky"]["status"] == "complete"
+    assert [a.get("outcome") for a in records(git_repo)["flaky"]["attempts"]] == [
+        "failed",
+        "success",
+    ]
+    assert outcome.exit_code == 0
 
 
 def test_a_retry_time_in_naive_local_time_is_honoured(root: Path, tokyo: None) -> None:
