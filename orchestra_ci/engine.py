@@ -37,7 +37,7 @@ from orchestra_ci.process import (
     kill_attempt,
     run_attempt,
 )
-from orchestra_ci.record import Attempt, TaskRecord, timestamp
+from orchestra_ci.record import Attempt, TaskRecord, iso, timestamp
 from orchestra_ci.redact import Redactor
 from orchestra_ci.retry_policy import decide
 from orchestra_ci.schedule import Blocked, Scheduler
@@ -92,7 +92,7 @@ class Engine:
     store: Store
     agents: dict[str, AgentSpec]
     settings: Settings
-    redactor: Redactor = field(default_factory=Redactor)  # the run's secrets
+    redactor: Redactor  # masks the run's secrets in records, sentinels and logs
     daemon: bool = False
     on_progress: Callable[[str], None] | None = None
     on_change: Callable[[TaskRecord], None] | None = None
@@ -123,7 +123,7 @@ class Engine:
                 )
         self.pool = AgentPool({n: s.fallback for n, s in self.agents.items()}, self.clock)
         self.supervisor = Supervisor()
-        self.started_at = transitions.iso(self._now())
+        self.started_at = iso(self._now())
         self._t0 = self.started if self.started is not None else time.monotonic()
         self.deadline: float | None = (
             self._t0 + self.settings.time_budget if self.settings.time_budget is not None else None
@@ -596,7 +596,7 @@ class Engine:
             self._record_finish, task_id, ending
         )
         self._seen[task_id] = record.get("updatedAt")
-        self._settle[task_id] = (status_after, next_at)  # told when the task's coroutine ends
+        self._settle[task_id] = (status_after, next_at)
         self._changed(record)
         if status_after == "failed":
             self.failed.add(task_id)
@@ -761,7 +761,7 @@ class Engine:
             self.store.iter_records(self.only),
             run_id=self.runner_id,
             started_at=self.started_at,
-            ended_at=transitions.iso(self._now()) if final else None,
+            ended_at=iso(self._now()) if final else None,
             time_budget=self.settings.time_budget,
             parallel=self.settings.parallel,
             stopped_by=stopped_by,

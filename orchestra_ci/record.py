@@ -90,8 +90,13 @@ class TaskRecord(TypedDict, total=False):
     prUrl: str | None
 
 
+def iso(instant: datetime) -> str:
+    """How a record stores an instant."""
+    return instant.isoformat(timespec="milliseconds")
+
+
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return iso(datetime.now(UTC))
 
 
 def parse_time(value: str) -> datetime:

@@ -12,15 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from orchestra_ci.record import FINISHED, Attempt, Outcome, TaskRecord, timestamp
+from orchestra_ci.record import FINISHED, Attempt, Outcome, TaskRecord, iso, timestamp
 
 if TYPE_CHECKING:  # the queue commands (cancel, retry) need no retry policy, nor tenacity
     from orchestra_ci.retry_policy import Decision
-
-
-def iso(now: datetime) -> str:
-    """How a record stores an instant."""
-    return now.isoformat(timespec="milliseconds")
 
 
 def _copy(record: TaskRecord) -> TaskRecord:

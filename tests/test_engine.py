@@ -17,6 +17,7 @@ import pytest
 from orchestra_ci.batch import agents_for
 from orchestra_ci.engine import Engine, RunOutcome
 from orchestra_ci.record import new_record
+from orchestra_ci.redact import Redactor
 from orchestra_ci.settings import load_settings
 from orchestra_ci.store import Store
 from orchestra_ci.worktrees import Isolation
@@ -33,7 +34,7 @@ from tests.conftest import (
 
 def run_in_process(root: Path, **flags: object) -> RunOutcome:
     settings = load_settings(root, **{"isolation": "none", **flags})
-    engine = Engine(Store(root), agents_for(root, settings), settings)
+    engine = Engine(Store(root), agents_for(root, settings), settings, Redactor())
     return asyncio.run(engine.run())
 
 

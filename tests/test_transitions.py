@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestra_ci import transitions
-from orchestra_ci.record import TaskRecord, new_record
+from orchestra_ci.record import TaskRecord, iso, new_record
 from orchestra_ci.retry_policy import Decision
 from orchestra_ci.transitions import AttemptEnd
 
@@ -31,7 +31,7 @@ def test_a_pending_task_without_a_delay_is_due() -> None:
 
 
 def test_a_retry_delay_holds_the_task_until_its_instant() -> None:
-    record = pending(nextAttemptAt=transitions.iso(LATER))
+    record = pending(nextAttemptAt=iso(LATER))
     assert not transitions.is_due(record, NOW)
     assert transitions.is_due(record, LATER)
 
@@ -46,7 +46,7 @@ def test_naive_local_times_are_compared_as_instants(tokyo: None) -> None:
     # nine hours later than "now" in UTC: compared as strings it would never be due.
     a_minute_ago = (NOW - timedelta(minutes=1)).astimezone().replace(tzinfo=None)
     record = pending(nextAttemptAt=a_minute_ago.isoformat())
-    assert record["nextAttemptAt"] > transitions.iso(NOW)  # the trap
+    assert record["nextAttemptAt"] > iso(NOW)  # the trap
     assert transitions.is_due(record, NOW)
     in_a_minute = (NOW + timedelta(minutes=1)).astimezone().replace(tzinfo=None)
     assert not transitions.is_due(pending(nextAttemptAt=in_a_minute.isoformat()), NOW)
@@ -60,16 +60,16 @@ def test_an_unreadable_delay_does_not_hold_the_task_forever() -> None:
 
 
 def test_claim_starts_a_numbered_attempt_with_its_marker() -> None:
-    before = pending(nextAttemptAt=transitions.iso(NOW))
+    before = pending(nextAttemptAt=iso(NOW))
     record = transitions.claim(before, agent="codex", runner_id="r9", now=LATER)
     assert record["status"] == "running" and record["runnerId"] == "r9"
-    assert record["startedAt"] == transitions.iso(LATER)
+    assert record["startedAt"] == iso(LATER)
     assert record["nextAttemptAt"] is None
     assert record["attempts"] == [
         {
             "number": 1,
             "agent": "codex",
-            "startedAt": transitions.iso(LATER),
+            "startedAt": iso(LATER),
             "runnerId": "r9",
             "marker": "r9.t.1",
         }
@@ -81,7 +81,7 @@ def test_a_second_claim_keeps_the_first_start_and_numbers_on() -> None:
     first = running()
     back = transitions.interrupt(first, NOW, "gone")
     second = transitions.claim(back, agent="claude", runner_id="r2", now=LATER)
-    assert second["startedAt"] == transitions.iso(NOW)
+    assert second["startedAt"] == iso(NOW)
     assert [a["number"] for a in second["attempts"]] == [1, 2]
     assert second["attempts"][1]["marker"] == "r2.t.2"
 
@@ -104,12 +104,12 @@ def test_success_completes() -> None:
         Decision("complete"),
         LATER,
     )
-    assert record["status"] == "complete" and record["completedAt"] == transitions.iso(LATER)
+    assert record["status"] == "complete" and record["completedAt"] == iso(LATER)
     assert record["errorMessage"] is None and record["runnerId"] is None
     attempt = record["attempts"][-1]
     assert attempt["outcome"] == "success" and attempt["exitCode"] == 0
     assert attempt["pid"] == 77 and attempt["costUsd"] == 0.5
-    assert attempt["endedAt"] == transitions.iso(LATER) and "error" not in attempt
+    assert attempt["endedAt"] == iso(LATER) and "error" not in attempt
 
 
 def test_results_of_the_attempt_land_on_the_task() -> None:
@@ -123,11 +123,11 @@ def test_a_retry_is_scheduled_and_noted_in_the_history() -> None:
     end = AttemptEnd("failed", error="exit 3", exit_code=3)
     record = transitions.finish(before, end, Decision("retry", 30.0), LATER)
     assert record["status"] == "pending" and record["retryCount"] == 2
-    assert record["nextAttemptAt"] == transitions.iso(LATER + timedelta(seconds=30))
+    assert record["nextAttemptAt"] == iso(LATER + timedelta(seconds=30))
     assert record["errorMessage"] == "exit 3"
     assert record["retryHistory"][-1] == {
         "attempt": 2,
-        "timestamp": transitions.iso(LATER),
+        "timestamp": iso(LATER),
         "error": "exit 3",
         "retriedFrom": "t",
     }
@@ -140,7 +140,7 @@ def test_a_failure_for_good() -> None:
         running(), AttemptEnd("fatal", error="bad key"), Decision("fail"), LATER
     )
     assert record["status"] == "failed" and record["errorMessage"] == "bad key"
-    assert record["completedAt"] == transitions.iso(LATER)
+    assert record["completedAt"] == iso(LATER)
 
 
 def test_a_switch_hands_the_task_to_the_fallback_without_a_retry() -> None:
@@ -163,7 +163,7 @@ def test_a_task_cancelled_while_its_attempt_ran_stays_cancelled() -> None:
     assert transitions.outcome_of(cancelled, end) == "cancelled"
     record = transitions.finish(cancelled, end, Decision("cancel"), LATER)
     assert record["status"] == "cancelled"
-    assert record["completedAt"] == transitions.iso(NOW)  # when it was cancelled
+    assert record["completedAt"] == iso(NOW)  # when it was cancelled
     assert record["attempts"][-1]["outcome"] == "cancelled"
     assert record["attempts"][-1]["error"] == "cancelled"
 
@@ -173,7 +173,7 @@ def test_a_task_cancelled_while_its_attempt_ran_stays_cancelled() -> None:
 
 def test_fail_without_running() -> None:
     record = transitions.fail(pending(), "no usable agent: claude: bad key", NOW)
-    assert record["status"] == "failed" and record["completedAt"] == transitions.iso(NOW)
+    assert record["status"] == "failed" and record["completedAt"] == iso(NOW)
     assert record["errorMessage"] == "no usable agent: claude: bad key"
     assert record["attempts"] == []
 
@@ -195,10 +195,10 @@ def test_interrupt_ends_the_open_attempt_and_requeues() -> None:
     assert record["attempts"][-1] == {
         "number": 1,
         "agent": "claude",
-        "startedAt": transitions.iso(NOW),
+        "startedAt": iso(NOW),
         "runnerId": "r1",
         "marker": "r1.t.1",
-        "endedAt": transitions.iso(LATER),
+        "endedAt": iso(LATER),
         "outcome": "interrupted",
         "error": "the runner stopped unexpectedly",
     }
@@ -221,7 +221,7 @@ def test_interrupt_leaves_a_task_that_is_not_running_alone() -> None:
 def test_cancel(status: str) -> None:
     record = transitions.cancel(pending(status=status), NOW)
     assert record["status"] == "cancelled" and record["errorMessage"] == "cancelled"
-    assert record["completedAt"] == transitions.iso(NOW)
+    assert record["completedAt"] == iso(NOW)
 
 
 @pytest.mark.parametrize("status", ["complete", "failed", "cancelled"])
@@ -237,8 +237,8 @@ def test_retry_gives_a_fresh_allowance_and_keeps_the_history() -> None:
         retryHistory=[{"attempt": 1}],
         errorMessage="blocked",
         blockedBy="dep",
-        completedAt=transitions.iso(NOW),
-        nextAttemptAt=transitions.iso(NOW),
+        completedAt=iso(NOW),
+        nextAttemptAt=iso(NOW),
     )
     record = transitions.retry(failed)
     assert record["status"] == "pending" and record["retryCount"] == 0
