@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from orchestra_ci import workflow
 from orchestra_ci.errors import OrchestraError, UsageError, one_line
-from orchestra_ci.redact import redactor, secret_values
+from orchestra_ci.redact import Redactor, secret_values
 
 
 class ActionInputs(BaseSettings):
@@ -127,7 +127,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
     secrets = [v for v in [inputs.github_token, *secret_values(env)] if v]
     for line in workflow.mask_commands(secrets):
         print(line)
-    redactor.add(*secrets)
+    redactor = Redactor(secrets)
     root = Path(env.get("GITHUB_WORKSPACE") or Path.cwd()).resolve()
     try:
         from orchestra_ci import batch, log
@@ -137,7 +137,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         overrides = inputs.settings_overrides()
         overrides.setdefault("log_format", "json")
         settings = load_settings(root, **overrides)
-        log.configure(Console(), settings.log_format)
+        log.configure(Console(), settings.log_format, redactor)
         mode = inputs.mode.strip() or "run"
         if mode == "plan":
             shards = _count(inputs.shards, "shards")
@@ -146,13 +146,13 @@ def main(env: Mapping[str, str] | None = None) -> int:
         if mode == "merge":
             dirs = [root / d for d in split_list(inputs.merge_dirs or ".")]
             expected = _count(inputs.shards, "shards") if inputs.shards.strip() else None
-            return batch.merge_run(root, settings, dirs, expected, env)
+            return batch.merge_run(root, settings, dirs, expected, redactor=redactor, env=env)
         if mode != "run":
             raise UsageError(f"input 'mode' must be run, plan or merge, not {mode!r}")
         _git_safe_directory(root)
         prepare_agent_homes(os.environ)  # agents inherit this process's environment
         _setup(inputs.setup_command, root)
-        return batch.run_batch(root, settings, env=env)
+        return batch.run_batch(root, settings, redactor=redactor, env=env)
     except OrchestraError as exc:
         message = redactor(str(exc))
         print(workflow.command("error", message, title="orchestra-ci"))

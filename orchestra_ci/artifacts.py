@@ -38,10 +38,9 @@ import tenacity
 
 from orchestra_ci import __version__
 from orchestra_ci.errors import OrchestraError
-from orchestra_ci.redact import redactor
 from orchestra_ci.store import RESULTS_FILE
 
-log = structlog.get_logger(__name__)
+log = structlog.get_logger("orchestra_ci")
 
 T = TypeVar("T")
 
@@ -384,7 +383,6 @@ def upload(
         raise ArtifactError("ACTIONS_RUNTIME_TOKEN is empty")
     if chunk_size <= 0:
         raise ValueError("chunk_size must be positive")
-    redactor.add(runtime_token)
     ids = backend_ids(runtime_token)
     own_session = session is None
     http = requests.Session() if session is None else session

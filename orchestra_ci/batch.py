@@ -1,33 +1,43 @@
-"""One batch, as both ``orchestra-ci run`` and the Action do it: load the sources, run the
-queue, then report (results, job summary, outputs, artifact, issue comments, labels)."""
+"""One batch, as both ``orchestra-ci run`` and the Action do it, as a pipeline of named steps.
+
+:func:`run_batch` runs them in order over one :class:`Batch`: :func:`load` (the sources),
+:func:`shard`, :func:`queue`, :func:`announce`, :func:`run`, :func:`pull_requests`,
+:func:`publish`, :func:`outputs_and_summary` and :func:`close_issues`. Each step reads what
+the earlier ones left in the batch and can be run alone; :func:`merge_run` reuses the last
+two for the merge job of a sharded run.
+"""
 
 import asyncio
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
 from orchestra_ci import STARTED, workflow
 from orchestra_ci.agents import AgentSpec, load_agents
 from orchestra_ci.console import Console
-from orchestra_ci.engine import Engine, RunOutcome
 from orchestra_ci.errors import UsageError
 from orchestra_ci.loading import check_queue, enqueue
 from orchestra_ci.presets import DEFAULT_CONFIG_FILE
-from orchestra_ci.record import TaskRecord, new_record
-from orchestra_ci.redact import redactor
-from orchestra_ci.report import RunReport
+from orchestra_ci.record import Status, TaskRecord, new_record
+from orchestra_ci.redact import Redactor
+from orchestra_ci.report import RunReport, TaskReport
 from orchestra_ci.settings import Settings, split_list
 from orchestra_ci.store import Store
 
-if TYPE_CHECKING:  # the tasks file's models and YAML load only when there is a tasks file
-    from orchestra_ci.tasksfile import TaskSpec
+if TYPE_CHECKING:
+    from orchestra_ci.comments import IssueReporter, Links
+    from orchestra_ci.merge import MergedReport
+    from orchestra_ci.task_spec import TaskSpec
 
 log = structlog.get_logger("orchestra_ci")
+
+_COMMENT_TAIL = 8192  # bytes of a failed task's log in its issue comment
+_GROUP_TAIL = 32768  # bytes of each task's log in its log group
 
 
 @dataclass
@@ -42,8 +52,26 @@ class GitHubContext:
 
     gh: Any
     repo: Any
-    comments: Any = None
-    reporter: Any = None
+
+
+@dataclass
+class Batch:
+    """What the steps of one batch share: the inputs, and what each step found."""
+
+    root: Path
+    settings: Settings
+    env: Mapping[str, str]
+    redactor: Redactor
+    store: Store
+    agents: dict[str, AgentSpec]
+    github: GitHubContext | None = None
+    sources: Sources = field(default_factory=Sources)
+    only: frozenset[str] | None = None  # this shard's tasks; None: every task
+    reporter: "IssueReporter | None" = None  # issue status comments, when they are on
+    report: RunReport | None = None
+    exit_code: int = 0
+    artifact_id: int | None = None
+    artifact_url: str | None = None
 
 
 def resolve(root: Path, path: Path | None) -> Path | None:
@@ -68,11 +96,9 @@ def connect_github(settings: Settings) -> GitHubContext:
             "issues and pull requests need the repository (GITHUB_REPOSITORY or --repo "
             "OWNER/NAME) and a token (GITHUB_TOKEN or --github-token)"
         )
-    token = settings.github_token.get_secret_value()
-    redactor.add(token)
     gh = connect(
         GitHubConfig(
-            token=token,
+            token=settings.github_token.get_secret_value(),
             repository=repository,
             api_url=settings.api_url,
             max_wait=settings.github_max_wait,
@@ -132,14 +158,83 @@ def load_sources(
     return sources
 
 
-def dry_run(store: Store, agents: dict[str, AgentSpec], specs: "list[TaskSpec]") -> int:
-    records = {r["taskId"]: r for r in store.all()}
-    for spec in specs:
+def run_url(env: Mapping[str, str]) -> str | None:
+    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        return f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+    return None
+
+
+def _links(batch: Batch) -> "Links":
+    from orchestra_ci.comments import Links
+
+    return Links(run_url=run_url(batch.env), artifact_url=batch.artifact_url)
+
+
+def _log_tail(store: Store, task_id: str, size: int) -> str:
+    try:
+        return store.log_path(task_id).read_bytes()[-size:].decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _comment(batch: Batch, record: TaskRecord) -> None:
+    """Mirror an issue task's state into its status comment (the engine's observer)."""
+    from orchestra_ci.comments import status_comment_body
+
+    number = record.get("issueNumber")
+    if number is None or batch.reporter is None:
+        return
+    tail = _log_tail(batch.store, record["taskId"], _COMMENT_TAIL)
+    tail = tail if record["status"] == "failed" else ""
+    batch.reporter.update(
+        number, record["taskId"], status_comment_body(record, _links(batch), tail)
+    )
+
+
+def _reporter(ctx: GitHubContext, env: Mapping[str, str], redactor: Redactor) -> "IssueReporter":
+    from orchestra_ci.comments import IssueReporter, StatusComments, identity
+
+    login = identity(ctx.gh, "github-actions[bot]" if env.get("GITHUB_ACTIONS") else None)
+    return IssueReporter(StatusComments(ctx.repo, login), redactor)
+
+
+# -- the steps -----------------------------------------------------------------------------
+
+
+def load(batch: Batch) -> None:
+    """The tasks of the tasks file and of the labelled issues (GitHub opened if needed)."""
+    settings = batch.settings
+    if batch.github is None and (settings.issue_label or settings.create_prs):
+        batch.github = connect_github(settings)
+    batch.sources = load_sources(batch.root, settings, batch.github, batch.env)
+
+
+def shard(batch: Batch) -> None:
+    """Keep the K-th shard of the loaded tasks, split exactly as ``plan`` splits them."""
+    if not batch.settings.shard:
+        return
+    from orchestra_ci import sharding
+
+    try:
+        k, n = sharding.parse_shard(batch.settings.shard)
+        durations = _durations(batch.root, batch.settings)
+        assignment = sharding.assign(sharding.shard_tasks(batch.sources.specs), n, durations)
+    except ValueError as exc:
+        raise UsageError(f"shard: {exc}") from None
+    batch.only = frozenset(sharding.tasks_in(assignment, k))
+    batch.sources.specs = [s for s in batch.sources.specs if s.id in batch.only]
+
+
+def dry_run(batch: Batch) -> int:
+    """What :func:`queue` and :func:`run` would do, printed; nothing is written."""
+    records = {r["taskId"]: r for r in batch.store.all()}
+    for spec in batch.sources.specs:
         if spec.id not in records or records[spec.id]["status"] == "pending":
             records[spec.id] = new_record(
                 spec.id, spec.agent, spec.prompt, depends_on=spec.depends_on, priority=spec.priority
             )
-    check_queue(records.values(), agents, root=store.root)
+    check_queue(records.values(), batch.agents, root=batch.store.root)
     pending = sorted(
         (r for r in records.values() if r["status"] == "pending"),
         key=lambda r: (-(r.get("priority") or 0), r["taskId"]),
@@ -151,202 +246,80 @@ def dry_run(store: Store, agents: dict[str, AgentSpec], specs: "list[TaskSpec]")
     return 0
 
 
-def run_url(env: Mapping[str, str]) -> str | None:
-    if env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
-        server = env.get("GITHUB_SERVER_URL", "https://github.com")
-        return f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
-    return None
+def queue(batch: Batch) -> None:
+    """Write the loaded tasks into the queue (this also checks the whole queue)."""
+    enqueue(batch.store, batch.sources.specs, batch.agents)
 
 
-class _IssueStatus:
-    """Engine observer: mirrors issue tasks' state into their status comments."""
+def announce(batch: Batch) -> None:
+    """Start the issue status comments: queued on each issue task, and an explanation on
+    each labelled issue that will not run."""
+    if batch.github is None or not batch.settings.comments:
+        return
+    from orchestra_ci.comments import skipped_body
+    from orchestra_ci.issues import issue_task_id
 
-    def __init__(self, ctx: GitHubContext, store: Store, links: Any) -> None:
-        from orchestra_ci.comments import IssueReporter, StatusComments, identity
-
-        login = identity(
-            ctx.gh, "github-actions[bot]" if os.environ.get("GITHUB_ACTIONS") else None
-        )
-        ctx.comments = StatusComments(ctx.repo, login)
-        self.reporter = IssueReporter(ctx.comments)
-        self.store = store
-        self.links = links
-
-    def __call__(self, record: TaskRecord) -> None:
-        from orchestra_ci.comments import status_comment_body
-
-        number = record.get("issueNumber")
-        if number is None:
-            return
-        tail = ""
-        if record["status"] == "failed":
-            try:
-                tail = (
-                    self.store.log_path(record["taskId"])
-                    .read_bytes()[-8192:]
-                    .decode(errors="replace")
-                )
-            except OSError:
-                tail = ""
-        self.reporter.update(
-            number, record["taskId"], status_comment_body(record, self.links, tail)
-        )
+    batch.reporter = _reporter(batch.github, batch.env, batch.redactor)
+    for record in batch.store.all():
+        if record.get("issueNumber") is not None and record["status"] == "pending":
+            _comment(batch, record)
+    for number, reason in batch.sources.skipped.items():
+        task_id = issue_task_id(number)
+        batch.reporter.update(number, task_id, skipped_body(task_id, reason))
 
 
-def run_batch(
-    root: Path,
-    settings: Settings,
-    *,
-    daemon: bool = False,
-    dry: bool = False,
-    env: Mapping[str, str] | None = None,
-) -> int:
-    env = os.environ if env is None else env
-    store = Store(root)
-    agents = agents_for(root, settings)
-    needs_github = settings.issue_label or settings.create_prs
-    github_ctx = connect_github(settings) if needs_github else None
-    sources = load_sources(root, settings, github_ctx, env)
-    only: frozenset[str] | None = None
-    if settings.shard:
-        sources.specs, only = shard_of(sources.specs, settings, root)
-    if dry:
-        return dry_run(store, agents, sources.specs)
-    enqueue(store, sources.specs, agents)  # also checks the whole queue, new tasks or not
-
-    from orchestra_ci.comments import Links
-
-    links = Links(run_url=run_url(env))
-    observer: _IssueStatus | None = None
-    if github_ctx is not None and settings.comments:
-        observer = _IssueStatus(github_ctx, store, links)
-        _announce(observer, github_ctx, store, sources)
+def run(batch: Batch, *, daemon: bool = False) -> None:
+    """Run the queue until it drains, the time budget ends or a signal stops it."""
+    from orchestra_ci.engine import Engine
 
     console = Console()
     engine = Engine(
-        store,
-        agents,
-        settings,
-        redactor=redactor,
+        batch.store,
+        batch.agents,
+        batch.settings,
+        redactor=batch.redactor,
         daemon=daemon,
         on_progress=console.status if console.live else None,
-        on_change=observer,
-        only=only,
-        shard=settings.shard,
+        on_change=(lambda record: _comment(batch, record)) if batch.reporter else None,
+        only=batch.only,
+        shard=batch.settings.shard,
         started=STARTED,
     )
     try:
         outcome = asyncio.run(engine.run())
     finally:
         console.close()
-    _report(store, settings, outcome, env, github_ctx, observer, links, only)
-    from orchestra_ci.summary import text
-
-    sys.stdout.write(text(outcome.report, str(store.results_path.relative_to(store.root))))
-    if daemon and engine.stop_signal is not None:
-        return 0
-    return outcome.exit_code
+    batch.report = outcome.report
+    batch.exit_code = 0 if daemon and engine.stop_signal is not None else outcome.exit_code
 
 
-def _announce(observer: _IssueStatus, ctx: GitHubContext, store: Store, sources: Sources) -> None:
-    """Queued comments for issue tasks, and an explanation on issues we will not run."""
-    from orchestra_ci.comments import skipped_body
-    from orchestra_ci.issues import issue_task_id
-
-    for record in store.all():
-        if record.get("issueNumber") is not None and record["status"] == "pending":
-            observer(record)
-    for number, reason in sources.skipped.items():
-        observer.reporter.update(
-            number, issue_task_id(number), skipped_body(issue_task_id(number), reason)
-        )
-
-
-def _report(
-    store: Store,
-    settings: Settings,
-    outcome: RunOutcome,
-    env: Mapping[str, str],
-    ctx: GitHubContext | None,
-    observer: _IssueStatus | None,
-    links: Any,
-    only: frozenset[str] | None = None,
-) -> None:
-    if settings.create_prs and ctx is not None:
-        _open_pull_requests(store, settings, ctx, only)
-        report = engine_report(store, outcome.report)
-    else:
-        report = outcome.report
-    in_actions = env.get("GITHUB_ACTIONS") == "true"
-    artifact_id: int | None = None
-    artifact_url: str | None = None
-    if in_actions:
-        artifact_id, artifact_url = _publish(store, artifact_name(settings), env)
-    outputs = {
-        "total": str(report.totals["total"]),
-        "complete": str(report.totals["complete"]),
-        "failed": str(report.totals["failed"]),
-        "pending": str(report.totals["pending"]),
-        "results": str(store.results_path),
-        "artifact-id": str(artifact_id or ""),
-    }
-    workflow.write_outputs(outputs, env)
-    from orchestra_ci.summary import markdown
-
-    summary_links = {}
-    if links.run_url:
-        summary_links["workflow run"] = links.run_url
-    if artifact_url:
-        summary_links["artifact (logs, patches, results.json)"] = artifact_url
-    if settings.repository:
-        server = env.get("GITHUB_SERVER_URL", "https://github.com")
-        summary_links["issues"] = f"{server}/{settings.repository}/issues"
-    workflow.write_summary(redactor(markdown(report, summary_links)), env)
-    if in_actions:
-        _print_groups(store, report)
-    if ctx is not None and observer is not None:
-        from orchestra_ci.comments import Links, move_labels
-
-        observer.links = Links(run_url=links.run_url, artifact_url=artifact_url)
-        for record in store.all():
-            if record.get("issueNumber") is not None and record["status"] in ("complete", "failed"):
-                observer(record)
-        observer.reporter.close()
-        for record in store.all():
-            number = record.get("issueNumber")
-            if number is None or record["status"] not in ("complete", "failed"):
-                continue
-            add = settings.done_label if record["status"] == "complete" else settings.failed_label
-            try:
-                move_labels(ctx.repo, number, settings.issue_label or "", add)
-            except Exception as exc:
-                log.warning("label update failed", issue=number, error=redactor(str(exc)))
-
-
-def _open_pull_requests(
-    store: Store, settings: Settings, ctx: GitHubContext, only: frozenset[str] | None
-) -> None:
+def pull_requests(batch: Batch) -> None:
+    """Push each completed task's branch and open (or update) its pull request."""
+    if not batch.settings.create_prs or batch.github is None or batch.report is None:
+        return
     from orchestra_ci.pulls import PullRequestError, open_or_update, push
     from orchestra_ci.worktrees import find_repo
 
+    store, settings = batch.store, batch.settings
     repo_top = find_repo(store.root)
     if repo_top is None:
         log.warning("pull requests need a git repository", root=str(store.root))
         return
-    base = settings.pr_base or ctx.repo.default_branch
+    base = settings.pr_base or batch.github.repo.default_branch
     token = settings.github_token.get_secret_value() if settings.github_token else None
     for record in store.all():
         branch = record.get("branch")
-        if only is not None and record["taskId"] not in only:
+        if batch.only is not None and record["taskId"] not in batch.only:
             continue
         if record["status"] != "complete" or not branch or not record.get("patch"):
             continue
         try:
             push(repo_top, branch, settings.git_remote, token)
-            url = open_or_update(ctx.repo, record, base)
+            url = open_or_update(batch.github.repo, record, base)
         except PullRequestError as exc:
-            log.warning("pull request not opened", task=record["taskId"], error=str(exc))
-            print(workflow.command("warning", str(exc), title=f"orchestra-ci: {record['taskId']}"))
+            message = batch.redactor(str(exc))
+            log.warning("pull request not opened", task=record["taskId"], error=message)
+            print(workflow.command("warning", message, title=f"orchestra-ci: {record['taskId']}"))
             continue
 
         def set_url(r: TaskRecord, url: str = url) -> None:
@@ -354,9 +327,164 @@ def _open_pull_requests(
 
         store.update(record["taskId"], set_url)
         log.info("pull request ready", task=record["taskId"], url=url)
+    batch.report = rebuilt_report(store, batch.report)
 
 
-def engine_report(store: Store, previous: RunReport) -> RunReport:
+def publish(batch: Batch) -> None:
+    """Upload ``.orchestra/`` as the workflow artifact (only inside GitHub Actions)."""
+    if batch.env.get("GITHUB_ACTIONS") != "true":
+        return
+    from orchestra_ci import artifacts
+
+    try:
+        result = artifacts.publish(batch.store.dir, artifact_name(batch.settings), batch.env)
+    except Exception as exc:
+        message = f"artifact upload failed: {batch.redactor(str(exc))}"
+        log.warning(message)
+        print(workflow.command("warning", message))
+        return
+    if result.artifact_id is not None:
+        batch.artifact_id = result.artifact_id
+        url = run_url(batch.env)
+        batch.artifact_url = f"{url}/artifacts/{result.artifact_id}" if url else None
+
+
+def outputs_and_summary(batch: Batch) -> None:
+    """Step outputs, the job summary and, in Actions, a log group per task."""
+    assert batch.report is not None, "run the batch before reporting it"
+    write_report(
+        batch.report,
+        batch.store,
+        batch.settings,
+        batch.env,
+        batch.redactor,
+        {"artifact-id": str(batch.artifact_id or "")},
+        artifact_url=batch.artifact_url,
+    )
+    if batch.env.get("GITHUB_ACTIONS") == "true":
+        _print_groups(batch.store, batch.report, batch.redactor)
+
+
+def close_issues(batch: Batch) -> None:
+    """The final status comment and the result label on each finished issue task."""
+    if batch.github is None or batch.reporter is None or batch.report is None:
+        return
+    records = {r["taskId"]: r for r in batch.store.all()}
+    for task in finished_issue_tasks(batch.report.tasks):
+        record = records.get(task.id)
+        if record is not None:
+            _comment(batch, record)
+    finish_issues(batch.reporter, batch.github, batch.settings, batch.report.tasks)
+
+
+# -- steps shared with the merge job -------------------------------------------------------
+
+
+def write_report(
+    report: RunReport,
+    store: Store,
+    settings: Settings,
+    env: Mapping[str, str],
+    redactor: Redactor,
+    outputs: Mapping[str, str],
+    *,
+    artifact_url: str | None = None,
+    sections: Sequence[str] = (),
+) -> None:
+    """The step outputs (the totals, results.json relative to the workspace, and
+    ``outputs``) and the job summary. A workflow-command file that cannot be written is a
+    warning: the run's result stands."""
+    from orchestra_ci.summary import markdown
+
+    totals = report.totals
+    values = {
+        **{name: str(totals[name]) for name in ("total", "complete", "failed", "pending")},
+        "results": str(store.results_path.relative_to(store.root)),
+        **outputs,
+    }
+    links = {}
+    url = run_url(env)
+    if url:
+        links["workflow run"] = url
+    if artifact_url:
+        links["artifact (logs, patches, results.json)"] = artifact_url
+    if settings.repository:
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        links["issues"] = f"{server}/{settings.repository}/issues"
+    summary = redactor(markdown(report, links, sections))
+    try:
+        workflow.write_outputs(values, env)
+    except OSError as exc:
+        _not_written("step outputs", exc)
+    try:
+        workflow.write_summary(summary, env)
+    except OSError as exc:
+        _not_written("job summary", exc)
+
+
+def _not_written(what: str, exc: OSError) -> None:
+    message = f"{what} not written: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    log.warning(message)
+    print(workflow.command("warning", message, title="orchestra-ci"))
+
+
+def finished_issue_tasks(tasks: Iterable[TaskReport]) -> list[TaskReport]:
+    return [t for t in tasks if t.issue_number is not None and t.status in ("complete", "failed")]
+
+
+def finish_issues(
+    reporter: "IssueReporter",
+    ctx: GitHubContext,
+    settings: Settings,
+    tasks: Iterable[TaskReport],
+) -> None:
+    """Wait for the last comments, then move each finished issue's labels: the result
+    label goes on once its comment is final."""
+    from orchestra_ci.comments import move_labels
+
+    reporter.close()
+    for task in finished_issue_tasks(tasks):
+        add = settings.done_label if task.status == "complete" else settings.failed_label
+        assert task.issue_number is not None
+        try:
+            move_labels(ctx.repo, task.issue_number, settings.issue_label or "", add)
+        except Exception as exc:
+            log.warning("label update failed", issue=task.issue_number, error=str(exc))
+
+
+# -- the whole batch -----------------------------------------------------------------------
+
+
+def run_batch(
+    root: Path,
+    settings: Settings,
+    *,
+    redactor: Redactor,
+    daemon: bool = False,
+    dry: bool = False,
+    env: Mapping[str, str] | None = None,
+) -> int:
+    env = os.environ if env is None else env
+    batch = Batch(root, settings, env, redactor, Store(root), agents_for(root, settings))
+    load(batch)
+    shard(batch)
+    if dry:
+        return dry_run(batch)
+    queue(batch)
+    announce(batch)
+    run(batch, daemon=daemon)
+    pull_requests(batch)
+    publish(batch)
+    outputs_and_summary(batch)
+    close_issues(batch)
+    assert batch.report is not None
+    from orchestra_ci.summary import text
+
+    sys.stdout.write(text(batch.report, str(batch.store.results_path.relative_to(root))))
+    return batch.exit_code
+
+
+def rebuilt_report(store: Store, previous: RunReport) -> RunReport:
     """The final report rebuilt from the records (after PR links were added)."""
     from orchestra_ci import report as report_module
 
@@ -379,23 +507,10 @@ def artifact_name(settings: Settings) -> str:
     """One artifact per shard: the merge job downloads them all."""
     if not settings.shard:
         return settings.artifact_name
-    k, n = settings.shard.split("/")
-    return f"{settings.artifact_name}-shard-{k.strip()}-of-{n.strip()}"
-
-
-def shard_of(
-    specs: "list[TaskSpec]", settings: Settings, root: Path
-) -> "tuple[list[TaskSpec], frozenset[str]]":
-    """The K-th shard of the loaded tasks, split exactly as ``plan`` splits them."""
     from orchestra_ci import sharding
 
-    try:
-        k, n = sharding.parse_shard(settings.shard or "")
-        assignment = sharding.assign(sharding.shard_tasks(specs), n, _durations(root, settings))
-    except ValueError as exc:
-        raise UsageError(f"shard: {exc}") from None
-    mine = frozenset(sharding.tasks_in(assignment, k))
-    return [s for s in specs if s.id in mine], mine
+    k, n = sharding.parse_shard(settings.shard)
+    return f"{settings.artifact_name}-shard-{k}-of-{n}"
 
 
 def _durations(root: Path, settings: Settings) -> dict[str, float] | None:
@@ -430,40 +545,16 @@ def plan(root: Path, settings: Settings, shards: int, env: Mapping[str, str]) ->
     return result
 
 
-def _publish(store: Store, name: str, env: Mapping[str, str]) -> tuple[int | None, str | None]:
-    from orchestra_ci import artifacts
-
-    try:
-        result = artifacts.publish(store.dir, name, env)
-    except Exception as exc:
-        log.warning("artifact upload failed", error=redactor(str(exc)))
-        print(workflow.command("warning", f"artifact upload failed: {redactor(str(exc))}"))
-        return None, None
-    if result.artifact_id is None:
-        return None, None
-    url = run_url(env)
-    return result.artifact_id, (f"{url}/artifacts/{result.artifact_id}" if url else None)
-
-
-def _print_groups(store: Store, report: RunReport) -> None:
+def _print_groups(store: Store, report: RunReport, redactor: Redactor) -> None:
     """A log group per task (tail of its log) and an error annotation per failed task."""
     for task in report.tasks:
-        if not task.attempts:
-            continue
-        try:
-            tail = store.log_path(task.id).read_bytes()[-32768:].decode(errors="replace")
-        except OSError:
-            tail = ""
-        workflow.print_log_group(sys.stdout, f"{task.id}: {task.status}", redactor(tail))
+        if task.attempts:
+            tail = redactor(_log_tail(store, task.id, _GROUP_TAIL))
+            workflow.print_log_group(sys.stdout, f"{task.id}: {task.status}", tail)
     for task in report.tasks:
         if task.status == "failed":
-            print(
-                workflow.command(
-                    "error",
-                    redactor(task.error or "failed"),
-                    title=f"orchestra-ci: {task.id} failed",
-                )
-            )
+            message = redactor(task.error or "failed")
+            print(workflow.command("error", message, title=f"orchestra-ci: {task.id} failed"))
     sys.stdout.flush()
 
 
@@ -472,6 +563,8 @@ def merge_run(
     settings: Settings,
     dirs: list[Path],
     expected_shards: int | None,
+    *,
+    redactor: Redactor,
     env: Mapping[str, str] | None = None,
 ) -> int:
     """Merge the shards' results.json into one report, summary and final issue update."""
@@ -487,71 +580,45 @@ def merge_run(
     store = Store(root)
     store.dir.mkdir(parents=True, exist_ok=True)
     report_module.write(store.results_path, merged)
-    links: dict[str, str] = {}
-    url = run_url(env)
-    if url:
-        links["workflow run"] = url
-    if settings.repository:
-        server = env.get("GITHUB_SERVER_URL", "https://github.com")
-        links["issues"] = f"{server}/{settings.repository}/issues"
-    workflow.write_summary(redactor(merge.markdown(merged, links)), env)
-    workflow.write_outputs(
-        {
-            "total": str(merged.totals["total"]),
-            "complete": str(merged.totals["complete"]),
-            "failed": str(merged.totals["failed"]),
-            "pending": str(merged.totals["pending"]),
-            "results": str(store.results_path),
-            "missing-shards": ",".join(merged.missing_shards),
-        },
+    write_report(
+        merged,
+        store,
+        settings,
         env,
+        redactor,
+        {"missing-shards": ",".join(merged.missing_shards)},
+        sections=[merge.shards_markdown(merged)],
     )
     for label in merged.missing_shards:
         print(workflow.command("error", f"shard {label} did not report", title="orchestra-ci"))
     for label in merged.failed_shards:
         print(workflow.command("warning", f"shard {label} failed", title="orchestra-ci"))
     if settings.issue_label and settings.comments and settings.github_token is not None:
-        _final_issue_updates(settings, merged, env)
+        _close_merged_issues(settings, merged, env, redactor)
     sys.stdout.write(text(merged, str(store.results_path.relative_to(root))))
     return merged.exit_code or 0
 
 
-def _final_issue_updates(settings: Settings, merged: RunReport, env: Mapping[str, str]) -> None:
-    from orchestra_ci.comments import (
-        IssueReporter,
-        Links,
-        StatusComments,
-        identity,
-        move_labels,
-        status_comment_body,
-    )
+def _close_merged_issues(
+    settings: Settings, merged: "MergedReport", env: Mapping[str, str], redactor: Redactor
+) -> None:
+    from orchestra_ci.comments import Links, status_comment_body
 
     ctx = connect_github(settings)
-    login = identity(ctx.gh, "github-actions[bot]" if env.get("GITHUB_ACTIONS") else None)
-    reporter = IssueReporter(StatusComments(ctx.repo, login))
+    reporter = _reporter(ctx, env, redactor)
     links = Links(run_url=run_url(env))
-    for task in merged.tasks:
-        if task.issue_number is None or task.status not in ("complete", "failed"):
-            continue
-        reporter.update(
-            task.issue_number, task.id, status_comment_body(record_from_report(task), links)
-        )
-    reporter.close()
-    for task in merged.tasks:
-        if task.issue_number is None or task.status not in ("complete", "failed"):
-            continue
-        add = settings.done_label if task.status == "complete" else settings.failed_label
-        try:
-            move_labels(ctx.repo, task.issue_number, settings.issue_label or "", add)
-        except Exception as exc:
-            log.warning("label update failed", issue=task.issue_number, error=redactor(str(exc)))
+    for task in finished_issue_tasks(merged.tasks):
+        assert task.issue_number is not None
+        body = status_comment_body(record_from_report(task), links)
+        reporter.update(task.issue_number, task.id, body)
+    finish_issues(reporter, ctx, settings, merged.tasks)
 
 
-def record_from_report(task: Any) -> TaskRecord:
+def record_from_report(task: TaskReport) -> TaskRecord:
     """Enough of a task record, rebuilt from a report entry, to render its comment."""
     return {
         "taskId": task.id,
-        "status": task.status,
+        "status": cast(Status, task.status),
         "agent": task.agents[-1] if task.agents else "",
         "prompt": "",
         "createdAt": "",

@@ -128,13 +128,30 @@ def cmd_load(args: argparse.Namespace) -> int:
     return 0
 
 
-def _batch(args: argparse.Namespace, *, daemon: bool, **overrides: Any) -> int:
-    from orchestra_ci import batch, log
+def _logging(settings: Any) -> Any:
+    """Logging for a run, with its secrets masked: the token and every variable whose name
+    says it holds one. Returns the run's redactor."""
+    from orchestra_ci import log
     from orchestra_ci.console import Console
+    from orchestra_ci.redact import Redactor, secret_values
+
+    token = settings.github_token.get_secret_value() if settings.github_token else ""
+    redactor = Redactor([*secret_values(), token])
+    log.configure(Console(), settings.log_format, redactor)
+    return redactor
+
+
+def _batch(args: argparse.Namespace, *, daemon: bool, **overrides: Any) -> int:
+    from orchestra_ci import batch
 
     settings = _settings(args, **overrides)
-    log.configure(Console(), settings.log_format)
-    return batch.run_batch(args.root, settings, daemon=daemon, dry=getattr(args, "dry_run", False))
+    return batch.run_batch(
+        args.root,
+        settings,
+        redactor=_logging(settings),
+        daemon=daemon,
+        dry=getattr(args, "dry_run", False),
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -168,13 +185,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    from orchestra_ci import batch, log
-    from orchestra_ci.console import Console
+    from orchestra_ci import batch
 
     settings = _settings(args)
-    log.configure(Console(), settings.log_format)
+    redactor = _logging(settings)
     dirs = [p for p in (_abs(d) for d in args.dirs) if p is not None]
-    return batch.merge_run(args.root, settings, dirs, args.shards)
+    return batch.merge_run(args.root, settings, dirs, args.shards, redactor=redactor)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -14,7 +14,7 @@ import structlog
 
 from orchestra_ci.durations import format_duration
 from orchestra_ci.record import TaskRecord, timestamp
-from orchestra_ci.redact import redactor
+from orchestra_ci.redact import Redactor
 from orchestra_ci.sanitize import fence
 
 if TYPE_CHECKING:
@@ -45,13 +45,14 @@ def _footer(links: Links) -> str:
 
 
 def _tail(text: str) -> str:
-    lines = redactor(text).splitlines()[-_TAIL_LINES:]
+    lines = text.splitlines()[-_TAIL_LINES:]
     summary = f"<summary>Last {len(lines)} log lines</summary>"
     return f"<details>{summary}\n\n{fence(chr(10).join(lines))}\n</details>"
 
 
 def status_comment_body(record: TaskRecord, links: Links, log_tail: str = "") -> str:
-    """The comment text for a task's current state (pure)."""
+    """The comment text for a task's current state (pure; :class:`IssueReporter` masks the
+    run's secrets in it before it is sent)."""
     task_id = record["taskId"]
     status = record["status"]
     attempts = record.get("attempts") or []
@@ -60,7 +61,7 @@ def status_comment_body(record: TaskRecord, links: Links, log_tail: str = "") ->
     if status == "running":
         text = f"⏳ running\n\nAttempt {len(attempts)} with agent **{agent}**."
     elif status == "pending" and record.get("retryCount"):
-        error = redactor(record.get("errorMessage") or "")
+        error = record.get("errorMessage") or ""
         text = (
             f"🔁 retry {record['retryCount']} of {record.get('maxRetries', 0)}\n\n"
             f"The last attempt with **{agent}** failed: {error}"
@@ -82,7 +83,7 @@ def status_comment_body(record: TaskRecord, links: Links, log_tail: str = "") ->
         elif record.get("patch"):
             text += f"\n\nPatch: `{record['patch']}` in the run's artifact."
     elif status == "failed":
-        error = redactor(record.get("errorMessage") or "failed")
+        error = record.get("errorMessage") or "failed"
         text = f"❌ failed\n\n{error}"
         if log_tail.strip():
             text += "\n\n" + _tail(log_tail)
@@ -137,10 +138,12 @@ class StatusComments:
 
 
 class IssueReporter:
-    """Sends the newest status of each issue from a background thread."""
+    """Sends the newest status of each issue from a background thread, with the run's
+    secrets masked in every body."""
 
-    def __init__(self, comments: StatusComments) -> None:
+    def __init__(self, comments: StatusComments, redactor: Redactor) -> None:
         self.comments = comments
+        self.redactor = redactor
         self._latest: dict[int, tuple[str, str]] = {}
         self._lock = threading.Lock()
         self._wake: queue.Queue[None] = queue.Queue()
@@ -151,7 +154,7 @@ class IssueReporter:
 
     def update(self, number: int, task_id: str, body: str) -> None:
         with self._lock:
-            self._latest[number] = (task_id, body)
+            self._latest[number] = (task_id, self.redactor(body))
         self._wake.put(None)
 
     def _work(self) -> None:
@@ -172,7 +175,7 @@ class IssueReporter:
             self.comments.upsert(number, task_id, body)
         except Exception as exc:  # a GitHub problem never aborts the batch
             self.failures += 1
-            log.warning("issue comment failed", issue=number, error=redactor(str(exc)))
+            log.warning("issue comment failed", issue=number, error=str(exc))
 
     def close(self, timeout: float = 120.0) -> None:
         self._closed = True

@@ -9,7 +9,7 @@ import structlog
 
 from orchestra_ci.ghclient import call
 from orchestra_ci.sanitize import issue_prompt
-from orchestra_ci.tasksfile import TaskSpec
+from orchestra_ci.task_spec import TaskSpec
 from orchestra_ci.trust import Requester, TrustDecision, assess
 
 log = structlog.get_logger("orchestra_ci")

@@ -12,7 +12,7 @@ from orchestra_ci.schedule import find_cycle
 from orchestra_ci.store import Store
 
 if TYPE_CHECKING:  # specs come from the tasks file or from issues; loaded only then
-    from orchestra_ci.tasksfile import TaskSpec
+    from orchestra_ci.task_spec import TaskSpec
 
 
 @dataclass(frozen=True)

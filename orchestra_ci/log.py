@@ -7,21 +7,27 @@ from typing import Any
 import structlog
 
 from orchestra_ci.console import Console, ConsoleLoggerFactory
-from orchestra_ci.redact import redactor, secret_values
+from orchestra_ci.redact import Redactor
 
 
-def _redact(value: Any) -> Any:
+def _redact(value: Any, redactor: Redactor) -> Any:
     if isinstance(value, str):
         return redactor(value)
     if isinstance(value, dict):
-        return {k: _redact(v) for k, v in value.items()}
+        return {k: _redact(v, redactor) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_redact(v) for v in value]
+        return [_redact(v, redactor) for v in value]
     return value
 
 
-def redact_processor(_: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
-    return {k: _redact(v) for k, v in event.items() if v is not None}
+class RedactProcessor:
+    """A structlog processor that masks the run's secrets in every field of an event."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+        return {k: _redact(v, self.redactor) for k, v in event.items() if v is not None}
 
 
 def choose_format(requested: str | None, console: Console) -> str:
@@ -32,8 +38,7 @@ def choose_format(requested: str | None, console: Console) -> str:
     return "console"
 
 
-def configure(console: Console, log_format: str | None) -> None:
-    redactor.add(*secret_values())
+def configure(console: Console, log_format: str | None, redactor: Redactor) -> None:
     fmt = choose_format(log_format, console)
     renderer: Any = (
         structlog.processors.JSONRenderer()
@@ -44,7 +49,7 @@ def configure(console: Console, log_format: str | None) -> None:
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            redact_processor,
+            RedactProcessor(redactor),
             renderer,
         ],
         logger_factory=ConsoleLoggerFactory(console),

@@ -10,7 +10,7 @@ import hashlib
 import math
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -429,15 +429,3 @@ def shards_markdown(merged: MergedReport) -> str:
         out += ["", "**Problems:**"]
         out += [summary.cell(f"- {note}", 1000) for note in notes]
     return "\n".join(out) + "\n"
-
-
-def markdown(merged: MergedReport, links: Mapping[str, str] | None = None) -> str:
-    """The merged job summary: :func:`summary.markdown` with the Shards section before the
-    table of tasks (so a missing or failed shard shows first)."""
-    body = summary.markdown(merged, dict(links) if links else None)
-    section = shards_markdown(merged)
-    marker = "\n| task | status |"
-    at = body.find(marker)
-    if at < 0:
-        return body + "\n" + section
-    return body[: at + 1] + section + "\n" + body[at + 1 :]

@@ -11,7 +11,6 @@ import github
 from orchestra_ci.errors import OrchestraError
 from orchestra_ci.ghclient import call
 from orchestra_ci.record import TaskRecord
-from orchestra_ci.redact import redactor
 
 NO_PERMISSION = (
     "the token may not create pull requests: give the workflow `contents: write` and "
@@ -59,7 +58,7 @@ def push(repo_top: Path, branch: str, remote: str, token: str | None) -> None:
         timeout=300,
     )
     if result.returncode != 0:
-        detail = " ".join(redactor(result.stderr).split())
+        detail = " ".join(result.stderr.split())
         raise PullRequestError(f"git push of {branch} failed: {detail}")
 
 

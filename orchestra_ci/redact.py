@@ -71,6 +71,3 @@ class StreamRedactor:
         pattern, _ = self.redactor.byte_pattern()
         data, self._carry = self._carry, b""
         return pattern.sub(MASK.encode(), data) if pattern is not None else data
-
-
-redactor = Redactor()

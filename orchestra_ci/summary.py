@@ -1,5 +1,7 @@
 """Human summaries rendered from a run report."""
 
+from collections.abc import Sequence
+
 from orchestra_ci.durations import format_duration
 from orchestra_ci.record import timestamp
 from orchestra_ci.report import RunReport
@@ -71,8 +73,11 @@ def gantt(report: RunReport) -> str:
     return "\n".join(lines) + "\n" + note
 
 
-def markdown(report: RunReport, links: dict[str, str] | None = None) -> str:
-    """The job summary: totals, a table of tasks, a gantt chart of the run, links."""
+def markdown(
+    report: RunReport, links: dict[str, str] | None = None, sections: Sequence[str] = ()
+) -> str:
+    """The job summary: totals, ``sections`` (Markdown that must show before the tasks, such
+    as the merge job's shards), a table of tasks, a gantt chart of the run, links."""
     links = links or {}
     totals = report.totals
     start, end = timestamp(report.started_at), timestamp(report.ended_at)
@@ -88,6 +93,8 @@ def markdown(report: RunReport, links: dict[str, str] | None = None) -> str:
         out[-1] += f" · budget {format_duration(report.time_budget)}"
     if report.stopped_by:
         out[-1] += f" · stopped by {report.stopped_by}"
+    for section in sections:
+        out += ["", section.rstrip("\n")]
     out += ["", "| task | status | agent | attempts | time | result |", "|---|---|---|---|---|---|"]
     for task in report.tasks[:_TABLE_ROWS]:
         result = task.pr_url or task.error or (task.patch or "")

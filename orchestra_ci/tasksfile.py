@@ -11,6 +11,7 @@ from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.record import DEFAULT_MAX_RETRIES, check_task_id
 from orchestra_ci.sanitize import check_prompt
+from orchestra_ci.task_spec import TaskSpec
 from orchestra_ci.validation import describe
 
 
@@ -57,26 +58,6 @@ class TaskEntry(_Strict):
 class TasksFile(_Strict):
     defaults: Defaults = Field(default_factory=Defaults)
     tasks: list[TaskEntry] = Field(default_factory=list)
-
-
-class TaskSpec(BaseModel):
-    """A task as the file asks for it, with defaults applied and the prompt resolved."""
-
-    model_config = ConfigDict(frozen=True)
-
-    id: str
-    agent: str
-    prompt: str
-    timeout: float | None
-    max_retries: int
-    backoff: float | None
-    backoff_max: float | None
-    depends_on: list[str]
-    priority: int
-    source_file: str | None = None
-    verify: str | None = None
-    source: str = "file"
-    issue_number: int | None = None
 
 
 def _parse(path: Path, text: str) -> Any:

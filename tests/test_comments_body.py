@@ -1,4 +1,5 @@
-"""orchestra_ci.comments, the pure part: the status comment's text in each state."""
+"""orchestra_ci.comments: the status comment's text in each state, and the reporter that
+masks the run's secrets in what it sends."""
 
 import re
 from collections.abc import Iterable
@@ -6,9 +7,16 @@ from typing import cast
 
 import pytest
 
-from orchestra_ci.comments import Links, marker, skipped_body, status_comment_body
+from orchestra_ci.comments import (
+    IssueReporter,
+    Links,
+    StatusComments,
+    marker,
+    skipped_body,
+    status_comment_body,
+)
 from orchestra_ci.record import Attempt, Outcome, Status, TaskRecord, new_record
-from orchestra_ci.redact import redactor
+from orchestra_ci.redact import Redactor
 
 SECRET = "s3cr3t-value"
 RUN = "https://github.com/acme/app/actions/runs/42"
@@ -16,13 +24,24 @@ ARTIFACT = "https://github.com/acme/app/actions/runs/42/artifacts/7"
 NO_LINKS = Links()
 
 
-@pytest.fixture(autouse=True)
-def secret(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Register SECRET with the shared redactor for one test, restoring it afterwards."""
-    monkeypatch.setattr(redactor, "_secrets", set(redactor._secrets))
-    monkeypatch.setattr(redactor, "_pattern", redactor._pattern)
-    redactor.add(SECRET)
-    return SECRET
+class Recorded(StatusComments):
+    """Keeps the bodies it is asked to send instead of calling GitHub."""
+
+    def __init__(self) -> None:
+        super().__init__(repo=None, login=None)
+        self.sent: list[tuple[int, str, str]] = []
+
+    def upsert(self, number: int, task_id: str, body: str) -> None:
+        self.sent.append((number, task_id, body))
+
+
+def sent_through_reporter(body: str) -> str:
+    comments = Recorded()
+    reporter = IssueReporter(comments, Redactor([SECRET]))
+    reporter.update(7, "issue-7", body)
+    reporter.close()
+    assert [(n, t) for n, t, _ in comments.sent] == [(7, "issue-7")]
+    return comments.sent[0][2]
 
 
 def at(seconds: int) -> str:
@@ -148,7 +167,7 @@ def test_retry_error_is_redacted() -> None:
         retryCount=1,
         errorMessage=f"auth failed with token {SECRET}",
     )
-    body = status_comment_body(rec, NO_LINKS)
+    body = sent_through_reporter(status_comment_body(rec, NO_LINKS))
     assert SECRET not in body
     assert "auth failed with token ***" in body
 
@@ -196,7 +215,8 @@ def test_failed_shows_the_error_and_the_redacted_log_tail() -> None:
         [attempt(1, "fake", 0, 10, "failed")],
         errorMessage=f"agent exited 1 ({SECRET})",
     )
-    body = status_comment_body(rec, NO_LINKS, log)
+    assert SECRET in status_comment_body(rec, NO_LINKS, log)  # masked on the way out
+    body = sent_through_reporter(status_comment_body(rec, NO_LINKS, log))
     assert SECRET not in body
     assert "agent exited 1 (***)" in body
     details = re.search(r"<details>(.*)</details>", body, re.S)

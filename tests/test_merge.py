@@ -9,10 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from orchestra_ci import merge, report, sharding
+from orchestra_ci import merge, report, sharding, summary
 from orchestra_ci.merge import MergedReport
 from orchestra_ci.record import TaskRecord, new_record
 from orchestra_ci.report import AttemptReport, RunReport, TaskReport
+
+
+def merged_markdown(merged: MergedReport, links: dict[str, str] | None = None) -> str:
+    """The merge job's summary, as ``merge_run`` writes it."""
+    return summary.markdown(merged, links, [merge.shards_markdown(merged)])
 
 
 def at(seconds: float) -> str:
@@ -183,7 +188,7 @@ def test_a_task_in_two_shards_keeps_the_most_advanced_state(
     assert conflict.kept == ("1/2" if kept == first else "2/2")
     assert [(e.shard, e.status) for e in conflict.reports] == [("1/2", first), ("2/2", second)]
     assert merged.totals["total"] == 2
-    text = merge.markdown(merged)
+    text = merged_markdown(merged)
     assert f"- dup: {first} in 1/2, {second} in 2/2; kept {kept} from {conflict.kept}" in text
 
 
@@ -207,7 +212,7 @@ def test_a_missing_shard_is_named() -> None:
     first_two = [run("1/4", [task("a")]), run("2/4", [task("b")])]
     assert merge.merge(first_two, expected_shards=4).missing_shards == ["3/4", "4/4"]
     assert merge.merge(first_two).missing_shards == ["3/4", "4/4"]  # the labels say "of 4"
-    text = merge.markdown(merged)
+    text = merged_markdown(merged)
     assert "⚠️ 1 missing: 2/3" in text
     assert "| 2/3 | ⚠️ missing | - | - | - | no report found" in text
 
@@ -216,7 +221,7 @@ def test_no_report_at_all_names_every_shard() -> None:
     merged = merge.merge([], expected_shards=2)
     assert merged.missing_shards == ["1/2", "2/2"]
     assert merged.tasks == [] and merged.totals["total"] == 0 and merged.exit_code == 1
-    assert "| 1/2 | ⚠️ missing" in merge.markdown(merged)
+    assert "| 1/2 | ⚠️ missing" in merged_markdown(merged)
 
 
 def test_a_failed_shard_is_named() -> None:
@@ -229,14 +234,14 @@ def test_a_failed_shard_is_named() -> None:
     assert merged.exit_code == 1
     assert merged.ended_at == at(100)  # the latest known end
     assert [t.id for t in merged.tasks] == ["a", "b", "c", "d", "e"]  # their tasks stay
-    text = merge.markdown(merged)
+    text = merged_markdown(merged)
     assert "❌ 2 failed: 2/3, 3/3" in text
     assert "| 2/3 | ❌ failed | 2 | 1 |" in text
     assert "| 3/3 | ❌ did not finish | 1 | - | - |" in text
     shards[1] = run("2/3", shards[1].tasks, exit_code=143, stopped_by="signal")
     merged = merge.merge(shards, 3)
     assert merged.exit_code == 143 and merged.stopped_by == "signal"
-    assert "❌ failed (stopped by signal)" in merge.markdown(merged)
+    assert "❌ failed (stopped by signal)" in merged_markdown(merged)
 
 
 def test_odd_labels_are_problems_but_their_tasks_are_kept() -> None:
@@ -256,7 +261,7 @@ def test_odd_labels_are_problems_but_their_tasks_are_kept() -> None:
     assert "report run-2/4 is shard 2/4, but 3 were expected" in merged.problems
     assert "report run-nonsense: invalid shard label 'nonsense'" in merged.problems
     assert "report unlabelled does not say which shard it is" in merged.problems
-    text = merge.markdown(merged)
+    text = merged_markdown(merged)
     for problem in merged.problems:
         assert f"- {problem}" in text
 
@@ -272,7 +277,7 @@ def test_a_plain_unsharded_report_merges_without_problems() -> None:
     merged = merge.merge([run(None, [task("a")], run_id="solo")])
     assert merged.run_id == "solo" and merged.shard_count is None
     assert merged.missing_shards == [] and merged.problems == [] and merged.exit_code == 0
-    assert "**1 report**" in merge.markdown(merged)
+    assert "**1 report**" in merged_markdown(merged)
 
 
 def test_bad_arguments() -> None:
@@ -383,7 +388,7 @@ def test_merge_dirs_names_missing_dirs_and_unreadable_reports(tmp_path: Path) ->
     assert errors[2].startswith("not a results.json report:")
     assert merged.missing_shards == ["2/3", "3/3"]
     assert merged.shards[0].source == str(tmp_path / "s1" / ".orchestra" / "results.json")
-    text = merge.markdown(merged)
+    text = merged_markdown(merged)
     assert f"- no results.json under {tmp_path / 's3'}" in text
     assert f"- {tmp_path / 's2' / 'results.json'}: not a results.json report" in text
 
@@ -394,7 +399,7 @@ def test_merge_dirs_names_missing_dirs_and_unreadable_reports(tmp_path: Path) ->
 def test_markdown_puts_the_shards_before_the_task_table() -> None:
     shards = three_shards()
     merged = merge.merge([shards[0], shards[2]], 3)
-    text = merge.markdown(merged, {"run": "https://example.com/run/1"})
+    text = merged_markdown(merged, {"run": "https://example.com/run/1"})
     assert text.startswith("## orchestra-ci\n")
     assert text.index("### Shards") < text.index("| task | status |")
     assert "**3 shards** · 2 reported · ⚠️ 1 missing: 2/3" in text
@@ -415,7 +420,7 @@ def test_markdown_escapes_what_it_shows() -> None:
 def test_markdown_caps_the_list_of_conflicts() -> None:
     tasks = [task(f"t{i:03d}") for i in range(80)]
     merged = merge.merge([run("1/2", tasks), run("2/2", tasks)])
-    text = merge.markdown(merged)
+    text = merged_markdown(merged)
     assert len(merged.conflicts) == 80
     assert "- _30 more are in results.json._" in text
 
@@ -480,5 +485,5 @@ def test_three_shards_planned_run_and_merged(tmp_path: Path) -> None:
     assert merged.missing_shards == ["2/3"]
     assert merged.missing_dirs == [str(dirs[1])]
     assert {t.id for t in merged.tasks} == {s.id for s in specs} - lost
-    text = merge.markdown(merged)
+    text = merged_markdown(merged)
     assert "⚠️ 1 missing: 2/3" in text and f"no results.json under {dirs[1]}" in text

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from orchestra_ci import report, sharding
 from orchestra_ci.record import new_record
 from orchestra_ci.sharding import ShardTask, assign, matrix, parse_shard
-from orchestra_ci.tasksfile import TaskSpec
+from orchestra_ci.task_spec import TaskSpec
 
 # -- helpers ------------------------------------------------------------------------------
 

@@ -8,7 +8,8 @@ import pytest
 
 from orchestra_ci.errors import UsageError
 from orchestra_ci.record import DEFAULT_MAX_RETRIES
-from orchestra_ci.tasksfile import TaskSpec, load_tasks_file
+from orchestra_ci.task_spec import TaskSpec
+from orchestra_ci.tasksfile import load_tasks_file
 
 
 @pytest.fixture

@@ -1,0 +1,23 @@
+"""A task as its source asks for it (the tasks file or an issue), before it is queued."""
+
+from pydantic import BaseModel, ConfigDict
+
+
+class TaskSpec(BaseModel):
+    """A task as its source asks for it, with defaults applied and the prompt resolved."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    agent: str
+    prompt: str
+    timeout: float | None
+    max_retries: int
+    backoff: float | None
+    backoff_max: float | None
+    depends_on: list[str]
+    priority: int
+    source_file: str | None = None
+    verify: str | None = None
+    source: str = "file"
+    issue_number: int | None = None
