@@ -44,6 +44,9 @@ _GROUP_TAIL = 32768  # bytes of each task's log in its log group
 class Sources:
     specs: "list[TaskSpec]" = field(default_factory=list)
     skipped: dict[int, str] = field(default_factory=dict)  # issue number -> reason
+    # Each source read whole -> every id it has (before sharding): queued tasks it no
+    # longer has are retired.
+    complete: dict[str, set[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,15 +131,18 @@ def load_sources(
     if tasks_file is None and (root / ".orchestra/tasks.yml").is_file():
         tasks_file = root / ".orchestra/tasks.yml"
     if tasks_file is not None:
-        from orchestra_ci.tasksfile import load_tasks_file
+        from orchestra_ci.tasksfile import load_tasks_file, source_name
 
-        sources.specs += load_tasks_file(
-            tasks_file, root, settings.default_agent, settings.max_retries
-        )
+        from_file = load_tasks_file(tasks_file, root, settings.default_agent, settings.max_retries)
+        sources.specs += from_file
+        sources.complete[source_name(tasks_file, root)] = {s.id for s in from_file}
     if settings.issue_label and github_ctx is not None:
         from orchestra_ci.issues import IssueTaskOptions, event_issue, scan
 
         env = os.environ if env is None else env
+        only = event_issue(
+            env.get("GITHUB_EVENT_NAME"), env.get("GITHUB_EVENT_PATH"), settings.issue_label
+        )
         found = scan(
             github_ctx.repo,
             IssueTaskOptions(
@@ -145,15 +151,13 @@ def load_sources(
                 max_retries=settings.max_retries,
                 allow_users=split_list(settings.trusted_users),
                 allow_bots=split_list(settings.trusted_bots),
-                only=event_issue(
-                    env.get("GITHUB_EVENT_NAME"),
-                    env.get("GITHUB_EVENT_PATH"),
-                    settings.issue_label,
-                ),
+                only=only,
             ),
         )
         taken = {s.id for s in sources.specs}
         sources.specs += [s for s in found.specs if s.id not in taken]
+        if only is None:  # every labelled issue was read, not just the event's
+            sources.complete["issue"] = {s.id for s in found.specs}
         sources.skipped = {n: d.reason for n, d in found.skipped.items()}
     return sources
 
@@ -248,7 +252,17 @@ def dry_run(batch: Batch) -> int:
 
 def queue(batch: Batch) -> None:
     """Write the loaded tasks into the queue (this also checks the whole queue)."""
-    enqueue(batch.store, batch.sources.specs, batch.agents)
+    result = enqueue(
+        batch.store, batch.sources.specs, batch.agents, complete_sources=batch.sources.complete
+    )
+    if result.retired:
+        shown = ", ".join(result.retired[:20]) + (" ..." if len(result.retired) > 20 else "")
+        count = len(result.retired)
+        message = f"{count} queued tasks are no longer in their source and will not run: {shown}"
+        log.info(message)
+        print(workflow.command("notice", message, title="orchestra-ci"))
+    for task_id in result.requeued:
+        log.info("task queued again", task=task_id)
 
 
 def announce(batch: Batch) -> None:

@@ -121,8 +121,9 @@ def cmd_load(args: argparse.Namespace) -> int:
     settings = _settings(args)
     ctx = batch.connect_github(settings) if settings.issue_label else None
     sources = batch.load_sources(args.root, settings, ctx)
-    result = enqueue(Store(args.root), sources.specs, batch.agents_for(args.root, settings))
-    print(f"added {result.added}, updated {result.updated}, unchanged {result.unchanged}")
+    agents = batch.agents_for(args.root, settings)
+    result = enqueue(Store(args.root), sources.specs, agents, complete_sources=sources.complete)
+    print(result)
     for number, reason in sources.skipped.items():
         print(f"skipped issue #{number}: {reason}", file=sys.stderr)
     return 0

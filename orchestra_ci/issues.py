@@ -73,13 +73,14 @@ class _Roles:
         return self.cache[login]
 
 
-def _labeler(issue: Any, label: str) -> str | None:
-    """Login of whoever applied ``label`` most recently."""
-    who = None
+def _labeled(issue: Any, label: str) -> tuple[str | None, str | None]:
+    """Login of whoever applied ``label`` most recently, and when."""
+    who = when = None
     for event in call(lambda: list(issue.get_events())):
         if event.event == "labeled" and event.label is not None and event.label.name == label:
             who = event.actor.login if event.actor is not None else None
-    return who
+            when = event.created_at.isoformat() if event.created_at is not None else None
+    return who, when
 
 
 def scan(repo: Any, options: IssueTaskOptions) -> IssueScan:
@@ -96,7 +97,7 @@ def scan(repo: Any, options: IssueTaskOptions) -> IssueScan:
         if issue.pull_request is not None:
             continue
         author = Requester(issue.user.login, roles(issue.user.login))
-        labeler_login = _labeler(issue, options.label)
+        labeler_login, labeled_at = _labeled(issue, options.label)
         labeler = Requester(labeler_login, roles(labeler_login)) if labeler_login else None
         decision = assess(author, labeler, options.allow_users, options.allow_bots)
         if not decision.trusted:
@@ -116,6 +117,7 @@ def scan(repo: Any, options: IssueTaskOptions) -> IssueScan:
                 priority=0,
                 source="issue",
                 issue_number=issue.number,
+                labeled_at=labeled_at,
             )
         )
     return result

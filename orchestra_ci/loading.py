@@ -1,13 +1,15 @@
 """Putting task specs into the queue, idempotently, and checking a queue before a run."""
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
+from orchestra_ci import transitions
 from orchestra_ci.agents import AgentSpec, require_agent
 from orchestra_ci.errors import UsageError
-from orchestra_ci.record import TaskRecord, new_record
+from orchestra_ci.record import FINISHED, TaskRecord, new_record, timestamp
 from orchestra_ci.schedule import find_cycle
 from orchestra_ci.store import Store
 
@@ -15,11 +17,21 @@ if TYPE_CHECKING:  # specs come from the tasks file or from issues; loaded only 
     from orchestra_ci.task_spec import TaskSpec
 
 
-@dataclass(frozen=True)
+@dataclass
 class LoadResult:
     added: int = 0
     updated: int = 0
     unchanged: int = 0
+    requeued: list[str] = field(default_factory=list)  # finished tasks that run again
+    retired: list[str] = field(default_factory=list)  # pending tasks their source dropped
+
+    def __str__(self) -> str:
+        text = f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}"
+        if self.requeued:
+            text += f", queued again {len(self.requeued)}"
+        if self.retired:
+            text += f", retired {len(self.retired)} (no longer in their source)"
+        return text
 
 
 def _spec_fields(spec: "TaskSpec") -> dict[str, object]:
@@ -49,7 +61,9 @@ _KEPT = (
     "backoffMax",
     "verify",
     "sourceFile",
+    "source",
     "createdAt",
+    "completedAt",
 )
 
 
@@ -88,11 +102,74 @@ def check_queue(
         raise UsageError(f"{where}: dependency cycle: {' -> '.join(cycle)}")
 
 
-def enqueue(store: Store, specs: "Sequence[TaskSpec]", agents: dict[str, AgentSpec]) -> LoadResult:
-    """Add new tasks and update pending ones whose definition changed.
+def origin(record: TaskRecord) -> str:
+    """Which source a queued task came from: its tasks file, or ``issue``, ``cli``..."""
+    return record.get("sourceFile") or record.get("source") or "cli"
+
+
+@dataclass(frozen=True)
+class Change:
+    """What loading a spec does to its task: ``add`` it, ``update`` a pending task's
+    definition, or ``requeue`` a finished one (``reason`` goes into its history)."""
+
+    kind: Literal["add", "update", "requeue"]
+    fields: dict[str, object]
+    reason: str = ""
+
+
+def change_for(current: TaskRecord | None, spec: "TaskSpec") -> Change | None:
+    """A complete task stays complete; a failed one runs again only when its definition
+    changed; an issue task whose issue got the trigger label again after it finished runs
+    again, as new attempts on its record (pure)."""
+    fields = _spec_fields(spec)
+    if current is None:
+        return Change("add", fields)
+    changed = any(current.get(k) != v for k, v in fields.items())
+    status = current["status"]
+    if status == "pending" and changed:
+        return Change("update", fields)
+    if status == "failed" and changed:
+        return Change("requeue", fields, "its definition changed")
+    relabeled = timestamp(spec.labeled_at) or 0.0
+    finished = timestamp(current.get("completedAt"))
+    if status in FINISHED and finished is not None and relabeled > finished:
+        return Change("requeue", fields, f"issue #{spec.issue_number} was labelled again")
+    return None
+
+
+def _new(spec: "TaskSpec", fields: dict[str, object]) -> TaskRecord:
+    record = new_record(spec.id, spec.agent, spec.prompt, source=spec.source)
+    record.update(fields)  # type: ignore[typeddict-item]
+    if spec.source_file:
+        record["sourceFile"] = spec.source_file
+    if spec.issue_number is not None:
+        record["issueNumber"] = spec.issue_number
+    return record
+
+
+def _retired_reason(where: str) -> str:
+    if where == "issue":
+        return "its issue is closed or no longer carries the trigger label"
+    return f"no longer in {where}"
+
+
+def enqueue(
+    store: Store,
+    specs: "Sequence[TaskSpec]",
+    agents: dict[str, AgentSpec],
+    *,
+    complete_sources: Mapping[str, Collection[str]] | None = None,
+    now: datetime | None = None,
+) -> LoadResult:
+    """Add new tasks, update pending ones whose definition changed, and put finished ones
+    that should run again back in the queue (see :func:`change_for`). ``complete_sources``
+    maps each source read whole (a tasks file, every labelled issue) to the ids it has
+    (all of them, also those of other shards): a pending task from it that it no longer
+    has is retired: cancelled, with the reason, never run.
 
     Everything is checked against the queue first; on any problem nothing is written.
     """
+    now = now or datetime.now(UTC)
     store.ensure()
     with store.locked():
         # Only what loading compares and checks: a large queue is not held in memory twice.
@@ -101,36 +178,44 @@ def enqueue(store: Store, specs: "Sequence[TaskSpec]", agents: dict[str, AgentSp
         writes: list[tuple[str, TaskRecord]] = []
         unchanged = 0
         for spec in specs:
-            fields = _spec_fields(spec)
-            current = existing.get(spec.id)
-            if current is None:
-                record = new_record(spec.id, spec.agent, spec.prompt, source=spec.source)
-                record.update(fields)  # type: ignore[typeddict-item]
-                if spec.source_file:
-                    record["sourceFile"] = spec.source_file
-                if spec.issue_number is not None:
-                    record["issueNumber"] = spec.issue_number
-                writes.append(("add", record))
-            elif current["status"] == "pending" and any(
-                current.get(k) != v for k, v in fields.items()
-            ):
-                full = store.read(spec.id) or current
-                record = {**full, **fields}  # type: ignore[typeddict-item]
-                writes.append(("update", record))
-            else:
+            change = change_for(existing.get(spec.id), spec)
+            if change is None:
                 unchanged += 1
                 continue
+            if change.kind == "add":
+                record = _new(spec, change.fields)
+            else:
+                full = store.read(spec.id) or existing[spec.id]
+                if change.kind == "requeue":
+                    full = transitions.requeue(full, change.reason, now)
+                record = {**full, **change.fields}  # type: ignore[typeddict-item]
+            writes.append((change.kind, record))
             planned[spec.id] = record
+        for task_id, current in existing.items():
+            where = origin(current)
+            has = (complete_sources or {}).get(where)
+            if current["status"] == "pending" and has is not None and task_id not in has:
+                full = store.read(task_id) or current
+                record = transitions.retire(full, _retired_reason(where), now)
+                writes.append(("retire", record))
+                planned[task_id] = record
         where = (specs[0].source_file or specs[0].source) if specs else "queue"
         check_queue(planned.values(), agents, where=where, root=store.root)
-        added = updated = 0
+        result = LoadResult(unchanged=unchanged)
         for kind, record in writes:
             if kind == "add":
                 store.create(record, sync_dir=False)
-                added += 1
+                result.added += 1
+                continue
+            store.write(record)
+            if kind == "update":
+                result.updated += 1
+            elif kind == "requeue":
+                store.sentinel(record["taskId"], "done").unlink(missing_ok=True)
+                store.sentinel(record["taskId"], "error").unlink(missing_ok=True)
+                result.requeued.append(record["taskId"])
             else:
-                store.write(record)
-                updated += 1
-        if added:
+                result.retired.append(record["taskId"])
+        if result.added:
             store.sync()
-    return LoadResult(added, updated, unchanged)
+    return result

@@ -54,6 +54,15 @@ class RetryEntry(TypedDict):
     retriedFrom: str
 
 
+class HistoryEntry(TypedDict):
+    """Something that happened to the task outside its attempts (e.g. put back in the queue
+    because its definition changed), kept across runs."""
+
+    at: str
+    event: str
+    reason: str
+
+
 class TaskRecord(TypedDict, total=False):
     taskId: Required[str]
     status: Required[Status]
@@ -88,6 +97,7 @@ class TaskRecord(TypedDict, total=False):
     patch: str | None
     changedFiles: list[str]
     prUrl: str | None
+    history: list[HistoryEntry]
 
 
 def iso(instant: datetime) -> str:

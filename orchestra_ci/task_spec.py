@@ -21,3 +21,4 @@ class TaskSpec(BaseModel):
     verify: str | None = None
     source: str = "file"
     issue_number: int | None = None
+    labeled_at: str | None = None  # when the issue last got the trigger label

@@ -107,6 +107,15 @@ def _resolve_prompt(entry: TaskEntry, path: Path, root: Path) -> str:
     raise UsageError(f"{where}: field 'prompt_file': {entry.prompt_file!r} not found")
 
 
+def source_name(path: Path, root: Path) -> str:
+    """The file as records name it: relative to the project when inside it, so that a queue
+    carried to another checkout (a CI run replayed on a laptop) still knows its tasks."""
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def load_tasks_file(
     path: Path, root: Path, default_agent: str, default_max_retries: int = DEFAULT_MAX_RETRIES
 ) -> list[TaskSpec]:
@@ -151,7 +160,7 @@ def load_tasks_file(
                 backoff_max=entry.backoff_max if entry.backoff_max is not None else d.backoff_max,
                 depends_on=entry.depends_on,
                 priority=entry.priority if entry.priority is not None else d.priority,
-                source_file=str(path),
+                source_file=source_name(path, root),
                 verify=entry.verify if entry.verify is not None else d.verify,
             )
         )

@@ -95,6 +95,30 @@ def cancel(record: TaskRecord, now: datetime) -> TaskRecord:
     return new
 
 
+def noted(record: TaskRecord, event: str, reason: str, now: datetime) -> TaskRecord:
+    """``record`` with an entry added to its history."""
+    new = _copy(record)
+    new["history"] = [
+        *(record.get("history") or []),
+        {"at": iso(now), "event": event, "reason": reason},
+    ]
+    return new
+
+
+def requeue(record: TaskRecord, reason: str, now: datetime) -> TaskRecord:
+    """A finished task back in the queue for new attempts on its record (its definition
+    changed, its issue was labelled again), with the reason in its history."""
+    return noted(retry(record), "requeued", reason, now)
+
+
+def retire(record: TaskRecord, reason: str, now: datetime) -> TaskRecord:
+    """A task that can no longer run because its source no longer has it: cancelled, and
+    kept with its attempts and the reason."""
+    new = noted(record, "retired", reason, now)
+    new.update({"status": "cancelled", "completedAt": iso(now), "errorMessage": reason})
+    return new
+
+
 def retry(record: TaskRecord) -> TaskRecord:
     """A failed or cancelled task back in the queue with a fresh retry allowance."""
     new = _copy(record)

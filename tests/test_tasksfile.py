@@ -56,7 +56,7 @@ def test_minimal_task_gets_builtin_defaults(project: Path) -> None:
             backoff_max=None,
             depends_on=[],
             priority=0,
-            source_file=str(path),
+            source_file=".orchestra/tasks.yml",
         )
     ]
 
