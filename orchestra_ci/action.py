@@ -21,11 +21,13 @@ from orchestra_ci.redact import Redactor, secret_values
 
 
 class ActionInputs(BaseSettings):
-    """The inputs of action.yml, as the runner passes them (empty string = not given)."""
+    """The inputs of action.yml, as the runner passes them. The defaults are action.yml's
+    (a test keeps them equal), so that a local replay with only some ``INPUT_*`` variables
+    set runs as the Action would; an empty string means not given."""
 
     model_config = SettingsConfigDict(env_prefix="INPUT_", extra="ignore")
 
-    mode: str = ""
+    mode: str = "run"
     shards: str = ""
     shard: str = ""
     merge_dirs: str = ""
@@ -33,22 +35,24 @@ class ActionInputs(BaseSettings):
     tasks_file: str = ""
     issue_label: str = ""
     agent_config: str = ""
-    default_agent: str = ""
-    parallel: str = ""
+    default_agent: str = "claude"
+    parallel: str = "4"
     time_budget: str = ""
-    grace: str = ""
-    timeout: str = ""
-    max_retries: str = ""
-    github_token: str = ""
-    artifact_name: str = ""
-    create_prs: str = ""
-    fail_on_pending: str = ""
+    grace: str = "30s"
+    timeout: str = "30m"
+    max_retries: str = "3"
+    github_token: str = ""  # action.yml: ${{ github.token }}
+    artifact_name: str = "orchestra-results"
+    create_prs: str = "false"
+    fail_on_pending: str = "false"
     setup_command: str = ""
-    done_label: str = ""
-    failed_label: str = ""
+    done_label: str = "orchestra:done"
+    failed_label: str = "orchestra:failed"
     trusted_users: str = ""
     trusted_bots: str = ""
-    log_format: str = ""
+    log_format: str = "json"
+    state: str = "artifact"
+    retry: str = ""
 
     def settings_overrides(self) -> dict[str, Any]:
         """Non-empty inputs, named as Settings fields."""
@@ -66,12 +70,19 @@ def _count(text: str, name: str) -> int:
     return value
 
 
-def _git_safe_directory(root: Path) -> None:
-    subprocess.run(
-        ["git", "config", "--global", "--add", "safe.directory", str(root)],
-        check=False,
-        capture_output=True,
-    )
+def git_safe_directory(env: MutableMapping[str, str], root: Path) -> None:
+    """Tell git (this process's and its children's, through ``GIT_CONFIG_*``) that the
+    workspace is safe: in the container it belongs to another user. Nothing is written to
+    any git config file, so a local replay leaves the user's ``~/.gitconfig`` alone."""
+    count = int(env.get("GIT_CONFIG_COUNT") or 0)
+    entries = {
+        (env.get(f"GIT_CONFIG_KEY_{i}"), env.get(f"GIT_CONFIG_VALUE_{i}")) for i in range(count)
+    }
+    if ("safe.directory", str(root)) in entries:
+        return
+    env[f"GIT_CONFIG_KEY_{count}"] = "safe.directory"
+    env[f"GIT_CONFIG_VALUE_{count}"] = str(root)
+    env["GIT_CONFIG_COUNT"] = str(count + 1)
 
 
 def _setup(command: str, root: Path) -> None:
@@ -135,7 +146,6 @@ def main(env: Mapping[str, str] | None = None) -> int:
         from orchestra_ci.settings import load_settings, split_list
 
         overrides = inputs.settings_overrides()
-        overrides.setdefault("log_format", "json")
         settings = load_settings(root, **overrides)
         log.configure(Console(), settings.log_format, redactor)
         mode = inputs.mode.strip() or "run"
@@ -149,10 +159,11 @@ def main(env: Mapping[str, str] | None = None) -> int:
             return batch.merge_run(root, settings, dirs, expected, redactor=redactor, env=env)
         if mode != "run":
             raise UsageError(f"input 'mode' must be run, plan or merge, not {mode!r}")
-        _git_safe_directory(root)
+        git_safe_directory(os.environ, root)
         prepare_agent_homes(os.environ)  # agents inherit this process's environment
         _setup(inputs.setup_command, root)
-        return batch.run_batch(root, settings, redactor=redactor, env=env)
+        # The artifact zip is always made: uploaded in Actions, kept in .orchestra/ elsewhere.
+        return batch.run_batch(root, settings, redactor=redactor, env=env, make_artifact=True)
     except OrchestraError as exc:
         message = redactor(str(exc))
         print(workflow.command("error", message, title="orchestra-ci"))

@@ -1,7 +1,7 @@
 """One batch, as both ``orchestra-ci run`` and the Action do it, as a pipeline of named steps.
 
 :func:`run_batch` runs them in order over one :class:`Batch`: :func:`load` (the sources),
-:func:`shard`, :func:`queue`, :func:`announce`, :func:`run`, :func:`pull_requests`,
+:func:`shard`, :func:`queue`, :func:`retry`, :func:`announce`, :func:`run`, :func:`pull_requests`,
 :func:`publish`, :func:`outputs_and_summary` and :func:`close_issues`. Each step reads what
 the earlier ones left in the batch and can be run alone; :func:`merge_run` reuses the last
 two for the merge job of a sharded run.
@@ -75,6 +75,7 @@ class Batch:
     exit_code: int = 0
     artifact_id: int | None = None
     artifact_url: str | None = None
+    make_artifact: bool = False  # uploaded when the runner gives an artifact service
 
 
 def resolve(root: Path, path: Path | None) -> Path | None:
@@ -265,6 +266,20 @@ def queue(batch: Batch) -> None:
         log.info("task queued again", task=task_id)
 
 
+def retry(batch: Batch) -> None:
+    """Put the tasks the ``retry`` setting names (``failed``: every failed one) back in
+    the queue, as ``orchestra-ci retry`` does."""
+    wanted = split_list(batch.settings.retry or "")
+    if not wanted:
+        return
+    from orchestra_ci.operations import retry_tasks
+
+    again: list[str] = []
+    for task_id in wanted:
+        again += retry_tasks(batch.store, None if task_id == "failed" else task_id)
+    log.info("tasks queued again", tasks=sorted(set(again)), asked=wanted)
+
+
 def announce(batch: Batch) -> None:
     """Start the issue status comments: queued on each issue task, and an explanation on
     each labelled issue that will not run."""
@@ -345,8 +360,9 @@ def pull_requests(batch: Batch) -> None:
 
 
 def publish(batch: Batch) -> None:
-    """Upload ``.orchestra/`` as the workflow artifact (only inside GitHub Actions)."""
-    if batch.env.get("GITHUB_ACTIONS") != "true":
+    """Upload ``.orchestra/`` as the workflow artifact, or keep its zip in ``.orchestra/``
+    when the runner gives no artifact service."""
+    if not batch.make_artifact:
         return
     from orchestra_ci import artifacts
 
@@ -477,14 +493,19 @@ def run_batch(
     daemon: bool = False,
     dry: bool = False,
     env: Mapping[str, str] | None = None,
+    make_artifact: bool | None = None,
 ) -> int:
+    """``make_artifact``: by default only inside GitHub Actions."""
     env = os.environ if env is None else env
     batch = Batch(root, settings, env, redactor, Store(root), agents_for(root, settings))
+    in_actions = env.get("GITHUB_ACTIONS") == "true"
+    batch.make_artifact = in_actions if make_artifact is None else make_artifact
     load(batch)
     shard(batch)
     if dry:
         return dry_run(batch)
     queue(batch)
+    retry(batch)
     announce(batch)
     run(batch, daemon=daemon)
     pull_requests(batch)

@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     create_prs: bool = False
     pr_base: str | None = None
     git_remote: str = "origin"
+    # Carry-over: `artifact` restores the previous run's queue from its artifact before the
+    # sources load (the Action's default; `run --resume` in the CLI).
+    state: Literal["artifact", "none"] = "none"
+    retry: str | None = None  # `failed`, or task ids: put back in the queue before the run
 
     @classmethod
     def settings_customise_sources(

@@ -57,3 +57,45 @@ def test_inputs_map_onto_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = ActionInputs().settings_overrides()
     assert overrides["parallel"] == "6" and overrides["time_budget"] == "2h"
     assert "setup_command" not in overrides and "issue_label" not in overrides
+
+
+def test_inputs_default_as_action_yml_says() -> None:
+    # A local replay that sets only some INPUT_* variables runs as the Action would.
+    import yaml
+
+    declared = yaml.safe_load((Path(__file__).parent.parent / "action.yml").read_text())["inputs"]
+    defaults = {name: field.default for name, field in ActionInputs.model_fields.items()}
+    expected = {name: str(spec.get("default", "")) for name, spec in declared.items()}
+    expected["github_token"] = ""  # ${{ github.token }}: only the runner can fill it in
+    assert defaults == expected
+
+
+def test_an_input_left_out_takes_action_yml_s_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("INPUT_"):
+            monkeypatch.delenv(name)
+    overrides = ActionInputs().settings_overrides()
+    assert overrides["grace"] == "30s" and overrides["state"] == "artifact"
+    assert "issue_label" not in overrides
+
+
+def test_the_workspace_is_made_safe_for_git_without_touching_any_git_config(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    import subprocess
+
+    from orchestra_ci.action import git_safe_directory
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the repository to another user")
+    for path in [git_repo, *git_repo.rglob("*")]:
+        os.lchown(path, 1001, 1001)  # as the runner's checkout looks from the container
+    env = {**os.environ, "HOME": str(tmp_path / "home")}
+    status = ["git", "-C", str(git_repo), "status", "--short"]
+    refused = subprocess.run(status, env=env, capture_output=True, text=True, check=False)
+    assert refused.returncode != 0 and "dubious ownership" in refused.stderr
+    git_safe_directory(env, git_repo)
+    git_safe_directory(env, git_repo)  # a second call adds nothing
+    assert env["GIT_CONFIG_COUNT"] == "1"
+    assert subprocess.run(status, env=env, capture_output=True, check=False).returncode == 0
+    assert not (tmp_path / "home").exists()  # no ~/.gitconfig written

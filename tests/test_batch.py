@@ -122,6 +122,26 @@ def test_queue_then_run_then_report(root: Path, tmp_path: Path) -> None:
     assert b.report.totals["complete"] == 2 and b.report.totals["failed"] == 1
 
 
+@pytest.mark.parametrize("asked", ["failed", "bad", "bad, other"])
+def test_retry_puts_the_named_failed_tasks_back(root: Path, asked: str) -> None:
+    b = new_batch(root, retry=asked)
+    b.sources.specs = [spec("ok"), spec("bad", prompt="exit=3"), spec("other", prompt="exit=3")]
+    batch.queue(b)
+    batch.run(b)
+    batch.retry(b)
+    statuses = {task_id: r["status"] for task_id, r in records(root).items()}
+    assert statuses["ok"] == "complete"
+    assert statuses["bad"] == "pending"
+    assert statuses["other"] == ("failed" if asked == "bad" else "pending")
+
+
+def test_retry_of_an_unknown_task_is_a_usage_error(root: Path) -> None:
+    b = new_batch(root, retry="nope")
+    Store(root).ensure()
+    with pytest.raises(UsageError, match="nope"):
+        batch.retry(b)
+
+
 # -- reporting -----------------------------------------------------------------------------
 
 
@@ -166,15 +186,18 @@ def test_summary_sections_come_before_the_task_table(root: Path, tmp_path: Path)
     assert text.index("### Extra") < text.index("| task | status |")
 
 
-def test_publish_is_skipped_outside_actions(root: Path) -> None:
+def test_publish_is_skipped_unless_asked(root: Path) -> None:
     b = new_batch(root, {"GITHUB_ACTIONS": ""})
+    Store(root).ensure()
     batch.publish(b)
     assert b.artifact_id is None and b.artifact_url is None
+    assert not (root / ".orchestra/artifacts").exists()
 
 
 def test_publish_without_the_artifact_service_keeps_the_zip(root: Path) -> None:
     # In Actions, but the runner gave no artifact service (ACTIONS_RUNTIME_TOKEN unset).
     b = new_batch(root, {"GITHUB_ACTIONS": "true"})
+    b.make_artifact = True
     Store(root).ensure()
     batch.publish(b)
     assert b.artifact_id is None and b.artifact_url is None
