@@ -52,7 +52,14 @@ ZIP_CONTENT_TYPE = "application/zip"
 ARTIFACTS_DIR = "artifacts"
 
 #: What goes into the zip, relative to ``.orchestra/``.
-INCLUDE = ("tasks/*.json", "tasks/*.done", "tasks/*.error", "logs/*.log", "patches/*.patch")
+INCLUDE = (
+    "run.json",
+    "tasks/*.json",
+    "tasks/*.done",
+    "tasks/*.error",
+    "logs/*.log",
+    "patches/*.patch",
+)
 
 _INVALID_NAME_CHARACTERS = {
     '"': "double quote",

@@ -1,8 +1,9 @@
 """One batch, as both ``orchestra-ci run`` and the Action do it, as a pipeline of named steps.
 
 :func:`run_batch` runs them in order over one :class:`Batch`: :func:`load` (the sources),
-:func:`shard`, :func:`queue`, :func:`retry`, :func:`announce`, :func:`run`, :func:`pull_requests`,
-:func:`publish`, :func:`outputs_and_summary` and :func:`close_issues`. Each step reads what
+:func:`shard`, :func:`queue`, :func:`retry`, :func:`record_manifest`, :func:`announce`,
+:func:`run`, :func:`pull_requests`, :func:`publish`, :func:`outputs_and_summary` and
+:func:`close_issues`. Each step reads what
 the earlier ones left in the batch and can be run alone; :func:`merge_run` reuses the last
 two for the merge job of a sharded run.
 """
@@ -76,6 +77,7 @@ class Batch:
     artifact_id: int | None = None
     artifact_url: str | None = None
     make_artifact: bool = False  # uploaded when the runner gives an artifact service
+    restored_from: dict[str, Any] | None = None  # the run whose queue this one carries on
 
 
 def resolve(root: Path, path: Path | None) -> Path | None:
@@ -84,11 +86,22 @@ def resolve(root: Path, path: Path | None) -> Path | None:
     return path if path.is_absolute() else root / path
 
 
-def agents_for(root: Path, settings: Settings) -> dict[str, AgentSpec]:
+def agent_config_for(root: Path, settings: Settings) -> Path | None:
     config = resolve(root, settings.agent_config)
     if config is None and (root / DEFAULT_CONFIG_FILE).is_file():
         config = root / DEFAULT_CONFIG_FILE
-    return load_agents(config)
+    return config
+
+
+def tasks_file_for(root: Path, settings: Settings) -> Path | None:
+    tasks_file = resolve(root, settings.tasks_file)
+    if tasks_file is None and (root / ".orchestra/tasks.yml").is_file():
+        tasks_file = root / ".orchestra/tasks.yml"
+    return tasks_file
+
+
+def agents_for(root: Path, settings: Settings) -> dict[str, AgentSpec]:
+    return load_agents(agent_config_for(root, settings))
 
 
 def connect_github(settings: Settings) -> GitHubContext:
@@ -128,9 +141,7 @@ def load_sources(
     env: Mapping[str, str] | None = None,
 ) -> Sources:
     sources = Sources()
-    tasks_file = resolve(root, settings.tasks_file)
-    if tasks_file is None and (root / ".orchestra/tasks.yml").is_file():
-        tasks_file = root / ".orchestra/tasks.yml"
+    tasks_file = tasks_file_for(root, settings)
     if tasks_file is not None:
         from orchestra_ci.tasksfile import load_tasks_file, source_name
 
@@ -278,6 +289,28 @@ def retry(batch: Batch) -> None:
     for task_id in wanted:
         again += retry_tasks(batch.store, None if task_id == "failed" else task_id)
     log.info("tasks queued again", tasks=sorted(set(again)), asked=wanted)
+
+
+def record_manifest(batch: Batch) -> None:
+    """``.orchestra/run.json``: what an exact re-run needs (see :mod:`manifest`)."""
+    from orchestra_ci import manifest
+
+    used = {r["agent"] for r in batch.store.all() if r["status"] in ("pending", "running")}
+    used |= {f for name in list(used) if name in batch.agents for f in batch.agents[name].fallback}
+    data = manifest.build(
+        root=batch.root,
+        settings=batch.settings,
+        env=batch.env,
+        tasks_file=tasks_file_for(batch.root, batch.settings),
+        agent_config=agent_config_for(batch.root, batch.settings),
+        agents=manifest.agent_versions(batch.agents, used),
+        redactor=batch.redactor,
+        restored_from=batch.restored_from,
+    )
+    try:
+        manifest.write(batch.store.dir, data)
+    except OSError as exc:
+        log.warning("run.json not written", error=str(exc))
 
 
 def announce(batch: Batch) -> None:
@@ -506,6 +539,7 @@ def run_batch(
         return dry_run(batch)
     queue(batch)
     retry(batch)
+    record_manifest(batch)
     announce(batch)
     run(batch, daemon=daemon)
     pull_requests(batch)

@@ -1,5 +1,7 @@
 """orchestra_ci.batch: each step of the pipeline run alone, in-process."""
 
+import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -296,3 +298,34 @@ def test_dry_run_writes_nothing(root: Path, capsys: pytest.CaptureFixture[str]) 
     assert batch.dry_run(b) == 0
     assert "2 tasks would run" in capsys.readouterr().out
     assert set(records(root)) == {"old"}
+
+
+def test_the_manifest_holds_what_a_re_run_needs(git_repo: Path) -> None:
+    from orchestra_ci import manifest
+    from tests.conftest import FAKE_AGENT, write_agents
+
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": {**FAKE_AGENT, "env": {"FAKE_KEY": SECRET}}})
+    write_tasks(git_repo, "tasks:\n  - id: a\n    prompt: exit=0\n")
+    b = new_batch(git_repo, {"GITHUB_RUN_ID": "77"}, default_agent="fake", github_token=SECRET)
+    b.restored_from = {"runId": 76, "artifactId": 5}
+    batch.load(b)
+    batch.queue(b)
+    batch.record_manifest(b)
+    data = manifest.read(b.store.dir)
+    assert data is not None
+    head = subprocess.run(
+        ["git", "-C", str(git_repo), "rev-parse", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
+    assert data["baseCommit"] == head and data["runId"] == "77"
+    assert data["settings"]["default_agent"] == "fake" and "github_token" not in data["settings"]
+    assert data["tasksFile"]["path"] == ".orchestra/tasks.yml"
+    assert "id: a" in data["tasksFile"]["text"]
+    assert SECRET not in json.dumps(data)  # the agent config's secret is masked
+    assert data["agents"]["fake"]["command"] == FAKE_AGENT["command"]
+    assert data["agents"]["fake"]["version"] is None  # not a known CLI: not run
+    assert data["restoredFrom"] == {"runId": 76, "artifactId": 5}
+    # ...and it travels in the artifact.
+    from orchestra_ci.artifacts import run_files
+
+    assert "run.json" in [name for name, _ in run_files(b.store.dir)]
