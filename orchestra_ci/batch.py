@@ -636,7 +636,9 @@ def merge_run(
     redactor: Redactor,
     env: Mapping[str, str] | None = None,
 ) -> int:
-    """Merge the shards' results.json into one report, summary and final issue update."""
+    """Merge the shards' results.json into one report, summary and final issue update; the
+    shards' task files (``dirs`` holding their artifacts) become the merged queue, uploaded
+    in Actions as ``artifact_name``: the state the next run carries on from."""
     from orchestra_ci import merge
     from orchestra_ci import report as report_module
     from orchestra_ci.summary import text
@@ -647,15 +649,23 @@ def merge_run(
         raise UsageError("merge: no results.json under " + ", ".join(map(str, dirs)))
     merged = merge.merge_dirs(dirs, expected_shards)
     store = Store(root)
-    store.dir.mkdir(parents=True, exist_ok=True)
+    store.ensure()
+    _collect_queue(store, merge.task_homes(merged))
     report_module.write(store.results_path, merged)
+    batch = Batch(root, settings, env, redactor, store, {}, report=merged)
+    batch.make_artifact = env.get("GITHUB_ACTIONS") == "true"
+    publish(batch)
     write_report(
         merged,
         store,
         settings,
         env,
         redactor,
-        {"missing-shards": ",".join(merged.missing_shards)},
+        {
+            "missing-shards": ",".join(merged.missing_shards),
+            "artifact-id": str(batch.artifact_id or ""),
+        },
+        artifact_url=batch.artifact_url,
         sections=[merge.shards_markdown(merged)],
     )
     for label in merged.missing_shards:
@@ -666,6 +676,29 @@ def merge_run(
         _close_merged_issues(settings, merged, env, redactor)
     sys.stdout.write(text(merged, str(store.results_path.relative_to(root))))
     return merged.exit_code or 0
+
+
+def _collect_queue(store: Store, homes: Mapping[str, Path]) -> None:
+    """Copy each task's files from the shard directory that ran it into the queue, each
+    file replaced atomically (a task's stale files from another copy are removed)."""
+    import shutil
+
+    from orchestra_ci.record import TASK_ID_PATTERN
+
+    for task_id, home in sorted(homes.items()):
+        if not TASK_ID_PATTERN.fullmatch(task_id):
+            continue  # not a name we would ever write: never a path outside the queue
+        for target in store.files_of(task_id):
+            source = home / target.relative_to(store.dir)
+            if source.resolve() == target.resolve():
+                continue  # the shard's files are already the queue's
+            if not source.is_file() or source.is_symlink():
+                target.unlink(missing_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)
 
 
 def _close_merged_issues(

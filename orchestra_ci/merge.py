@@ -352,6 +352,28 @@ def merge_dirs(dirs: Sequence[Path], expected_shards: int | None = None) -> Merg
     return merged
 
 
+def task_homes(merged: MergedReport) -> dict[str, Path]:
+    """For each merged task, the directory (beside its shard's ``results.json``) that holds
+    the files of the copy the merge kept: its record, sentinels, log and patch. A shard
+    reports only its own tasks, so the queue it restored from the previous run (every
+    shard's tasks) never outweighs the shard that ran them."""
+    kept = {c.id: c.kept for c in merged.conflicts}
+    homes: dict[str, Path] = {}
+    for row in merged.shards:
+        if row.source is None:
+            continue
+        path = Path(row.source)
+        try:
+            ids = [t.id for t in read_report(path).tasks]
+        except ValueError:
+            continue
+        name = row.shard or row.source or row.run_id
+        for task_id in ids:
+            if task_id not in homes or kept.get(task_id) == name:
+                homes[task_id] = path.parent
+    return homes
+
+
 # -- the summary --------------------------------------------------------------------------
 
 

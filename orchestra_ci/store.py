@@ -220,16 +220,20 @@ class Store:
         atomic.fsync_dir(self.tasks_dir)
         return record
 
-    def delete(self, task_id: str) -> None:
-        """Remove a task and every file that belongs to it."""
-        for path in (
+    def files_of(self, task_id: str) -> list[Path]:
+        """Every file that belongs to a task (its record last), present or not."""
+        return [
             self.sentinel(task_id, "done"),
             self.sentinel(task_id, "error"),
             self.sentinel(task_id, "pid"),
             self.log_path(task_id),
             self.patches_dir / f"{task_id}.patch",
             self.record_path(task_id),
-        ):
+        ]
+
+    def delete(self, task_id: str) -> None:
+        """Remove a task and every file that belongs to it."""
+        for path in self.files_of(task_id):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.worktrees_dir / task_id, ignore_errors=True)
 

@@ -86,6 +86,19 @@ def test_three_shards_then_merge(tmp_path: Path) -> None:
     assert merged["totals"]["complete"] == 12 and merged["missingShards"] == []
     assert "Shards" in summary.read_text()
 
+    # The merged queue (each task's files from the shard that ran it) is the next run's
+    # state: a shard of the next run that carries on from it runs nothing again.
+    queue = merged_root / ".orchestra"
+    statuses = {p.stem: json.loads(p.read_text())["status"] for p in queue.glob("tasks/*.json")}
+    assert statuses == dict.fromkeys(owners, "complete")
+    assert all((queue / "logs" / f"{task}.log").is_file() for task in owners)
+    write_agents(merged_root, {"fake": FAKE_AGENT})
+    (queue / "tasks.yml").write_text(TASKS.replace("RECORD", str(record)))
+    starts_before = len(record.read_text().splitlines())
+    again = orchestra("--root", str(merged_root), "run", "--shard", "1/3")
+    assert again.returncode == 0, again.stderr
+    assert len(record.read_text().splitlines()) == starts_before
+
     # a shard that never reported is named, and the merge fails
     shutil.rmtree(roots[2] / ".orchestra")
     merge = orchestra("--root", str(merged_root), "merge", *map(str, roots), "--shards", "3")
