@@ -108,14 +108,15 @@ def connect_github(settings: Settings) -> GitHubContext:
     from orchestra_ci.ghclient import GitHubConfig, call, connect
 
     repository = settings.repository
-    if not repository or settings.github_token is None:
+    token = settings.github_token.get_secret_value() if settings.github_token else ""
+    if not repository or not token.strip():
         raise UsageError(
             "issues and pull requests need the repository (GITHUB_REPOSITORY or --repo "
             "OWNER/NAME) and a token (GITHUB_TOKEN or --github-token)"
         )
     gh = connect(
         GitHubConfig(
-            token=settings.github_token.get_secret_value(),
+            token=token,
             repository=repository,
             api_url=settings.api_url,
             max_wait=settings.github_max_wait,

@@ -6,6 +6,7 @@ retry a request after it may have reached GitHub (``read=0``): a POST that timed
 retried by :func:`call`, whose callers look for the effect first, so nothing is duplicated.
 """
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -13,10 +14,17 @@ from typing import Any, TypeVar
 import github
 import requests
 import tenacity
+import urllib3.exceptions
 from github.GithubRetry import GithubRetry
 from urllib3.util.retry import Retry
 
+from orchestra_ci.errors import OrchestraError
+
 T = TypeVar("T")
+
+
+class GitHubUnreachable(OrchestraError):
+    """No connection to the GitHub API could be made (DNS, refused, TLS), within the wait."""
 
 
 @dataclass(frozen=True)
@@ -42,10 +50,24 @@ class _BoundedRetry(GithubRetry):
         return float(min(value, self.max_rate_limit_wait))
 
 
+def connect_retries(max_wait: float, backoff: float, most: int) -> int:
+    """How many times to retry a connection that fails (at most ``most``) so that the sleeps
+    between them (urllib3's: 0, then ``backoff`` x 2, 4, 8...) add up to at most
+    ``max_wait``."""
+    slept, retries = 0.0, 0
+    while retries < most:
+        sleep = 0.0 if retries == 0 else backoff * 2**retries
+        if slept + sleep > max_wait:
+            break
+        slept += sleep
+        retries += 1
+    return retries
+
+
 def connect(config: GitHubConfig) -> "github.Github":
     retry = _BoundedRetry(
         total=config.retries,
-        connect=config.retries,
+        connect=connect_retries(config.max_wait, config.backoff, config.retries),
         read=0,
         status=config.retries,
         backoff_factor=config.backoff,
@@ -66,7 +88,17 @@ def connect(config: GitHubConfig) -> "github.Github":
     )
 
 
+def _cannot_connect(exc: BaseException) -> bool:
+    """A connection that could not be made at all (urllib3 has already retried it)."""
+    reason = exc.args[0].reason if exc.args and hasattr(exc.args[0], "reason") else None
+    return isinstance(exc, requests.ConnectionError) and isinstance(
+        reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.SSLError
+    )
+
+
 def _transient(exc: BaseException) -> bool:
+    if _cannot_connect(exc):
+        return False
     if isinstance(exc, requests.RequestException | ConnectionError | TimeoutError):
         return True
     if isinstance(exc, github.GithubException):
@@ -87,4 +119,23 @@ def call(fn: Callable[[], T], *, attempts: int = 4, wait: float = 1.0) -> T:
         wait=tenacity.wait_exponential(multiplier=wait, max=30),
         reraise=True,
     )
-    return retrying(fn)
+    try:
+        return retrying(fn)
+    except requests.RequestException as exc:
+        if not _cannot_connect(exc):
+            raise
+        raise GitHubUnreachable(f"GitHub API unreachable: {_reason(exc)}") from None
+
+
+def _reason(exc: requests.RequestException) -> str:
+    """The innermost cause, without urllib3's object addresses: ``api.github.com: Name or
+    service not known``."""
+    reason: Any = exc.args[0].reason if exc.args and hasattr(exc.args[0], "reason") else exc
+    text = _CONNECTION_PREFIX.sub("", str(reason))
+    host = getattr(getattr(reason, "conn", None), "host", None)
+    return f"{host}: {text}" if host else text
+
+
+_CONNECTION_PREFIX = re.compile(
+    r"^<?HTTPS?Connection(?: object at 0x[0-9a-f]+>|\(host='[^']*', port=\d+\)): "
+)

@@ -329,3 +329,11 @@ def test_the_manifest_holds_what_a_re_run_needs(git_repo: Path) -> None:
     from orchestra_ci.artifacts import run_files
 
     assert "run.json" in [name for name, _ in run_files(b.store.dir)]
+
+
+@pytest.mark.parametrize("token", ["", "  "])
+def test_issues_with_an_empty_token_are_a_clear_usage_error(root: Path, token: str) -> None:
+    # An unset secret, or a pull request from a fork, gives the input as an empty string.
+    b = new_batch(root, issue_label="agent", repository=REPO, github_token=token)
+    with pytest.raises(UsageError, match=r"a token \(GITHUB_TOKEN or --github-token\)"):
+        batch.load(b)
