@@ -44,11 +44,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
+
+from orchestra_ci.background_http import BackgroundServer, TrackedHandler, TrackingServer
 
 SERVICE = "github.actions.results.api.v1.ArtifactService"
 TWIRP_PREFIX = f"/twirp/{SERVICE}/"
@@ -762,12 +762,7 @@ class Azurite:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def request(
@@ -902,21 +897,23 @@ class _Request:
     def get(self, name: str) -> Any:
         return self.body[name] if name in self.body else self.body.get(_camel(name))
 
-    def string(self, name: str, *, required: bool = True) -> str | None:
+    def _field(self, name: str, required: bool) -> Any:
         value = self.get(name)
+        if value is None and required:
+            raise _TwirpError("invalid_argument", f"{name} is required")
+        return value
+
+    def string(self, name: str, *, required: bool = True) -> str | None:
+        value = self._field(name, required)
         if value is None:
-            if required:
-                raise _TwirpError("invalid_argument", f"{name} is required")
             return None
         if not isinstance(value, str):
             raise _TwirpError("invalid_argument", f"{name} must be a string")
         return value
 
     def int64(self, name: str, *, required: bool = True) -> int | None:
-        value = self.get(name)
+        value = self._field(name, required)
         if value is None:
-            if required:
-                raise _TwirpError("invalid_argument", f"{name} is required")
             return None
         if isinstance(value, bool) or not isinstance(value, int | str):
             raise _TwirpError("invalid_argument", f"{name} must be an int64 (number or string)")
@@ -926,33 +923,16 @@ class _Request:
             raise _TwirpError("invalid_argument", f"{name} is not a valid int64") from None
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    service: "FakeArtifactService"
+class _Server(TrackingServer):
+    def __init__(self, service: "FakeArtifactService") -> None:
+        self.service = service
+        super().__init__(("127.0.0.1", 0), _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in two writes
+class _Handler(TrackedHandler):
+    """Headers and body go out in two writes: TrackedHandler's no-Nagle setting matters."""
+
     server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
 
     def _read_body(self) -> bytes | None:
         length = self.headers.get("Content-Length")
@@ -994,6 +974,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(reply.body)
 
+    do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _dispatch
+
 
 @dataclass
 class _Fault:
@@ -1001,13 +983,15 @@ class _Fault:
     times: int
 
 
-class FakeArtifactService:
+class FakeArtifactService(BackgroundServer):
     """The results service's artifact API on ``127.0.0.1``; a context manager.
 
     ``env()`` gives ``ACTIONS_RUNTIME_TOKEN`` and ``ACTIONS_RESULTS_URL`` for a client.
     Responses use snake_case field names like the real service (``camel_case=True`` for
     the protobuf JSON default), int64 values as strings.
     """
+
+    thread_name = "fake-artifacts"
 
     def __init__(
         self,
@@ -1039,50 +1023,24 @@ class FakeArtifactService:
         self._calls: list[TwirpCall] = []
         self._blob_calls: list[BlobCall] = []
         self._faults: dict[str, list[_Fault]] = {}
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     # -- lifecycle
 
-    def start(self) -> Self:
+    def make_server(self) -> TrackingServer:
         self.blob_store.create_container(self.container)
-        server = _Server(("127.0.0.1", 0), _Handler)
-        server.service = self
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, args=(0.05,), name="fake-artifacts", daemon=True
-        )
-        self._thread.start()
-        return self
+        return _Server(self)
 
     def close(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        """The same as :meth:`stop`."""
+        self.stop()
 
     # -- what tests use
 
     @property
     def origin(self) -> str:
-        if self._server is None:
-            raise RuntimeError("the fake artifact service is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        """``http://HOST:PORT``, no trailing slash."""
+        return super().url
 
     @property
     def url(self) -> str:

@@ -73,9 +73,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Literal, cast
+
+from orchestra_ci.background_http import BackgroundServer, TrackedHandler, TrackingServer
 
 __all__ = [
     "ROLES",
@@ -634,21 +634,10 @@ class _Call:
 Handler = Callable[[_Call], _Reply]
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
+class _Server(TrackingServer):
     def __init__(self, fake: "FakeGitHub") -> None:
         self.fake = fake
-        self.open_connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _RequestHandler)
-
-    def close_connections(self) -> None:
-        """End kept-alive connections too, so a stopped fake answers nobody."""
-        with self.connections_lock:
-            for connection in self.open_connections:
-                with contextlib.suppress(OSError):
-                    connection.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Clients that hang up are part of the game; anything else is the fake's own bug."""
@@ -660,52 +649,20 @@ def _current_exception() -> BaseException | None:
     return sys.exc_info()[1]
 
 
-class _RequestHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _RequestHandler(TrackedHandler):
     server_version = "GitHub.com"
-    sys_version = ""
     timeout = 60  # idle keep-alive connections are closed after this
-    # One segment per answer (buffered headers and body, flushed together) and no Nagle
-    # delay: otherwise every keep-alive request waits ~40 ms for a delayed ACK.
+    # One segment per answer (headers and body buffered, flushed together; Nagle's delay is
+    # off in TrackedHandler): otherwise every keep-alive request waits ~40 ms for an ACK.
     wbufsize = 64 * 1024
-    disable_nagle_algorithm = True
-
-    def setup(self) -> None:
-        super().setup()
-        server = cast(_Server, self.server)
-        with server.connections_lock:
-            server.open_connections.add(self.connection)
-
-    def finish(self) -> None:
-        server = cast(_Server, self.server)
-        with server.connections_lock:
-            server.open_connections.discard(self.connection)
-        with contextlib.suppress(OSError):
-            super().finish()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_PATCH(self) -> None:
-        self._serve()
-
-    def do_PUT(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silent: nothing the fake sees is printed."""
 
     def _serve(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length > 0 else b""
         fake = cast(_Server, self.server).fake
         fake._serve(self, self.command, self.path, dict(self.headers.items()), raw)
+
+    do_GET = do_POST = do_PATCH = do_PUT = do_DELETE = _serve
 
     def send(self, reply: _Reply) -> bool:
         """Write ``reply``; False when the client is no longer there to read it."""
@@ -741,13 +698,16 @@ class _RequestHandler(BaseHTTPRequestHandler):
 # --------------------------------------------------------------------------- the fake
 
 
-class FakeGitHub:
-    """The fake API server. ``with FakeGitHub() as gh:`` starts it on a free loopback port.
+class FakeGitHub(BackgroundServer):
+    """The fake API server. ``with FakeGitHub() as gh:`` starts it on a free loopback port;
+    :attr:`url` (e.g. ``http://127.0.0.1:40123``, no trailing slash) is the API's base URL.
 
     ``token`` (a fresh random ``ghs_...`` string by default) authenticates as ``login``
     (``github-actions[bot]``, a ``Bot``, like ``GITHUB_TOKEN`` in a workflow); add more with
     :meth:`add_token`. ``html_url`` is the web root used in ``html_url`` fields.
     """
+
+    thread_name = "fake-github"
 
     def __init__(
         self,
@@ -768,57 +728,21 @@ class FakeGitHub:
         self._idle = threading.Condition(self.lock)
         self._in_flight = 0
         self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
         self._request_ids = itertools.count(1)
         self.add_token(self.token, login)
         self._top_routes, self._repo_routes = self._routes()
+        super().__init__()
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "FakeGitHub":
-        if self._server is None:
-            self._stopping.clear()
-            self._server = _Server(self)
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.05},
-                name="fake-github",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
+    def make_server(self) -> TrackingServer:
+        self._stopping.clear()  # a restarted fake lets faults sleep again
+        return _Server(self)
 
     def stop(self) -> None:
         """Stop serving; requests still sleeping in a fault wake up and give up."""
         self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server.close_connections()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> "FakeGitHub":
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """Base URL of the API, e.g. ``http://127.0.0.1:40123`` (no trailing slash)."""
-        if self._server is None:
-            raise RuntimeError("FakeGitHub is not running; use it as a context manager")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        super().stop()
 
     def env(self, repository: str | None = None) -> dict[str, str]:
         """Environment variables that point the CLI or the Action at this fake."""
