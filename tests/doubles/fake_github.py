@@ -27,17 +27,24 @@ What it imitates, because client code depends on it:
   issue events, issue comments (list, create, get, edit, delete, and repository-wide list),
   issue labels (list, add, replace, clear, remove one), repository labels (list, create, get,
   delete), ``collaborators/{user}/permission``, pulls (list with ``state``/``head``/``base``,
-  create, get, edit) and git refs (list, matching, get, create, update, delete).
+  create, get, edit), git refs (list, matching, get, create, update, delete), workflow runs
+  (get) and artifacts (list for the repository or a run, with ``name``, newest first, under
+  ``{"total_count", "artifacts"}``; get; ``/zip`` answering 302 to a signed blob URL on this
+  server, 410 ``Gone`` once expired). Blob URLs need no token, like Azure's signed URLs;
+  :meth:`FakeGitHub.blob_requests` shows whether a client sent one there anyway. Set runs
+  and artifacts up with :meth:`FakeGitHub.add_run` and :meth:`FakeGitHub.add_artifact`.
 - Pagination: ``per_page`` (default 30, at most 100) and ``page``, with a ``Link`` header of
   absolute ``prev``/``next``/``last``/``first`` URLs in GitHub's ``/repositories/{id}/...``
   form, omitted when everything fits on one page.
 - Issues and pull requests share one number space; ``GET .../issues`` lists pull requests too,
   marked by a ``pull_request`` key. ``GET .../pulls?head=BRANCH`` without ``OWNER:`` silently
   ignores the filter, like GitHub.
-- Errors: 401 ``Bad credentials``, 404 ``Not Found`` (and ``Label does not exist`` when removing
-  a label an issue does not carry), 422 ``Validation Failed`` with an ``errors`` list, 400
-  ``Problems parsing JSON``. A ``GITHUB_TOKEN``-like bot token gets 403 ``Resource not
-  accessible by integration`` from ``GET /user``.
+- Errors: 401 ``Bad credentials``, 403 ``Resource not accessible by integration`` from the
+  Actions endpoints for a token without ``actions: read`` (:meth:`FakeGitHub.deny_actions`),
+  404 ``Not Found`` (and ``Label does not exist`` when removing a label an issue does not
+  carry), 422 ``Validation Failed`` with an ``errors`` list, 400 ``Problems parsing JSON``. A
+  ``GITHUB_TOKEN``-like bot token gets 403 ``Resource not accessible by integration`` from
+  ``GET /user``.
 - Rate limits: ``X-RateLimit-*`` headers on every response, counted per request against
   :attr:`GitHubState.rate`; when it runs out, 403 ``API rate limit exceeded`` until the reset.
 - Faults scripted per request (:class:`Fault`): 5xx, secondary rate limits (403 or 429, with or
@@ -47,16 +54,17 @@ What it imitates, because client code depends on it:
 Every request is kept in :attr:`FakeGitHub.requests` (:class:`RecordedRequest`) with the
 ``Authorization`` header redacted; the fake never prints anything.
 
-Not imitated: anonymous access (every request needs a known token), per-token scopes and
-permission checks on writes (any known token may comment, label or open pull requests),
-organisations and teams, forks, ETag/conditional requests, GraphQL, and anything not listed
-above (answered with 404). Note for PyGithub users: the real ``Label does not exist`` message
-makes PyGithub raise a plain ``GithubException`` with status 404, not
-``UnknownObjectException``; and its default pauses between requests (0.25 s, 1 s between
-writes) are worth turning off in tests (``seconds_between_requests=None``,
-``seconds_between_writes=None``).
+Not imitated: anonymous access (every request needs a known token, except blob URLs),
+per-token scopes and permissions other than ``actions: read``, permission checks on writes
+(any known token may comment, label or open pull requests), organisations and teams, forks,
+ETag/conditional requests, GraphQL, and anything not listed above (answered with 404). Note
+for PyGithub users: the real ``Label does not exist`` message makes PyGithub raise a plain
+``GithubException`` with status 404, not ``UnknownObjectException``; and its default pauses
+between requests (0.25 s, 1 s between writes) are worth turning off in tests
+(``seconds_between_requests=None``, ``seconds_between_writes=None``).
 """
 
+import base64
 import contextlib
 import hashlib
 import itertools
@@ -69,9 +77,9 @@ import threading
 import time
 import traceback
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import Any, Literal, cast
 
@@ -79,6 +87,7 @@ from orchestra_ci.background_http import BackgroundServer, TrackedHandler, Track
 
 __all__ = [
     "ROLES",
+    "Artifact",
     "Comment",
     "FakeGitHub",
     "Fault",
@@ -91,6 +100,7 @@ __all__ = [
     "RecordedRequest",
     "Repo",
     "User",
+    "WorkflowRun",
 ]
 
 ROLES = ("admin", "maintain", "write", "triage", "read", "none")
@@ -114,6 +124,8 @@ _SECONDARY_DOCS = (
     "rate-limits-for-the-rest-api#about-secondary-rate-limits"
 )
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+_ARTIFACTS_DOCS = "https://docs.github.com/rest/actions/artifacts"
+_BLOB_PATH = "/_blobs/"
 
 _ids = itertools.count(1001)
 
@@ -228,6 +240,47 @@ class PullRequest:
 
 
 @dataclass
+class WorkflowRun:
+    """A workflow run: ``GET .../actions/runs/{id}`` and the owner of artifacts."""
+
+    workflow_id: int
+    head_branch: str = "main"
+    head_sha: str = ""
+    event: str = "push"
+    name: str = "orchestra"
+    path: str = ".github/workflows/orchestra.yml"
+    run_number: int = 1
+    created_at: datetime = field(default_factory=_now)
+    id: int = field(default_factory=_next_id)
+
+    def __post_init__(self) -> None:
+        if not self.head_sha:
+            self.head_sha = _fake_sha("run", self.id)
+
+
+@dataclass
+class Artifact:
+    """A workflow artifact: the zip ``data`` uploaded by run ``run_id``. An ``expired``
+    artifact is still listed and described, but its zip answers 410 Gone."""
+
+    name: str
+    data: bytes
+    run_id: int
+    created_at: datetime = field(default_factory=_now)
+    expired: bool = False
+    expires_at: datetime | None = None
+    id: int = field(default_factory=_next_id)
+
+    def __post_init__(self) -> None:
+        if self.expires_at is None:
+            self.expires_at = self.created_at + timedelta(days=90)
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass
 class Repo:
     """A repository and everything in it.
 
@@ -251,6 +304,8 @@ class Repo:
     collaborators: dict[str, str] = field(default_factory=dict)
     refs: dict[str, str] = field(default_factory=dict)
     pulls: dict[int, PullRequest] = field(default_factory=dict)
+    runs: dict[int, WorkflowRun] = field(default_factory=dict)
+    artifacts: dict[int, Artifact] = field(default_factory=dict)
     create_missing_refs: bool = False
     created_at: datetime = field(default_factory=_now)
     id: int = field(default_factory=_next_id)
@@ -318,6 +373,10 @@ class GitHubState:
     repos: dict[str, Repo] = field(default_factory=dict)
     tokens: dict[str, str] = field(default_factory=dict, repr=False)
     rate: RateLimit = field(default_factory=RateLimit)
+    #: Tokens without the ``actions: read`` permission.
+    no_actions: set[str] = field(default_factory=set, repr=False)
+    #: Blob keys handed out by ``.../artifacts/{id}/zip``: key -> (signature, repo, artifact id).
+    blobs: dict[str, tuple[str, str, int]] = field(default_factory=dict, repr=False)
 
     def user(self, login: str) -> User | None:
         return self.users.get(login.lower())
@@ -521,6 +580,10 @@ class RecordedRequest:
         values = self.query.get(name)
         return values[-1] if values else None
 
+    def header(self, name: str) -> str | None:
+        """A header by case-insensitive name (credentials show as ``<scheme> <redacted>``)."""
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
 
 # --------------------------------------------------------------------------- HTTP plumbing
 
@@ -589,6 +652,7 @@ class _Call:
     groups: dict[str, str] = field(default_factory=dict)
     repo: Repo | None = None
     link_path: str = ""
+    token: str = ""
 
     def param(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -917,6 +981,77 @@ class FakeGitHub(BackgroundServer):
             r.comments[comment.id] = comment
             return comment
 
+    # ------------------------------------------------------------------ Actions runs and artifacts
+
+    def add_run(
+        self,
+        repo: "Repo | str",
+        *,
+        workflow_id: int = 1,
+        branch: str | None = None,
+        head_sha: str = "",
+        event: str = "push",
+        created_at: datetime | None = None,
+        run_id: int | None = None,
+    ) -> WorkflowRun:
+        """A workflow run of ``workflow_id`` on ``branch`` (default: the default branch)."""
+        with self.lock:
+            r = self.repo(repo)
+            run = WorkflowRun(
+                workflow_id,
+                branch or r.default_branch,
+                head_sha,
+                event,
+                created_at=created_at or _now(),
+                run_number=len(r.runs) + 1,
+            )
+            if run_id is not None:
+                run.id = run_id
+            r.runs[run.id] = run
+            return run
+
+    def add_artifact(
+        self,
+        repo: "Repo | str",
+        name: str,
+        data: bytes,
+        *,
+        run: "WorkflowRun | int | None" = None,
+        workflow_id: int = 1,
+        branch: str | None = None,
+        created_at: datetime | None = None,
+        expired: bool = False,
+    ) -> Artifact:
+        """Upload the zip ``data`` as the artifact ``name`` of ``run``: a run, the id of one
+        (created if the fake does not know it), or ``None`` for a new run. A new run is of
+        ``workflow_id`` on ``branch`` and starts when the artifact is made."""
+        with self.lock:
+            r = self.repo(repo)
+            moment = created_at or _now()
+            if isinstance(run, WorkflowRun):
+                owner = run
+            elif run in r.runs:
+                owner = r.runs[run]
+            else:
+                owner = self.add_run(
+                    r, workflow_id=workflow_id, branch=branch, created_at=moment, run_id=run
+                )
+            artifact = Artifact(name, data, owner.id, created_at=moment, expired=expired)
+            r.artifacts[artifact.id] = artifact
+            return artifact
+
+    def deny_actions(self, token: str | None = None) -> None:
+        """Take ``actions: read`` from ``token`` (default :attr:`token`): every
+        ``.../actions/...`` endpoint then answers 403, as for a ``GITHUB_TOKEN`` whose
+        ``permissions:`` leave ``actions`` out."""
+        with self.lock:
+            self.state.no_actions.add(token or self.token)
+
+    def blob_requests(self) -> list[RecordedRequest]:
+        """Requests to the blob URLs that ``.../artifacts/{id}/zip`` redirects to; their
+        ``header("Authorization")`` says whether a client forwarded its token there."""
+        return self.find_requests("GET", "^" + re.escape(_BLOB_PATH))
+
     # ------------------------------------------------------------------ faults and the log
 
     def inject(self, *faults: Fault) -> Fault:
@@ -991,15 +1126,19 @@ class FakeGitHub(BackgroundServer):
         self, handler: _RequestHandler, record: RecordedRequest, raw_query: str, bad_json: bool
     ) -> None:
         request_id = self._request_id()
-        login = self._authenticate(handler.headers.get("Authorization"))
-        if login is None:
-            reply = _ApiError(401, _auth_message(handler.headers.get("Authorization"))).reply()
+        authorization = handler.headers.get("Authorization")
+        # Blob downloads are signed URLs that need no token, like Azure's (see _get_blob).
+        blob = record.path.startswith(_BLOB_PATH)
+        login = self._authenticate(authorization)
+        if login is None and not blob:
+            reply = _ApiError(401, _auth_message(authorization)).reply()
             self._finish(handler, record, reply, request_id)
             return
+        login = login or ""
         with self.lock:
             fault = self._take_fault(record, raw_query)
             self.state.rate.roll()
-            counted = record.path != "/rate_limit"
+            counted = record.path != "/rate_limit" and not blob
             exhausted = counted and self.state.rate.remaining <= 0
             if counted and not exhausted:
                 self.state.rate.used += 1
@@ -1008,9 +1147,18 @@ class FakeGitHub(BackgroundServer):
         def carry_out() -> _Reply:
             if bad_json:
                 return _ApiError(400, "Problems parsing JSON").reply()
-            call = _Call(record.method, record.path, record.query, record.body, login)
+            call = _Call(
+                record.method,
+                record.path,
+                record.query,
+                record.body,
+                login,
+                token=_credential(authorization),
+            )
             with self.lock:
                 try:
+                    if blob:
+                        return self._get_blob(call)
                     return self._dispatch(call)
                 except _ApiError as err:
                     return err.reply()
@@ -1137,13 +1285,11 @@ class FakeGitHub(BackgroundServer):
         return f"FA{n:02X}:{n * 7 % 0xFFFF:04X}:{n * 31:05X}:{n * 131:05X}:{int(time.time()):08X}"
 
     def _authenticate(self, authorization: str | None) -> str | None:
-        if not authorization:
-            return None
-        scheme, _, credential = authorization.strip().partition(" ")
-        if scheme.lower() not in ("token", "bearer"):
+        credential = _credential(authorization)
+        if not credential:
             return None
         with self.lock:
-            return self.state.tokens.get(credential.strip())
+            return self.state.tokens.get(credential)
 
     def _canonical(self, path: str) -> str:
         m = re.fullmatch(r"/repositories/(\d+)(/.*)?", path)
@@ -1203,6 +1349,11 @@ class FakeGitHub(BackgroundServer):
             ("GET", r"/git/matching-refs/(?P<ref>.*)", self._list_matching_refs),
             ("PATCH", r"/git/refs/(?P<ref>.+)", self._update_ref),
             ("DELETE", r"/git/refs/(?P<ref>.+)", self._delete_ref),
+            ("GET", r"/actions/artifacts", self._list_artifacts),
+            ("GET", r"/actions/artifacts/(?P<id>\d+)", self._get_artifact),
+            ("GET", r"/actions/artifacts/(?P<id>\d+)/zip", self._download_artifact),
+            ("GET", r"/actions/runs/(?P<run>\d+)", self._get_run),
+            ("GET", r"/actions/runs/(?P<run>\d+)/artifacts", self._list_run_artifacts),
         ]
 
         def compiled(
@@ -2050,8 +2201,167 @@ class FakeGitHub(BackgroundServer):
         del repo.refs[ref]
         return _Reply(204)
 
+    # ------------------------------------------------------------------ Actions endpoints
+
+    def _actions_allowed(self, call: _Call, doc: str) -> None:
+        if call.token in self.state.no_actions:
+            raise _ApiError(403, "Resource not accessible by integration", doc=doc)
+
+    def _run(self, call: _Call) -> WorkflowRun:
+        run = call.the_repo.runs.get(int(call.groups["run"]))
+        if run is None:
+            raise _not_found()
+        return run
+
+    def _artifact(self, call: _Call) -> Artifact:
+        artifact = call.the_repo.artifacts.get(int(call.groups["id"]))
+        if artifact is None:
+            raise _not_found()
+        return artifact
+
+    def _artifact_list(self, call: _Call, artifacts: Iterable[Artifact]) -> _Reply:
+        """Newest first, optionally only those called ``name``, paginated under
+        ``{"total_count", "artifacts"}`` as GitHub wraps them."""
+        name = call.param("name")
+        chosen = sorted(
+            (a for a in artifacts if name is None or a.name == name),
+            key=lambda a: (a.created_at, a.id),
+            reverse=True,
+        )
+        reply = self._paginate(call, [self._artifact_json(call.the_repo, a) for a in chosen])
+        reply.body = {"total_count": len(chosen), "artifacts": reply.body}
+        return reply
+
+    def _list_artifacts(self, call: _Call) -> _Reply:
+        self._actions_allowed(call, f"{_ARTIFACTS_DOCS}#list-artifacts-for-a-repository")
+        return self._artifact_list(call, call.the_repo.artifacts.values())
+
+    def _list_run_artifacts(self, call: _Call) -> _Reply:
+        self._actions_allowed(call, f"{_ARTIFACTS_DOCS}#list-workflow-run-artifacts")
+        run = self._run(call)
+        return self._artifact_list(
+            call, (a for a in call.the_repo.artifacts.values() if a.run_id == run.id)
+        )
+
+    def _get_artifact(self, call: _Call) -> _Reply:
+        self._actions_allowed(call, f"{_ARTIFACTS_DOCS}#get-an-artifact")
+        return _Reply(200, self._artifact_json(call.the_repo, self._artifact(call)))
+
+    def _download_artifact(self, call: _Call) -> _Reply:
+        """302 to a fresh signed blob URL on this server, which needs no token."""
+        doc = f"{_ARTIFACTS_DOCS}#download-an-artifact"
+        self._actions_allowed(call, doc)
+        artifact = self._artifact(call)
+        if artifact.expired:
+            raise _ApiError(410, "Artifact has expired", doc=doc)
+        key, signature = secrets.token_urlsafe(16), secrets.token_hex(16)
+        self.state.blobs[key] = (signature, call.the_repo.full_name, artifact.id)
+        location = f"{self.url}{_BLOB_PATH}{key}?sv=2025-01-05&sp=r&sr=b&sig={signature}"
+        return _Reply(302, headers={"Location": location})
+
+    def _get_blob(self, call: _Call) -> _Reply:
+        """The zip behind a signed URL, answered the way Azure Blob Storage would."""
+        key = call.path.removeprefix(_BLOB_PATH)
+        signature, repo_name, artifact_id = self.state.blobs.get(key, ("", "", 0))
+        repo = self.state.repo(repo_name)
+        artifact = repo.artifacts.get(artifact_id) if repo is not None else None
+        if artifact is None:
+            return _blob_error(404, "BlobNotFound", "The specified blob does not exist.")
+        if call.param("sig") != signature:
+            return _blob_error(
+                403, "AuthenticationFailed", "Server failed to authenticate the request."
+            )
+        return _Reply(
+            200,
+            raw=artifact.data,
+            headers={
+                "Content-Type": "application/zip",
+                "Content-MD5": base64.b64encode(
+                    hashlib.md5(artifact.data, usedforsecurity=False).digest()
+                ).decode(),
+                "x-ms-blob-type": "BlockBlob",
+                "x-ms-version": "2025-01-05",
+            },
+        )
+
+    def _get_run(self, call: _Call) -> _Reply:
+        self._actions_allowed(
+            call, "https://docs.github.com/rest/actions/workflow-runs#get-a-workflow-run"
+        )
+        return _Reply(200, self._run_json(call.the_repo, self._run(call)))
+
+    def _artifact_json(self, repo: Repo, artifact: Artifact) -> dict[str, Any]:
+        api = f"{self._repo_api(repo)}/actions/artifacts/{artifact.id}"
+        run = repo.runs.get(artifact.run_id)
+        return {
+            "id": artifact.id,
+            "node_id": f"MDg6QXJ0aWZhY3Q{artifact.id:08d}",
+            "name": artifact.name,
+            "size_in_bytes": len(artifact.data),
+            "url": api,
+            "archive_download_url": f"{api}/zip",
+            "expired": artifact.expired,
+            "created_at": _iso(artifact.created_at),
+            "updated_at": _iso(artifact.created_at),
+            "expires_at": _iso(artifact.expires_at),
+            "digest": artifact.digest,
+            "workflow_run": None
+            if run is None
+            else {
+                "id": run.id,
+                "repository_id": repo.id,
+                "head_repository_id": repo.id,
+                "head_branch": run.head_branch,
+                "head_sha": run.head_sha,
+            },
+        }
+
+    def _run_json(self, repo: Repo, run: WorkflowRun) -> dict[str, Any]:
+        api = f"{self._repo_api(repo)}/actions/runs/{run.id}"
+        return {
+            "id": run.id,
+            "name": run.name,
+            "node_id": f"WFR_kwLO{run.id:08d}",
+            "head_branch": run.head_branch,
+            "head_sha": run.head_sha,
+            "path": run.path,
+            "display_title": run.name,
+            "run_number": run.run_number,
+            "run_attempt": 1,
+            "event": run.event,
+            "status": "completed",
+            "conclusion": "success",
+            "workflow_id": run.workflow_id,
+            "url": api,
+            "html_url": f"{self.html_url}/{repo.full_name}/actions/runs/{run.id}",
+            "pull_requests": [],
+            "created_at": _iso(run.created_at),
+            "updated_at": _iso(run.created_at),
+            "run_started_at": _iso(run.created_at),
+            "jobs_url": f"{api}/jobs",
+            "logs_url": f"{api}/logs",
+            "artifacts_url": f"{api}/artifacts",
+            "cancel_url": f"{api}/cancel",
+            "rerun_url": f"{api}/rerun",
+            "workflow_url": f"{self._repo_api(repo)}/actions/workflows/{run.workflow_id}",
+            "repository": self._repo_json(repo),
+            "head_repository": self._repo_json(repo),
+        }
+
 
 # --------------------------------------------------------------------------- helpers
+
+
+def _blob_error(status: int, code: str, message: str) -> _Reply:
+    body = (
+        f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
+        f"<Message>{message}</Message></Error>"
+    )
+    return _Reply(
+        status,
+        raw=body.encode(),
+        headers={"Content-Type": "application/xml", "x-ms-error-code": code},
+    )
 
 
 def _redacted(headers: dict[str, str]) -> dict[str, str]:
@@ -2063,6 +2373,12 @@ def _redacted(headers: dict[str, str]) -> dict[str, str]:
             value = f"{scheme} <redacted>" if scheme else "<redacted>"
         out[name] = value
     return out
+
+
+def _credential(authorization: str | None) -> str:
+    """The token of a ``token ...`` or ``Bearer ...`` Authorization header; "" otherwise."""
+    scheme, _, credential = (authorization or "").strip().partition(" ")
+    return credential.strip() if scheme.lower() in ("token", "bearer") else ""
 
 
 def _auth_message(authorization: str | None) -> str:

@@ -5,6 +5,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import github
@@ -566,6 +567,134 @@ def test_dropped_connection_with_and_without_the_side_effect(
     assert [c.body for c in repo.comments_on(made.number)] == ["maybe"]
     assert [r.status for r in fake_github.find_requests("POST", r"/comments$")] == [0, 0]
     assert issue.create_comment("works").body == "works"  # faults used up
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+ARTIFACT_FIELDS = {
+    "id",
+    "node_id",
+    "name",
+    "size_in_bytes",
+    "url",
+    "archive_download_url",
+    "expired",
+    "created_at",
+    "updated_at",
+    "expires_at",
+    "digest",
+    "workflow_run",
+}
+
+
+def test_artifacts_are_listed_newest_first_by_name_across_pages(
+    fake_github: FakeGitHub, repo: Repo
+) -> None:
+    start = datetime(2025, 3, 1, tzinfo=UTC)
+    made = [
+        fake_github.add_artifact(repo, "orchestra", b"zip", created_at=start + timedelta(hours=i))
+        for i in range(45)
+    ]
+    fake_github.add_artifact(repo, "orchestra-shard-1-of-2", b"zip")
+
+    listed = client(fake_github).get_repo(REPO).get_artifacts(name="orchestra")
+    status, headers, body = raw_get(
+        fake_github, f"/repos/{REPO}/actions/artifacts?name=orchestra&per_page=10&page=2"
+    )
+
+    assert [a.id for a in listed] == [a.id for a in reversed(made)]
+    assert listed.totalCount == 45
+    assert status == 200 and body["total_count"] == 45
+    assert [a["id"] for a in body["artifacts"]] == [a.id for a in reversed(made)][10:20]
+    assert 'rel="next"' in headers["Link"] and "name=orchestra" in headers["Link"]
+    assert len(fake_github.find_requests("GET", r"/actions/artifacts$")) == 3  # 2 for PyGithub
+
+
+def test_an_artifact_has_the_rest_fields_and_its_run(fake_github: FakeGitHub, repo: Repo) -> None:
+    run = fake_github.add_run(repo, workflow_id=77, branch="nightly")
+    made = fake_github.add_artifact(repo, "orchestra", b"PK zip bytes", run=run.id)
+    fake_github.add_artifact(repo, "other", b"zip")
+
+    status, _, body = raw_get(fake_github, f"/repos/{REPO}/actions/artifacts/{made.id}")
+    gh_repo = client(fake_github).get_repo(REPO)
+    got = gh_repo.get_artifact(made.id)
+    workflow_run = gh_repo.get_workflow_run(run.id)
+
+    assert status == 200 and set(body) == ARTIFACT_FIELDS
+    assert body["workflow_run"] == {
+        "id": run.id,
+        "repository_id": repo.id,
+        "head_repository_id": repo.id,
+        "head_branch": "nightly",
+        "head_sha": run.head_sha,
+    }
+    assert got.size_in_bytes == len(b"PK zip bytes") and got.digest.startswith("sha256:")
+    assert (
+        got.archive_download_url
+        == f"{fake_github.url}/repos/{REPO}/actions/artifacts/{made.id}/zip"
+    )
+    assert (workflow_run.workflow_id, workflow_run.head_branch) == (77, "nightly")
+    assert workflow_run.created_at == run.created_at
+    assert [a.id for a in workflow_run.get_artifacts()] == [made.id]
+
+
+def test_zip_redirects_to_a_blob_url_that_needs_no_token(
+    fake_github: FakeGitHub, repo: Repo
+) -> None:
+    made = fake_github.add_artifact(repo, "orchestra", b"the zip")
+    api = f"{fake_github.url}/repos/{REPO}/actions/artifacts/{made.id}/zip"
+    auth = {"Authorization": f"Bearer {fake_github.token}"}
+
+    with requests.Session() as http:
+        redirect = http.get(api, headers=auth, allow_redirects=False, timeout=5)
+        location = redirect.headers["Location"]
+        plain = http.get(location, timeout=5)
+        forwarded = http.get(location, headers=auth, timeout=5)
+        forged = http.get(location.replace("sig=", "sig=0"), timeout=5)
+        unknown = http.get(f"{fake_github.url}/_blobs/nope?sig=x", timeout=5)
+        no_token = http.get(api, allow_redirects=False, timeout=5)
+
+    assert redirect.status_code == 302 and "sig=" in location
+    assert plain.status_code == 200 and plain.content == b"the zip"
+    assert plain.headers["Content-Type"] == "application/zip"
+    assert forwarded.status_code == 200  # served, but the record shows the leak
+    assert [r.header("Authorization") for r in fake_github.blob_requests()[:2]] == [
+        None,
+        "Bearer <redacted>",
+    ]
+    assert forged.status_code == 403 and forged.headers["x-ms-error-code"] == "AuthenticationFailed"
+    assert unknown.status_code == 404 and unknown.headers["x-ms-error-code"] == "BlobNotFound"
+    assert no_token.status_code == 401  # the API itself still needs the token
+
+
+def test_expired_unknown_and_forbidden_artifacts(fake_github: FakeGitHub, repo: Repo) -> None:
+    expired = fake_github.add_artifact(repo, "orchestra", b"zip", expired=True)
+    run_id = fake_github.repo(repo).artifacts[expired.id].run_id
+    limited = "ghs_limited"
+    fake_github.add_token(limited, "limited[bot]", type="Bot")
+    fake_github.deny_actions(limited)
+    base = f"/repos/{REPO}/actions"
+
+    gone, _, gone_body = raw_get(fake_github, f"{base}/artifacts/{expired.id}/zip")
+    listed, _, listed_body = raw_get(fake_github, f"{base}/artifacts")
+    missing = [raw_get(fake_github, f"{base}/{path}")[0] for path in ("artifacts/1/zip", "runs/1")]
+    denied = [
+        raw_get(fake_github, f"{base}/{path}", token=limited)
+        for path in (
+            "artifacts",
+            f"artifacts/{expired.id}",
+            f"artifacts/{expired.id}/zip",
+            f"runs/{run_id}",
+            f"runs/{run_id}/artifacts",
+        )
+    ]
+
+    assert gone == 410 and gone_body["message"] == "Artifact has expired"
+    assert listed == 200 and listed_body["artifacts"][0]["expired"] is True
+    assert missing == [404, 404]
+    assert {(status, body["message"]) for status, _, body in denied} == {
+        (403, "Resource not accessible by integration")
+    }
 
 
 # ----------------------------------------------------------------------------- request log
