@@ -38,7 +38,7 @@ import tenacity
 
 from orchestra_ci import __version__
 from orchestra_ci.errors import OrchestraError
-from orchestra_ci.store import RESULTS_FILE
+from orchestra_ci.store import MANIFEST_FILE, RESULTS_FILE
 
 log = structlog.get_logger("orchestra_ci")
 
@@ -53,7 +53,7 @@ ARTIFACTS_DIR = "artifacts"
 
 #: What goes into the zip, relative to ``.orchestra/``.
 INCLUDE = (
-    "run.json",
+    MANIFEST_FILE,
     "tasks/*.json",
     "tasks/*.done",
     "tasks/*.error",

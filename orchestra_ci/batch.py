@@ -1,6 +1,7 @@
 """One batch, as both ``orchestra-ci run`` and the Action do it, as a pipeline of named steps.
 
-:func:`run_batch` runs them in order over one :class:`Batch`: :func:`load` (the sources),
+:func:`run_batch` runs them in order over one :class:`Batch`: :func:`restore` (the previous
+run's queue), :func:`load` (the sources),
 :func:`shard`, :func:`queue`, :func:`retry`, :func:`record_manifest`, :func:`announce`,
 :func:`run`, :func:`pull_requests`, :func:`publish`, :func:`outputs_and_summary` and
 :func:`close_issues`. Each step reads what
@@ -9,6 +10,7 @@ two for the merge job of a sharded run.
 """
 
 import asyncio
+import dataclasses
 import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -21,7 +23,7 @@ import structlog
 from orchestra_ci import STARTED, workflow
 from orchestra_ci.agents import AgentSpec, load_agents
 from orchestra_ci.console import Console
-from orchestra_ci.errors import UsageError
+from orchestra_ci.errors import OrchestraError, UsageError
 from orchestra_ci.loading import check_queue, enqueue
 from orchestra_ci.presets import DEFAULT_CONFIG_FILE
 from orchestra_ci.record import Status, TaskRecord, new_record
@@ -219,6 +221,44 @@ def _reporter(ctx: GitHubContext, env: Mapping[str, str], redactor: Redactor) ->
 # -- the steps -----------------------------------------------------------------------------
 
 
+def restore(batch: Batch) -> None:
+    """With ``state: artifact``, unpack the queue the previous run of this workflow left (its
+    artifact ``artifact_name``) into ``.orchestra/`` before the sources load. Whatever
+    stands in the way is a notice and a fresh queue, never a failed run."""
+    settings = batch.settings
+    if settings.state != "artifact":
+        return
+    from orchestra_ci import manifest, state
+
+    token = settings.github_token.get_secret_value() if settings.github_token else ""
+    try:
+        if not settings.repository or not token.strip():
+            raise state.StateUnavailable(
+                "carrying on needs the repository and a token (GITHUB_TOKEN)", "none"
+            )
+        if batch.github is None:
+            batch.github = connect_github(settings)
+        lookup = state.lookup_from_env(settings.artifact_name, batch.env)
+        if lookup.branch is None:
+            lookup = dataclasses.replace(lookup, branch=manifest.current_branch(batch.root))
+        restored = state.restore_previous(batch.github.repo, batch.store, lookup, token=token)
+    except OrchestraError as exc:
+        message = f"starting with a fresh queue: {batch.redactor(str(exc))}"
+        log.info(message)
+        print(workflow.command("notice", message, title="orchestra-ci"))
+        return
+    batch.restored_from = {
+        "runId": restored.run_id,
+        "artifactId": restored.artifact_id,
+        "artifactName": restored.artifact_name,
+        "createdAt": restored.created_at.isoformat(),
+        "ageSeconds": round(restored.age_seconds),
+    }
+    log.info("carrying on from an earlier run", **batch.restored_from, files=restored.files)
+    for skipped in restored.skipped:
+        print(workflow.command("warning", f"not restored: {skipped}", title="orchestra-ci"))
+
+
 def load(batch: Batch) -> None:
     """The tasks of the tasks file and of the labelled issues (GitHub opened if needed)."""
     settings = batch.settings
@@ -353,6 +393,11 @@ def run(batch: Batch, *, daemon: bool = False) -> None:
     finally:
         console.close()
     batch.report = outcome.report
+    if batch.restored_from is not None:
+        from orchestra_ci import report as report_module
+
+        batch.report = outcome.report.model_copy(update={"restored_from": batch.restored_from})
+        report_module.write(batch.store.results_path, batch.report)
     batch.exit_code = 0 if daemon and engine.stop_signal is not None else outcome.exit_code
 
 
@@ -534,6 +579,8 @@ def run_batch(
     batch = Batch(root, settings, env, redactor, Store(root), agents_for(root, settings))
     in_actions = env.get("GITHUB_ACTIONS") == "true"
     batch.make_artifact = in_actions if make_artifact is None else make_artifact
+    if not dry:
+        restore(batch)
     load(batch)
     shard(batch)
     if dry:
@@ -568,7 +615,7 @@ def rebuilt_report(store: Store, previous: RunReport) -> RunReport:
         stopped_by=previous.stopped_by,
         exit_code=previous.exit_code,
         shard=previous.shard,
-    )
+    ).model_copy(update={"restored_from": previous.restored_from})
     report_module.write(store.results_path, rebuilt)
     return rebuilt
 

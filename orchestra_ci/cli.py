@@ -168,7 +168,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         shard=args.shard,
         durations_file=_abs(args.durations),
         fail_on_pending=True if args.fail_on_pending else None,
+        state="artifact" if args.resume else None,
     )
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    from orchestra_ci.replay import pull
+
+    settings = _settings(args)
+    _logging(settings)
+    pulled = pull(args.root, settings, args.run, args.artifact, force=args.force)
+    for line in pulled.lines():
+        print(line)
+    return 0
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
@@ -345,6 +357,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", metavar="K/N", help="run only the K-th of N shards")
     p.add_argument("--durations", type=Path, help="a previous results.json to balance shards")
     p.add_argument("--dry-run", action="store_true")
+
+    p.add_argument("--resume", action="store_true", help="carry on from the last CI run's queue")
+
+    p = add("pull", cmd_pull, "download a CI run's queue into .orchestra/ to replay it")
+    p.add_argument("run", nargs="?", metavar="RUN", help="a run id or run URL")
+    p.add_argument("--artifact", type=_positive_int, metavar="ID", help="an artifact id instead")
+    p.add_argument("--force", action="store_true", help="replace a queue that holds tasks")
+    p.add_argument("--repo", metavar="OWNER/NAME")
+    p.add_argument("--github-token")
 
     p = add("daemon", cmd_daemon, "keep running and pick up tasks as they are queued")
     p.add_argument("--agent-config", type=Path)

@@ -83,6 +83,7 @@ class RunReport(ReportModel):
     exit_code: int | None = Field(default=None, alias="exitCode")
     totals: dict[str, int]
     cost_usd: float | None = Field(default=None, alias="costUsd")
+    restored_from: dict[str, Any] | None = Field(default=None, alias="restoredFrom")
     tasks: list[TaskReport]
 
 

@@ -45,12 +45,9 @@ from orchestra_ci import __version__, atomic
 from orchestra_ci.errors import OrchestraError, UsageError, one_line
 from orchestra_ci.ghclient import call
 from orchestra_ci.record import TASK_ID_PATTERN
-from orchestra_ci.store import RESULTS_FILE, Store
+from orchestra_ci.store import MANIFEST_FILE, RESULTS_FILE, Store
 
 T = TypeVar("T")
-
-#: The run manifest an artifact may hold beside ``results.json``.
-MANIFEST_FILE = "run.json"
 
 Kind = Literal[
     "none", "forbidden", "expired", "missing", "corrupt", "unsafe", "network", "rate_limit", "io"

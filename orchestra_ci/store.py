@@ -24,6 +24,7 @@ from orchestra_ci.record import TaskRecord, check_task_id, now_iso
 
 ORCHESTRA_DIR = ".orchestra"
 RESULTS_FILE = "results.json"
+MANIFEST_FILE = "run.json"  # what an exact re-run needs (see manifest.py)
 
 
 def _read_raw(path: Path) -> bytes | None:

@@ -1,6 +1,7 @@
 """Human summaries rendered from a run report."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from orchestra_ci.durations import format_duration
 from orchestra_ci.record import timestamp
@@ -73,6 +74,17 @@ def gantt(report: RunReport) -> str:
     return "\n".join(lines) + "\n" + note
 
 
+def carried_on(restored: Mapping[str, Any]) -> str:
+    """The summary's line naming the run whose queue this one carried on from."""
+    age = restored.get("ageSeconds")
+    ago = f", {format_duration(float(age))} old" if isinstance(age, int | float) else ""
+    run = restored.get("runId")
+    return (
+        f"Carried on from run {run if run is not None else '(unknown)'} "
+        f"(artifact {restored.get('artifactId')}{ago})."
+    )
+
+
 def markdown(
     report: RunReport, links: dict[str, str] | None = None, sections: Sequence[str] = ()
 ) -> str:
@@ -93,6 +105,8 @@ def markdown(
         out[-1] += f" · budget {format_duration(report.time_budget)}"
     if report.stopped_by:
         out[-1] += f" · stopped by {report.stopped_by}"
+    if report.restored_from:
+        out += ["", carried_on(report.restored_from)]
     for section in sections:
         out += ["", section.rstrip("\n")]
     out += ["", "| task | status | agent | attempts | time | result |", "|---|---|---|---|---|---|"]
