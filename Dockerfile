@@ -33,11 +33,16 @@ RUN npm install --global --no-audit --no-fund --loglevel=error \
 # another stage would turn into a second copy), and OpenCode gets both x64 builds (with and
 # without AVX2). bin/ holds the one each picked; the per-platform packages are not used at
 # run time. Codex's voice host (audio through GStreamer) has nothing to talk to in a batch.
+# Each CLI must still start (checked when the build runs natively, not under emulation).
+ARG BUILDPLATFORM
+ARG TARGETPLATFORM
 WORKDIR /usr/local/lib/node_modules
 RUN rm -rf @anthropic-ai/claude-code/node_modules opencode-ai/node_modules \
         @openai/codex/node_modules/@openai/codex-linux-*/vendor/*/codex-resources/voice \
     && if find . -type f -links +1 | grep -q .; then echo "hard links left" >&2; exit 1; fi \
-    && claude --version && codex --version && gemini --version && opencode --version
+    && if [ "${TARGETPLATFORM}" = "${BUILDPLATFORM}" ]; then \
+        claude --version && codex --version && gemini --version && opencode --version; \
+    fi
 
 FROM python:3.12-slim-bookworm AS package
 

@@ -22,6 +22,12 @@ The cases and targets are those of issue 5:
 6. Optional: agent-orchestrator's ``status`` at 2,000 tasks against ours, on the same
    queue (its record format), when ``--old-tool`` or ``$ORCHESTRA_OLD_TOOL`` names its
    checkout (the directory holding ``.orchestra-cli/cli``).
+7. Inside the action's container (issue 14): from the entrypoint's start to its first
+   agent's, <= 0.3 s. It needs a Docker engine; a full run builds the image from this
+   checkout if it is not there yet (``tests/container_image.py``), the smoke run skips it.
+   Creating the container (seconds on a copying storage driver) is not counted: a shell
+   stamps the time, then execs ``python -m orchestra_ci.action``, whose only task's agent
+   stamps it again.
 
 GNU parallel comes from ``PATH``; when it is missing, a full run as root installs the
 Debian package ``parallel``, otherwise its rows are skipped.
@@ -384,6 +390,7 @@ class Plan:
     budget_repeat: int = 3
     old_tasks: int = 2000
     old_repeat: int = 11
+    container_repeat: int = 7
 
     @classmethod
     def small(cls) -> "Plan":
@@ -404,6 +411,7 @@ class Plan:
             budget_repeat=1,
             old_tasks=20,
             old_repeat=1,
+            container_repeat=0,
         )
 
 
@@ -599,6 +607,58 @@ def case_budget(plan: Plan, res: Results) -> None:
         )
 
 
+# An agent that stamps the time it started (nanoseconds) into the workspace.
+STAMP: dict[str, Any] = {
+    "command": "sh",
+    "args": ["-c", "date +%s%N > /github/workspace/first-agent", "{prompt}"],
+}
+
+
+def case_container(plan: Plan, res: Results) -> None:
+    """Case 7: entrypoint to first agent inside the action's container."""
+    goal = "entrypoint to first agent in the container <= 0.3 s"
+    if plan.container_repeat == 0:
+        res.target("7", goal, "skipped in the smoke run", None)
+        return
+    sys.path.insert(0, str(REPO))
+    from tests.container_image import Unavailable, ensure_image, run_action
+
+    try:
+        image = ensure_image()
+    except Unavailable as why:
+        res.notes.append(f"Case 7 not measured: {why}.")
+        res.target("7", goal, "not measured", None)
+        return
+    starts: list[float] = []
+    for _ in range(plan.container_repeat):
+        with scratch() as ws:
+            (ws / ".orchestra").mkdir()
+            (ws / ".orchestra" / "agent-config.json").write_text(
+                json.dumps({"agents": {"stamp": STAMP}})
+            )
+            (ws / ".orchestra" / "tasks.yml").write_text(
+                "tasks:\n  - {id: first, agent: stamp, prompt: go}\n"
+            )
+            (ws / "home").mkdir()
+            env = {
+                "CI": "true",
+                "GITHUB_ACTIONS": "true",
+                "HOME": "/github/workspace/home",
+                "INPUT_STATE": "none",
+                "INPUT_DEFAULT_AGENT": "stamp",
+            }
+            stamp_then_start = "date +%s%N > entrypoint; exec python -m orchestra_ci.action"
+            ran = run_action(image, ws, env, entrypoint=["sh", "-c", stamp_then_start])
+            if ran.returncode != 0:
+                raise BenchError(f"the action in its container failed:\n{ran.stderr[-3000:]}")
+            began = int((ws / "entrypoint").read_text())
+            first = int((ws / "first-agent").read_text())
+            starts.append((first - began) / 1e6)
+    case = "7. the Action's container, one task"
+    row = res.add(Row(case, "entrypoint to first agent", starts, "ms", "", f"image {image}"))
+    res.target("7", goal, fmt(row.median, "ms"), row.median <= 300)
+
+
 def case_old_tool(plan: Plan, res: Results, checkout: Path | None) -> None:
     n = plan.old_tasks
     goal = f"status at {n:,} tasks: orchestra-ci vs agent-orchestrator"
@@ -748,7 +808,7 @@ def main() -> int:
     parser.add_argument(
         "--cases",
         type=lambda text: {int(part) for part in text.split(",")},
-        default=set(range(1, 7)),
+        default=set(range(1, 8)),
         help="comma-separated case numbers to run (default: all); a partial run writes nothing",
     )
     args = parser.parse_args()
@@ -769,6 +829,7 @@ def main() -> int:
         4: lambda: case_big(plan, res, per_task_small, big_loads),
         5: lambda: case_budget(plan, res),
         6: lambda: case_old_tool(plan, res, args.old_tool),
+        7: lambda: case_container(plan, res),
     }
     for number in sorted(args.cases & cases.keys()):
         with watched(res, str(number)):
