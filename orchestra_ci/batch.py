@@ -393,10 +393,12 @@ def run(batch: Batch, *, daemon: bool = False) -> None:
     finally:
         console.close()
     batch.report = outcome.report
-    if batch.restored_from is not None:
+    quarantined = [{"file": f, "reason": r} for f, r in batch.store.quarantined()]
+    if batch.restored_from is not None or quarantined:
         from orchestra_ci import report as report_module
 
-        batch.report = outcome.report.model_copy(update={"restored_from": batch.restored_from})
+        update = {"restored_from": batch.restored_from, "quarantined": quarantined}
+        batch.report = outcome.report.model_copy(update=update)
         report_module.write(batch.store.results_path, batch.report)
     batch.exit_code = 0 if daemon and engine.stop_signal is not None else outcome.exit_code
 
@@ -472,6 +474,9 @@ def outputs_and_summary(batch: Batch) -> None:
     )
     if batch.env.get("GITHUB_ACTIONS") == "true":
         _print_groups(batch.store, batch.report, batch.redactor)
+        for item in batch.report.quarantined:
+            message = f"{item['file']} was moved to .orchestra/quarantine/: {item['reason']}"
+            print(workflow.command("warning", message, title="orchestra-ci: quarantined"))
 
 
 def close_issues(batch: Batch) -> None:
@@ -615,7 +620,9 @@ def rebuilt_report(store: Store, previous: RunReport) -> RunReport:
         stopped_by=previous.stopped_by,
         exit_code=previous.exit_code,
         shard=previous.shard,
-    ).model_copy(update={"restored_from": previous.restored_from})
+    ).model_copy(
+        update={"restored_from": previous.restored_from, "quarantined": previous.quarantined}
+    )
     report_module.write(store.results_path, rebuilt)
     return rebuilt
 

@@ -220,13 +220,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(status_view.raw_json_array(store))
         return 0
     if not args.watch:
-        sys.stdout.write(status_view.table(store.all()))
+        sys.stdout.write(status_view.table(store.all(), store.quarantined()))
         return 0
     import time
 
     try:
         while True:
-            sys.stdout.write("\x1b[H\x1b[2J" + status_view.table(store.all()))
+            table = status_view.table(store.all(), store.quarantined())
+            sys.stdout.write("\x1b[H\x1b[2J" + table)
             sys.stdout.flush()
             time.sleep(1)
     except KeyboardInterrupt:
