@@ -36,6 +36,14 @@ class _ConfigFile(YamlConfigSettingsSource):
             raise ValueError("invalid YAML: " + " ".join(str(exc).split())) from None
         if not isinstance(data, dict):
             raise ValueError(f"expected a mapping of settings, got {type(data).__name__}")
+        known = set(Settings.model_fields)
+        for key in data:
+            if key not in known:
+                import difflib
+
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"unknown setting {key!r}{hint}")
         return data
 
 

@@ -199,11 +199,10 @@ def test_malformed_config_file_is_a_one_line_usage_error_naming_it(
     assert "config.yml" in usage_error(project)
 
 
-def test_unknown_keys_in_config_file_are_ignored(project: Path) -> None:
-    config(project, "parallel: 3\nno_such_setting: 1\nnested: {x: [1, 2]}\n")
-    s = load_settings(project)
-    assert s.parallel == 3
-    assert not hasattr(s, "no_such_setting")
+def test_unknown_keys_in_config_file_are_rejected(project: Path) -> None:
+    config(project, "parallel: 3\nno_such_setting: 1\n")
+    with pytest.raises(UsageError, match=r"config.yml: unknown setting 'no_such_setting'$"):
+        load_settings(project)
 
 
 def test_unrelated_orchestra_variables_are_ignored(
@@ -237,3 +236,11 @@ def test_config_is_read_from_the_given_root_only(
 def test_config_file_that_is_not_a_mapping_says_so(project: Path, text: str) -> None:
     config(project, text)
     assert "mapping" in usage_error(project)
+
+
+def test_an_unknown_key_in_config_yml_is_named_with_the_nearest_setting(project: Path) -> None:
+    config(project, "paralel: 3\n")
+    with pytest.raises(
+        UsageError, match=r"unknown setting 'paralel' \(did you mean 'parallel'\?\)"
+    ):
+        load_settings(project)
