@@ -49,6 +49,7 @@ class ActionInputs(BaseSettings):
     trusted_users: str = ""
     trusted_bots: str = ""
     log_format: str = ""
+    credential_proxy: str = ""
 
     def settings_overrides(self) -> dict[str, Any]:
         """Non-empty inputs, named as Settings fields."""
