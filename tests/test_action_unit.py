@@ -4,8 +4,10 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestra_ci.action import ActionInputs, hand_back, prepare_agent_homes
+from orchestra_ci.settings import load_settings
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as container actions run")
@@ -57,3 +59,17 @@ def test_inputs_map_onto_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = ActionInputs().settings_overrides()
     assert overrides["parallel"] == "6" and overrides["time_budget"] == "2h"
     assert "setup_command" not in overrides and "issue_label" not in overrides
+
+
+@pytest.mark.parametrize(("given", "on"), [("true", True), ("false", False)])
+def test_the_credential_proxy_input_maps_onto_its_setting(
+    given: str, on: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INPUT_CREDENTIAL_PROXY", given)
+    settings = load_settings(tmp_path, **ActionInputs().settings_overrides())
+    assert settings.credential_proxy is on
+
+
+def test_the_action_turns_the_credential_proxy_on_by_default() -> None:
+    action = yaml.safe_load((Path(__file__).parents[1] / "action.yml").read_text())
+    assert action["inputs"]["credential_proxy"]["default"] == "true"
