@@ -1,5 +1,6 @@
 """Parts of the Action's entrypoint that need no GitHub: ownership and agent homes."""
 
+import json
 import os
 from pathlib import Path
 
@@ -49,6 +50,16 @@ def test_agent_homes_are_prepared(tmp_path: Path) -> None:
         assert (tmp_path / "home" / sub).is_dir()
     assert env["CLAUDE_CONFIG_DIR"] == str(tmp_path / "home/.claude")
     assert env["CODEX_HOME"] == str(tmp_path / "home/.codex")
+    gemini = json.loads((tmp_path / "home/.gemini/settings.json").read_text())
+    assert gemini["security"]["auth"]["selectedType"] == "gemini-api-key"
+
+
+def test_gemini_settings_of_the_users_own_are_kept(tmp_path: Path) -> None:
+    settings = tmp_path / "home/.gemini/settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text('{"model": {"name": "mine"}}')
+    prepare_agent_homes({"HOME": str(tmp_path / "home")})
+    assert settings.read_text() == '{"model": {"name": "mine"}}'
 
 
 def test_inputs_map_onto_settings(monkeypatch: pytest.MonkeyPatch) -> None:
