@@ -114,20 +114,31 @@ class _Held:
             self.entries[config] = self.entries.get(config, ()) + taken
 
     def put_back(self, top: Path) -> None:
-        """Each value goes back through a placeholder, so that it is never in an argv."""
+        """Everything held goes back; what cannot is logged (naming its file), and the rest
+        still goes back."""
         for path, data in self.files.items():
-            with contextlib.suppress(FileNotFoundError):  # removed meanwhile: so be it
+            try:
                 _overwrite(path, data)
+            except OSError as error:
+                log.error("cannot put back a git credential file", path=str(path), error=str(error))
         for config, entries in self.entries.items():
-            values = {}
-            for key, value in entries:
-                placeholder = f"orchestra-ci-held-{secrets.token_hex(12)}"
-                git_output(top, "config", "--file", str(config), "--add", key, placeholder)
-                values[placeholder] = value
-            text = config.read_text(encoding="utf-8", errors="surrogateescape")
-            for placeholder, value in values.items():
-                text = text.replace(placeholder, quoted(value), 1)
-            _overwrite(config, text.encode("utf-8", "surrogateescape"))
+            try:
+                _add_back(top, config, entries)
+            except (OrchestraError, OSError) as error:
+                log.error("cannot put back git credentials", config=str(config), error=str(error))
+
+
+def _add_back(top: Path, config: Path, entries: Sequence[tuple[str, str]]) -> None:
+    """Each value goes in through a placeholder, so that it is never in an argv."""
+    values = {}
+    for key, value in entries:
+        placeholder = f"orchestra-ci-held-{secrets.token_hex(12)}"
+        git_output(top, "config", "--file", str(config), "--add", key, placeholder)
+        values[placeholder] = value
+    text = config.read_text(encoding="utf-8", errors="surrogateescape")
+    for placeholder, value in values.items():
+        text = text.replace(placeholder, quoted(value), 1)
+    _overwrite(config, text.encode("utf-8", "surrogateescape"))
 
 
 def _config_files(top: Path) -> list[Path]:
@@ -161,7 +172,4 @@ def held_back(root: Path) -> Iterator[None]:
         yield
     finally:
         if top is not None:
-            try:
-                held.put_back(top)
-            except (OrchestraError, OSError) as error:
-                log.error("cannot put back the repository's git credentials", error=str(error))
+            held.put_back(top)

@@ -4,6 +4,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from orchestra_ci.git_credentials import held_back, parse_list, quoted, to_hold
 
@@ -122,3 +123,14 @@ def test_quoted_values_read_back_the_same(tmp_path: Path, value: str) -> None:
     config = tmp_path / "config"
     config.write_text(f"[x]\n\ty = {quoted(value)}\n")
     assert git(tmp_path, "config", "--file", str(config), "x.y") == value + "\n"
+
+
+def test_what_cannot_be_put_back_is_logged_and_the_rest_still_is(
+    git_repo: Path, checkout: Path
+) -> None:
+    with capture_logs() as logs, held_back(git_repo):
+        checkout.unlink()  # gone before the run ends
+    assert git(git_repo, "config", "--get-all", KEY).splitlines() == [LOCAL]
+    errors = [e for e in logs if e["log_level"] == "error"]
+    assert [e["path"] for e in errors] == [str(checkout)]
+    assert not any(INCLUDED in str(e) or LOCAL in str(e) for e in logs)
