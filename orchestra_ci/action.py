@@ -6,6 +6,7 @@ runner's user: git is told the workspace is safe, and what the run created is ha
 to the workspace owner at the end.
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +54,7 @@ class ActionInputs(BaseSettings):
     log_format: str = "json"
     state: str = "artifact"
     retry: str = ""
+    credential_proxy: str = "true"
 
     def settings_overrides(self) -> dict[str, Any]:
         """Non-empty inputs, named as Settings fields."""
@@ -95,12 +97,23 @@ def _setup(command: str, root: Path) -> None:
         raise OrchestraError(f"setup_command failed with exit code {result.returncode}")
 
 
+_GEMINI_SETTINGS = {
+    "security": {"auth": {"selectedType": "gemini-api-key"}},
+    "privacy": {"usageStatisticsEnabled": False},
+}
+
+
 def prepare_agent_homes(env: MutableMapping[str, str]) -> None:
     """What the agent CLIs need to run unattended in the container: a writable home with
-    their config directories, and Aider's model-price cache (else it downloads it)."""
+    their config directories, Gemini CLI's settings (API-key auth, which it does not pick
+    by itself once given a base URL such as the credential proxy's; no usage statistics),
+    and Aider's model-price cache (else it downloads it)."""
     home = Path(env.get("HOME") or "/github/home")
     for sub in (".claude", ".codex", ".gemini", ".config/opencode", ".aider/caches"):
         (home / sub).mkdir(parents=True, exist_ok=True)
+    gemini = home / ".gemini" / "settings.json"
+    if not gemini.exists():
+        gemini.write_text(json.dumps(_GEMINI_SETTINGS))
     env.setdefault("CLAUDE_CONFIG_DIR", str(home / ".claude"))
     env.setdefault("CODEX_HOME", str(home / ".codex"))
     try:

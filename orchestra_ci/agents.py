@@ -2,6 +2,7 @@
 
 import json
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -17,6 +18,7 @@ from pydantic import (
 from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.presets import PRESETS
+from orchestra_ci.providers import Provider
 from orchestra_ci.record import TaskRecord
 from orchestra_ci.sanitize import fence
 from orchestra_ci.validation import describe
@@ -38,8 +40,13 @@ class AgentSpec(BaseModel):
     success_patterns: list[str] = Field(default_factory=list, alias="successPatterns")
     prompt_template_file: str | None = Field(default=None, alias="promptTemplateFile")
     description: str | None = None
+    # The provider API it speaks: with the credential proxy on, it is pointed at the proxy
+    # (the proxy's variables, and proxyArgs/proxyEnv) instead of holding the real keys.
+    provider: Provider | None = None
+    proxy_args: list[str] = Field(default_factory=list, alias="proxyArgs")
+    proxy_env: dict[str, str] = Field(default_factory=dict, alias="proxyEnv")
 
-    @field_validator("command", "args", "env")
+    @field_validator("command", "args", "env", "proxy_args", "proxy_env")
     @classmethod
     def _no_nul(cls, value: str | list[str] | dict[str, str]) -> str | list[str] | dict[str, str]:
         """A NUL byte cannot be passed to a program: refuse it when the config loads."""
@@ -161,10 +168,22 @@ def render_prompt(spec: AgentSpec, prompt: str, values: dict[str, str], root: Pa
     return substitute(template, {**values, "userPrompt": prompt, "prompt": prompt})
 
 
-def render_argv(spec: AgentSpec, prompt: str, values: dict[str, str]) -> list[str]:
-    """The argv list for one attempt; the prompt is always one element, never shell text."""
+def render_argv(
+    spec: AgentSpec, prompt: str, values: dict[str, str], extra: Sequence[str] = ()
+) -> list[str]:
+    """The argv list for one attempt; the prompt is always one element, never shell text.
+    ``extra`` arguments (the proxy's) go just before the argument holding the prompt."""
     full = {**values, "prompt": prompt}
-    argv = [spec.command, *(substitute(arg, full) for arg in spec.args)]
-    if not any("{prompt}" in arg for arg in spec.args):
-        argv.append(prompt)
-    return argv
+    args = [substitute(arg, full) for arg in spec.args]
+    at = next((i for i, arg in enumerate(spec.args) if "{prompt}" in arg), None)
+    if at is None:
+        return [spec.command, *args, *extra, prompt]
+    return [spec.command, *args[:at], *extra, *args[at:]]
+
+
+def proxy_settings(spec: AgentSpec, base_url: str, key: str) -> tuple[list[str], dict[str, str]]:
+    """The agent's ``proxyArgs`` and ``proxyEnv`` for a route: ``{proxyBaseUrl}`` is the
+    route's base URL for the agent's provider, ``{proxyKey}`` the route's dummy key."""
+    values = {"proxyBaseUrl": base_url, "proxyKey": key}
+    args = [substitute(arg, values) for arg in spec.proxy_args]
+    return args, {name: substitute(value, values) for name, value in spec.proxy_env.items()}

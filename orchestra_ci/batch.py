@@ -376,23 +376,28 @@ def announce(batch: Batch) -> None:
 
 def run(batch: Batch, *, daemon: bool = False) -> None:
     """Run the queue until it drains, the time budget ends or a signal stops it."""
+    from orchestra_ci.credentials import kept_from_agents
     from orchestra_ci.engine import Engine
 
     console = Console()
-    engine = Engine(
-        batch.store,
-        batch.agents,
-        batch.settings,
-        redactor=batch.redactor,
-        daemon=daemon,
-        on_progress=console.status if console.live else None,
-        on_change=(lambda record: _comment(batch, record)) if batch.reporter else None,
-        only=batch.only,
-        shard=batch.settings.shard,
-        started=STARTED,
-    )
     try:
-        outcome = asyncio.run(engine.run())
+        # The provider keys (behind the proxy) and the checkout's token stay out of the
+        # agents' reach for exactly as long as agents run.
+        with kept_from_agents(batch.root, batch.settings, batch.env) as proxy:
+            engine = Engine(
+                batch.store,
+                batch.agents,
+                batch.settings,
+                redactor=batch.redactor,
+                daemon=daemon,
+                on_progress=console.status if console.live else None,
+                on_change=(lambda record: _comment(batch, record)) if batch.reporter else None,
+                only=batch.only,
+                shard=batch.settings.shard,
+                started=STARTED,
+                proxy=proxy,
+            )
+            outcome = asyncio.run(engine.run())
     finally:
         console.close()
     batch.report = outcome.report

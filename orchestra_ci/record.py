@@ -43,6 +43,7 @@ class Attempt(TypedDict, total=False):
     turns: int
     inputTokens: int
     outputTokens: int
+    requests: int  # API requests through the credential proxy
 
 
 class RetryEntry(TypedDict):

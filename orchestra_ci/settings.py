@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     max_cost_usd: float | None = Field(default=None, ge=0)
     isolation: Literal["auto", "worktree", "none"] = "auto"
     verify: str | None = None
+    credential_proxy: bool = False  # agents reach the providers through a key-holding proxy
 
     # GitHub: the same variables the Actions runner sets, so a local run needs only those.
     issue_label: str | None = None

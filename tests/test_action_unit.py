@@ -1,11 +1,14 @@
 """Parts of the Action's entrypoint that need no GitHub: ownership and agent homes."""
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 from orchestra_ci.action import ActionInputs, hand_back, prepare_agent_homes
+from orchestra_ci.settings import load_settings
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as container actions run")
@@ -47,6 +50,16 @@ def test_agent_homes_are_prepared(tmp_path: Path) -> None:
         assert (tmp_path / "home" / sub).is_dir()
     assert env["CLAUDE_CONFIG_DIR"] == str(tmp_path / "home/.claude")
     assert env["CODEX_HOME"] == str(tmp_path / "home/.codex")
+    gemini = json.loads((tmp_path / "home/.gemini/settings.json").read_text())
+    assert gemini["security"]["auth"]["selectedType"] == "gemini-api-key"
+
+
+def test_gemini_settings_of_the_users_own_are_kept(tmp_path: Path) -> None:
+    settings = tmp_path / "home/.gemini/settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text('{"model": {"name": "mine"}}')
+    prepare_agent_homes({"HOME": str(tmp_path / "home")})
+    assert settings.read_text() == '{"model": {"name": "mine"}}'
 
 
 def test_inputs_map_onto_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,3 +112,17 @@ def test_the_workspace_is_made_safe_for_git_without_touching_any_git_config(
     assert env["GIT_CONFIG_COUNT"] == "1"
     assert subprocess.run(status, env=env, capture_output=True, check=False).returncode == 0
     assert not (tmp_path / "home").exists()  # no ~/.gitconfig written
+
+
+@pytest.mark.parametrize(("given", "on"), [("true", True), ("false", False)])
+def test_the_credential_proxy_input_maps_onto_its_setting(
+    given: str, on: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INPUT_CREDENTIAL_PROXY", given)
+    settings = load_settings(tmp_path, **ActionInputs().settings_overrides())
+    assert settings.credential_proxy is on
+
+
+def test_the_action_turns_the_credential_proxy_on_by_default() -> None:
+    action = yaml.safe_load((Path(__file__).parents[1] / "action.yml").read_text())
+    assert action["inputs"]["credential_proxy"]["default"] == "true"

@@ -10,6 +10,7 @@ import pytest
 from orchestra_ci.agents import (
     AgentSpec,
     load_agents,
+    proxy_settings,
     render_argv,
     render_prompt,
     require_agent,
@@ -370,3 +371,94 @@ def test_template_file_takes_precedence_over_sentinel_protocol(tmp_path: Path) -
     (tmp_path / "t.txt").write_text("custom: {prompt}")
     spec = AgentSpec(command="x", completion="sentinel", promptTemplateFile="t.txt")
     assert render_prompt(spec, "p", VALUES, tmp_path) == "custom: p"
+
+
+# -- the credential proxy ------------------------------------------------------------------
+
+
+def test_each_preset_names_the_provider_it_speaks() -> None:
+    agents = load_agents(None)
+    assert {name: spec.provider for name, spec in agents.items()} == {
+        "claude": "anthropic",
+        "codex": "openai",
+        "aider": "openai",
+        "gemini": "gemini",
+        "opencode": "openai",
+        "demo": None,
+    }
+
+
+def test_a_custom_agent_opts_in_by_naming_its_provider(tmp_path: Path) -> None:
+    custom = {
+        "command": "mine",
+        "provider": "openai-compatible",
+        "proxyArgs": ["--base-url", "{proxyBaseUrl}"],
+        "proxyEnv": {"MY_KEY": "{proxyKey}"},
+    }
+    agents = load_agents(
+        write_config(tmp_path, {"agents": {"mine": custom, "old": {"command": "x"}}})
+    )
+    assert agents["mine"].provider == "openai-compatible"
+    assert agents["mine"].proxy_args == ["--base-url", "{proxyBaseUrl}"]
+    assert agents["old"].provider is None and agents["old"].proxy_args == []
+
+
+def test_an_unknown_provider_is_refused(tmp_path: Path) -> None:
+    message = config_error(tmp_path, {"agents": {"mine": {"command": "x", "provider": "acme"}}})
+    assert "mine" in message and "provider" in message
+
+
+def test_overriding_a_presets_args_keeps_its_proxy_args(tmp_path: Path) -> None:
+    agents = load_agents(
+        write_config(tmp_path, {"agents": {"codex": {"args": ["exec", "{prompt}"]}}})
+    )
+    assert agents["codex"].proxy_args == PRESETS["codex"]["proxyArgs"]
+
+
+def test_proxy_settings_fill_in_the_route() -> None:
+    spec = AgentSpec(
+        command="a",
+        proxy_args=["-c", 'base_url="{proxyBaseUrl}"', "{taskId}"],
+        proxy_env={"CONFIG": '{"baseURL": "{proxyBaseUrl}", "key": "{proxyKey}"}'},
+    )
+    args, env = proxy_settings(spec, "http://127.0.0.1:1/t/openai", "dummy")
+    assert args == ["-c", 'base_url="http://127.0.0.1:1/t/openai"', "{taskId}"]
+    assert env == {"CONFIG": '{"baseURL": "http://127.0.0.1:1/t/openai", "key": "dummy"}'}
+
+
+def test_extra_arguments_go_just_before_the_prompt() -> None:
+    spec = AgentSpec(command="agent", args=["exec", "--quiet", "{prompt}", "--after"])
+    extra = ["-c", "x=1"]
+    assert render_argv(spec, "p", VALUES, extra) == [
+        "agent",
+        "exec",
+        "--quiet",
+        "-c",
+        "x=1",
+        "p",
+        "--after",
+    ]
+    appended = AgentSpec(command="agent", args=["--yes"])
+    assert render_argv(appended, "p", VALUES, extra) == ["agent", "--yes", "-c", "x=1", "p"]
+
+
+def test_the_codex_preset_through_the_proxy() -> None:
+    codex = load_agents(None)["codex"]
+    args, env = proxy_settings(codex, "http://127.0.0.1:1/t/openai", "dummy")
+    argv = render_argv(codex, "p", VALUES, args)
+    assert argv[-1] == "p" and env == {}
+    flags = [argv[i + 1] for i, a in enumerate(argv) if a == "-c"]
+    assert "model_provider=orchestra" in flags
+    assert 'model_providers.orchestra.base_url="http://127.0.0.1:1/t/openai"' in flags
+    assert 'model_providers.orchestra.env_key="OPENAI_API_KEY"' in flags
+    assert 'model_providers.orchestra.wire_api="responses"' in flags
+
+
+def test_the_opencode_preset_through_the_proxy() -> None:
+    opencode = load_agents(None)["opencode"]
+    args, env = proxy_settings(opencode, "http://127.0.0.1:1/t/openai", "dummy")
+    config = json.loads(env["OPENCODE_CONFIG_CONTENT"])
+    assert args == []
+    assert config == {
+        "provider": {"openai": {"options": {"baseURL": "http://127.0.0.1:1/t/openai"}}}
+    }

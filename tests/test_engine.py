@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestra_ci.batch import agents_for
+from orchestra_ci.credential_proxy import CredentialProxy
 from orchestra_ci.engine import Engine, RunOutcome
 from orchestra_ci.record import new_record
 from orchestra_ci.redact import Redactor
@@ -32,9 +33,9 @@ from tests.conftest import (
 )
 
 
-def run_in_process(root: Path, **flags: object) -> RunOutcome:
+def run_in_process(root: Path, proxy: CredentialProxy | None = None, **flags: object) -> RunOutcome:
     settings = load_settings(root, **{"isolation": "none", **flags})
-    engine = Engine(Store(root), agents_for(root, settings), settings, Redactor())
+    engine = Engine(Store(root), agents_for(root, settings), settings, Redactor(), proxy=proxy)
     return asyncio.run(engine.run())
 
 

@@ -141,6 +141,14 @@ def test_yaml_numbers_are_seconds(project: Path) -> None:
     assert (s.grace, s.timeout) == (5.0, 2.5)
 
 
+def test_the_credential_proxy_is_off_in_the_cli_unless_turned_on(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(project).credential_proxy is False
+    monkeypatch.setenv("ORCHESTRA_CREDENTIAL_PROXY", "true")
+    assert load_settings(project).credential_proxy is True
+
+
 def test_env_booleans(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCHESTRA_FAIL_ON_PENDING", "true")
     assert load_settings(project).fail_on_pending is True
