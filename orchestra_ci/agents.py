@@ -114,6 +114,11 @@ def load_agents(path: Path | None) -> dict[str, AgentSpec]:
     return agents
 
 
+def missing_agent(name: str) -> str:
+    """Why a queued task whose agent is no longer defined fails (alone: the rest runs)."""
+    return f"agent {name!r} is not defined: not a preset, and not in the agent config"
+
+
 def require_agent(agents: dict[str, AgentSpec], name: str, where: str) -> AgentSpec:
     try:
         return agents[name]

@@ -27,6 +27,7 @@ from orchestra_ci.agent_env import Place, agent_environment
 from orchestra_ci.agent_pool import AgentPool
 from orchestra_ci.agents import (
     AgentSpec,
+    missing_agent,
     proxy_settings,
     render_argv,
     render_prompt,
@@ -414,8 +415,12 @@ class Engine:
             if record is None or not transitions.is_due(record, now):
                 return _Claim(record)
             agent = self.pool.choose(record)
+            if record["agent"] not in self.agents:
+                agent, unusable = None, missing_agent(record["agent"])
+            else:
+                unusable = self.pool.unusable()
             if agent is None:
-                message = self.redactor(self.pool.unusable())
+                message = self.redactor(unusable)
                 record = transitions.fail(record, message, now)
                 self.store.write(record)
                 self.store.write_error(task_id, message)

@@ -76,9 +76,12 @@ def check_queue(
     agents: dict[str, AgentSpec],
     where: str = "queue",
     root: Path | None = None,
+    loaded: Collection[str] | None = None,
 ) -> None:
     """Reject what would make a run fail before it starts: unknown agents, missing prompt
-    templates, unknown dependencies and dependency cycles (among tasks that can still run)."""
+    templates, unknown dependencies and dependency cycles (among tasks that can still run).
+    Only the ``loaded`` tasks (default: all) must name a known agent: a task queued earlier
+    whose agent has since gone from the config fails alone when its turn comes."""
     by_id = {r["taskId"]: r for r in records}
     graph: dict[str, Sequence[str]] = {}
     used: set[str] = set()
@@ -86,6 +89,9 @@ def check_queue(
         if record["status"] not in ("pending", "running"):
             continue
         origin = record.get("sourceFile") or where
+        if loaded is not None and task_id not in loaded and record["agent"] not in agents:
+            graph[task_id] = record.get("dependsOn") or []
+            continue
         require_agent(agents, record["agent"], f"{origin}: task {task_id!r}")
         used.add(record["agent"])
         deps = record.get("dependsOn") or []
@@ -200,7 +206,8 @@ def enqueue(
                 writes.append(("retire", record))
                 planned[task_id] = record
         where = (specs[0].source_file or specs[0].source) if specs else "queue"
-        check_queue(planned.values(), agents, where=where, root=store.root)
+        loaded = {spec.id for spec in specs}
+        check_queue(planned.values(), agents, where=where, root=store.root, loaded=loaded)
         result = LoadResult(unchanged=unchanged)
         for kind, record in writes:
             if kind == "add":

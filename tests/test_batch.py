@@ -356,3 +356,25 @@ def test_a_bad_record_is_quarantined_and_every_other_task_runs(root: Path, tmp_p
     assert "is not its file name" in results["quarantined"][1]["reason"]
     text = summary.read_text()
     assert "### Quarantined" in text and "`broken.json`: not valid JSON" in text
+
+
+def test_a_queued_task_whose_agent_is_gone_fails_alone(root: Path) -> None:
+    store = Store(root).ensure()
+    store.create(new_record("orphan", "gone-agent", "exit=0"))
+    store.create(new_record("fine", "fake", "exit=0"))
+    settings = load_settings(root, isolation="none")
+    assert batch.run_batch(root, settings, redactor=Redactor(), env={}) == 1
+    after = records(root)
+    assert after["fine"]["status"] == "complete"
+    assert after["orphan"]["status"] == "failed"
+    assert after["orphan"]["errorMessage"] == (
+        "agent 'gone-agent' is not defined: not a preset, and not in the agent config"
+    )
+    assert after["orphan"]["attempts"] == []
+
+
+def test_a_new_task_naming_an_unknown_agent_is_still_a_usage_error(root: Path) -> None:
+    b = new_batch(root)
+    b.sources.specs = [spec("x").model_copy(update={"agent": "nope"})]
+    with pytest.raises(UsageError, match="unknown agent 'nope'"):
+        batch.queue(b)
