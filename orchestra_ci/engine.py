@@ -100,6 +100,7 @@ class _Ending:
     tail: bytes = b""
     usage: Usage | None = None
     extra: dict[str, Any] | None = None
+    argv: list[str] | None = None  # the command line the attempt ran (secrets masked)
 
 
 @dataclass(frozen=True)
@@ -516,8 +517,10 @@ class Engine:
             if self.isolation is not None and verdict.outcome not in ("interrupted", "cancelled"):
                 extra.update(await asyncio.to_thread(self._collect, task_id))
             release_slot()
+            shown = [self.redactor(part) for part in argv]
             await self._finish(
-                task_id, _Ending(verdict, result.exit_code, result.pid, result.tail, usage, extra)
+                task_id,
+                _Ending(verdict, result.exit_code, result.pid, result.tail, usage, extra, shown),
             )
         except Exception as exc:
             # An engine fault (e.g. the disk is full) fails the attempt, never loops on it;
@@ -717,7 +720,10 @@ class Engine:
             error=self.redactor(verdict.error) if verdict.error else None,
             exit_code=ending.exit_code,
             pid=ending.pid,
-            usage=ending.usage.fields() if ending.usage is not None else {},
+            usage={
+                **(ending.usage.fields() if ending.usage is not None else {}),
+                **({"argv": ending.argv} if ending.argv is not None else {}),
+            },
             results=ending.extra or {},
         )
         now = self._now()

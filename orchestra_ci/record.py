@@ -43,6 +43,7 @@ class Attempt(TypedDict, total=False):
     turns: int
     inputTokens: int
     outputTokens: int
+    argv: list[str]  # the command line it ran, secrets masked
     requests: int  # API requests through the credential proxy
 
 

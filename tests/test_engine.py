@@ -514,3 +514,14 @@ def test_a_queued_task_removed_during_the_run_is_skipped(root: Path, cli: CliRun
     assert set(tasks) == {"first", "third"}
     assert tasks["first"]["status"] == "complete"
     assert tasks["third"]["status"] == "complete"  # checked on disk, then run
+
+
+def test_each_attempt_keeps_the_command_line_it_ran_with_secrets_masked(root: Path) -> None:
+    Store(root).ensure().create(new_record("a", "fake", "exit=0 token=tok-secret-98765"))
+    settings = load_settings(root, isolation="none")
+    engine = Engine(
+        Store(root), agents_for(root, settings), settings, Redactor(["tok-secret-98765"])
+    )
+    assert asyncio.run(engine.run()).exit_code == 0
+    (attempt,) = records(root)["a"]["attempts"]
+    assert attempt["argv"] == [sys.executable, FAKE_AGENT["args"][0], "exit=0 token=***"]
