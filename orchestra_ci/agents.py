@@ -23,6 +23,25 @@ from orchestra_ci.record import TaskRecord
 from orchestra_ci.sanitize import fence
 from orchestra_ci.validation import describe
 
+ARG_PLACEHOLDERS = frozenset({"prompt", "taskId", "agent", "worktree", "doneFile", "errorFile"})
+PROXY_PLACEHOLDERS = frozenset({"proxyBaseUrl", "proxyKey"})
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _known_placeholders(args: list[str], known: frozenset[str]) -> list[str]:
+    for arg in args:
+        for name in _PLACEHOLDER.findall(arg):
+            if name not in known:
+                import difflib
+
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f"; did you mean {{{close[0]}}}?" if close else ""
+                shown = ", ".join(f"{{{k}}}" for k in sorted(known))
+                raise ValueError(
+                    f"unknown placeholder {{{name}}} in {arg!r}{hint} (known: {shown})"
+                )
+    return args
+
 
 class AgentSpec(BaseModel):
     """One agent CLI. Field names follow agent-orchestrator's camelCase config."""
@@ -45,6 +64,29 @@ class AgentSpec(BaseModel):
     provider: Provider | None = None
     proxy_args: list[str] = Field(default_factory=list, alias="proxyArgs")
     proxy_env: dict[str, str] = Field(default_factory=dict, alias="proxyEnv")
+    # How the prompt reaches the agent: as the argument holding `{prompt}` ("arg"; without
+    # one, appended as the last argument), on its standard input ("stdin": no length limit
+    # on one argument), or not at all ("none"). Unset: "arg" when an argument holds
+    # `{prompt}`, else "none": args without a placeholder run as written, as
+    # agent-orchestrator runs them.
+    prompt: Literal["arg", "stdin", "none"] | None = None
+
+    @property
+    def prompt_via(self) -> Literal["arg", "stdin", "none"]:
+        if self.prompt is not None:
+            return self.prompt
+        return "arg" if any("{prompt}" in arg for arg in self.args) else "none"
+
+    @field_validator("args")
+    @classmethod
+    def _placeholders(cls, args: list[str]) -> list[str]:
+        """A misspelt placeholder (``{promt}``) is refused now, not passed on literally."""
+        return _known_placeholders(args, ARG_PLACEHOLDERS)
+
+    @field_validator("proxy_args")
+    @classmethod
+    def _proxy_placeholders(cls, args: list[str]) -> list[str]:
+        return _known_placeholders(args, ARG_PLACEHOLDERS | PROXY_PLACEHOLDERS)
 
     @field_validator("command", "args", "env", "proxy_args", "proxy_env")
     @classmethod
@@ -176,13 +218,15 @@ def render_prompt(spec: AgentSpec, prompt: str, values: dict[str, str], root: Pa
 def render_argv(
     spec: AgentSpec, prompt: str, values: dict[str, str], extra: Sequence[str] = ()
 ) -> list[str]:
-    """The argv list for one attempt; the prompt is always one element, never shell text.
-    ``extra`` arguments (the proxy's) go just before the argument holding the prompt."""
-    full = {**values, "prompt": prompt}
+    """The argv list for one attempt; the prompt is always one element, never shell text
+    (and not in argv at all unless ``spec.prompt_via`` is ``arg``). ``extra`` arguments (the
+    proxy's) go just before the argument holding the prompt."""
+    via = spec.prompt_via
+    full = {**values, "prompt": prompt if via == "arg" else ""}
     args = [substitute(arg, full) for arg in spec.args]
     at = next((i for i, arg in enumerate(spec.args) if "{prompt}" in arg), None)
     if at is None:
-        return [spec.command, *args, *extra, prompt]
+        return [spec.command, *args, *extra, *([prompt] if via == "arg" else [])]
     return [spec.command, *args[:at], *extra, *args[at:]]
 
 

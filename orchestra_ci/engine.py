@@ -495,8 +495,9 @@ class Engine:
             with self._access(task_id, spec) as access:
                 env = self._environment(task_id, attempt, workdir, spec, access)
                 argv = render_argv(spec, prompt, values, access.args if access else ())
+                stdin = prompt.encode() if spec.prompt_via == "stdin" else None
                 result = await self._run(
-                    task_id, attempt, argv, workdir, env, header, timeout, control
+                    task_id, attempt, argv, workdir, env, header, timeout, control, stdin
                 )
                 tail = result.tail.decode(errors="replace")
                 verdict = self._verdict(task_id, spec, result, tail, timeout, access is not None)
@@ -612,6 +613,7 @@ class Engine:
         header: str,
         timeout: float,
         control: Control,
+        stdin: bytes | None = None,
     ) -> ProcessResult:
         """Run one process of the attempt (the agent, or the verification command)."""
         launch = Launch(
@@ -625,6 +627,7 @@ class Engine:
             grace=self.settings.grace,
             redactor=self.redactor,
             log_cap=self.settings.log_cap_bytes,
+            stdin=stdin,
         )
         return await run_attempt(
             launch, control, lambda pid: self.store.write_pid(task_id, pid), self.supervisor

@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ class Launch:
     grace: float
     redactor: Redactor  # masks secrets in the log
     log_cap: int = 50 * 1024 * 1024
+    stdin: bytes | None = None  # what the agent reads on its standard input (else nothing)
 
 
 @dataclass
@@ -406,6 +408,24 @@ def _devnull() -> int:
     return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
+def _stdin(data: bytes | None) -> int | None:
+    """A descriptor to read ``data`` from: an unlinked temporary file, not a pipe, so a
+    large prompt never blocks on an agent that reads it late (or never)."""
+    if data is None:
+        return None
+    fd, path = tempfile.mkstemp(prefix="orchestra-prompt-")
+    os.unlink(path)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 async def run_attempt(
     launch: Launch,
     control: Control,
@@ -426,12 +446,13 @@ async def run_attempt(
         log.close(f"[orchestra-ci: {message}]\n")
         return ProcessResult(exit_code=None, spawn_error=message)
     read_end, write_end = os.pipe()
+    stdin = _stdin(launch.stdin)
     try:
         proc = subprocess.Popen(
             [executable, *launch.argv[1:]],
             cwd=launch.cwd,
             env=env,
-            stdin=_devnull(),
+            stdin=_devnull() if stdin is None else stdin,
             stdout=write_end,
             stderr=write_end,
             start_new_session=True,
@@ -443,6 +464,8 @@ async def run_attempt(
         return ProcessResult(exit_code=None, spawn_error=message)
     finally:
         os.close(write_end)
+        if stdin is not None:
+            os.close(stdin)
     supervisor.agents.add(proc.pid)
     log.attach(read_end)
     try:

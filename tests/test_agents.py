@@ -1,6 +1,7 @@
 """Agent presets, agent-config.json and rendering of argv and prompts."""
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -263,15 +264,44 @@ def test_prompt_is_one_argv_element_byte_for_byte(prompt: str) -> None:
     assert render_argv(spec, prompt, VALUES) == ["agent", "-p", prompt, "--id", "t-1"]
 
 
+def test_args_without_a_placeholder_run_as_written() -> None:
+    # As agent-orchestrator runs them: `touch made-by-{taskId}.txt` makes one file.
+    spec = AgentSpec(command="touch", args=["made-by-{taskId}.txt"])
+    assert spec.prompt_via == "none"
+    assert render_argv(spec, "Write the release notes", VALUES) == ["touch", "made-by-t-1.txt"]
+
+
 @pytest.mark.parametrize("prompt", NASTY_PROMPTS)
-def test_prompt_appended_when_args_have_no_placeholder(prompt: str) -> None:
-    spec = AgentSpec(command="agent", args=["--yes", "--task={taskId}"])
+def test_prompt_arg_without_a_placeholder_is_appended(prompt: str) -> None:
+    spec = AgentSpec(command="agent", args=["--yes", "--task={taskId}"], prompt="arg")
     assert render_argv(spec, prompt, VALUES) == ["agent", "--yes", "--task=t-1", prompt]
 
 
-def test_prompt_appended_with_empty_args() -> None:
-    spec = AgentSpec(command="agent", args=[])
+def test_prompt_arg_with_empty_args() -> None:
+    spec = AgentSpec(command="agent", args=[], prompt="arg")
     assert render_argv(spec, "{agent}", VALUES) == ["agent", "{agent}"]
+
+
+def test_prompt_on_stdin_is_not_in_argv() -> None:
+    spec = AgentSpec(command="agent", args=["-p", "{prompt}"], prompt="stdin")
+    assert render_argv(spec, "secret plan", VALUES) == ["agent", "-p", ""]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["{promt}"], "unknown placeholder {promt} in '{promt}'; did you mean {prompt}?"),
+        (["--id={task_id}"], "unknown placeholder {task_id}"),
+    ],
+)
+def test_a_misspelt_placeholder_is_refused_at_load(args: list[str], says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        AgentSpec(command="agent", args=args)
+
+
+def test_braces_that_are_not_placeholders_pass() -> None:
+    spec = AgentSpec(command="agent", args=['-c={"a": 1}', "{prompt}", "{}"])
+    assert render_argv(spec, "p", VALUES) == ["agent", '-c={"a": 1}', "p", "{}"]
 
 
 def test_default_args_are_just_the_prompt() -> None:
@@ -292,9 +322,9 @@ def test_all_placeholders_are_substituted() -> None:
     assert render_argv(spec, "p", VALUES) == ["agent", "fake", "t-1", "--cwd", "/w/t-1", "p"]
 
 
-def test_unknown_placeholders_and_other_braces_are_left_alone() -> None:
-    spec = AgentSpec(command="agent", args=["{nope}", "{}", "{", "}", '{"json": 1}', "{prompt}"])
-    assert render_argv(spec, "p", VALUES) == ["agent", "{nope}", "{}", "{", "}", '{"json": 1}', "p"]
+def test_braces_that_are_not_placeholders_are_left_alone() -> None:
+    spec = AgentSpec(command="agent", args=["{}", "{", "}", '{"json": 1}', "{prompt}"])
+    assert render_argv(spec, "p", VALUES) == ["agent", "{}", "{", "}", '{"json": 1}', "p"]
 
 
 def test_command_is_not_substituted_or_split() -> None:
@@ -438,7 +468,7 @@ def test_extra_arguments_go_just_before_the_prompt() -> None:
         "p",
         "--after",
     ]
-    appended = AgentSpec(command="agent", args=["--yes"])
+    appended = AgentSpec(command="agent", args=["--yes"], prompt="arg")
     assert render_argv(appended, "p", VALUES, extra) == ["agent", "--yes", "-c", "x=1", "p"]
 
 

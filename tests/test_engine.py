@@ -525,3 +525,14 @@ def test_each_attempt_keeps_the_command_line_it_ran_with_secrets_masked(root: Pa
     assert asyncio.run(engine.run()).exit_code == 0
     (attempt,) = records(root)["a"]["attempts"]
     assert attempt["argv"] == [sys.executable, FAKE_AGENT["args"][0], "exit=0 token=***"]
+
+
+def test_a_prompt_on_stdin_reaches_the_agent_whole(root: Path) -> None:
+    big = "line of the prompt\n" * 20_000  # 380 kB: more than one argument may hold
+    write_agents(
+        root, {"reader": {"command": "sh", "args": ["-c", "cat > got.txt"], "prompt": "stdin"}}
+    )
+    Store(root).ensure().create(new_record("a", "reader", big))
+    assert run_in_process(root).exit_code == 0
+    assert (root / "got.txt").read_text() == big
+    assert big not in json.dumps(records(root)["a"]["attempts"][0]["argv"])
