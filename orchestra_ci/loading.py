@@ -143,9 +143,10 @@ def change_for(current: TaskRecord | None, spec: "TaskSpec") -> Change | None:
     return None
 
 
-def _new(spec: "TaskSpec", fields: dict[str, object]) -> TaskRecord:
+def _new(spec: "TaskSpec", fields: dict[str, object], order: int) -> TaskRecord:
     record = new_record(spec.id, spec.agent, spec.prompt, source=spec.source)
     record.update(fields)  # type: ignore[typeddict-item]
+    record["order"] = order
     if spec.source_file:
         record["sourceFile"] = spec.source_file
     if spec.issue_number is not None:
@@ -183,13 +184,13 @@ def enqueue(
         planned: dict[str, TaskRecord] = dict(existing)
         writes: list[tuple[str, TaskRecord]] = []
         unchanged = 0
-        for spec in specs:
+        for order, spec in enumerate(specs):
             change = change_for(existing.get(spec.id), spec)
             if change is None:
                 unchanged += 1
                 continue
             if change.kind == "add":
-                record = _new(spec, change.fields)
+                record = _new(spec, change.fields, order)
             else:
                 full = store.read(spec.id) or existing[spec.id]
                 if change.kind == "requeue":

@@ -100,6 +100,7 @@ class TaskRecord(TypedDict, total=False):
     changedFiles: list[str]
     prUrl: str | None
     history: list[HistoryEntry]
+    order: int  # its place among the tasks loaded with it (file order breaks creation ties)
 
 
 def iso(instant: datetime) -> str:
@@ -192,6 +193,7 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "errorMessage": (str, type(None)),
     "blockedBy": (str, type(None)),
     "issueNumber": (int, type(None)),
+    "order": (int,),
     "nextAttemptAt": (str, type(None)),
     "completedAt": (str, type(None)),
     "startedAt": (str, type(None)),
@@ -204,6 +206,12 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "prUrl": (str, type(None)),
 }
 _LISTS = ("dependsOn", "retryHistory", "attempts", "changedFiles", "history")
+
+
+def sort_key(record: TaskRecord) -> tuple[float, int, str]:
+    """Creation order: the creation instant, then the place in the file it was loaded from
+    (tasks loaded together share an instant), then the id."""
+    return (timestamp(record.get("createdAt")) or 0.0, record.get("order") or 0, record["taskId"])
 
 
 def problem(task_id: str, value: object) -> str | None:

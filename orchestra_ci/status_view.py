@@ -9,7 +9,7 @@ from pathlib import Path
 
 from orchestra_ci.durations import format_duration
 from orchestra_ci.errors import TaskNotFound
-from orchestra_ci.record import TaskRecord, timestamp
+from orchestra_ci.record import TaskRecord, sort_key, timestamp
 from orchestra_ci.store import Store, check_task_id_or_missing
 
 
@@ -76,7 +76,7 @@ def table(records: Sequence[TaskRecord], quarantined: Sequence[tuple[str, str]] 
     if not records:
         return "\n".join(["no tasks in the queue", *_quarantine_lines(quarantined)]) + "\n"
     order = {"running": 0, "pending": 1, "failed": 2, "cancelled": 3, "complete": 4}
-    rows = sorted(records, key=lambda r: (order.get(r["status"], 9), str(r.get("createdAt") or "")))
+    rows = sorted(records, key=lambda r: (order.get(r["status"], 9), sort_key(r)))
     width = max(40, os.get_terminal_size(2).columns if os.isatty(2) else 100)
     id_w = min(40, max(len(r["taskId"]) for r in rows))
     lines = [f"{'ID':<{id_w}}  {'STATUS':<9}  {'AGENT':<8}  TRIES  {'TIME':>6}  DETAIL"]

@@ -378,3 +378,15 @@ def test_a_new_task_naming_an_unknown_agent_is_still_a_usage_error(root: Path) -
     b.sources.specs = [spec("x").model_copy(update={"agent": "nope"})]
     with pytest.raises(UsageError, match="unknown agent 'nope'"):
         batch.queue(b)
+
+
+def test_tasks_run_in_file_order_when_nothing_else_decides(root: Path, tmp_path: Path) -> None:
+    log = tmp_path / "starts.jsonl"
+    ids = ["w2", "w10", "w1", "b"]
+    write_tasks(
+        root, "tasks:\n" + "".join(f"  - {{id: {i}, prompt: 'record={log}'}}\n" for i in ids)
+    )
+    settings = load_settings(root, isolation="none", default_agent="fake", parallel=1)
+    assert batch.run_batch(root, settings, redactor=Redactor(), env={}) == 0
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["task"] for e in events if e["event"] == "start"] == ids
