@@ -160,7 +160,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
 
         overrides = inputs.settings_overrides()
         settings = load_settings(root, **overrides)
-        log.configure(Console(), settings.log_format, redactor)
+        console = Console()
+        log.configure(console, settings.log_format, redactor)
         mode = inputs.mode.strip() or "run"
         if mode == "plan":
             shards = _count(inputs.shards, "shards")
@@ -176,7 +177,9 @@ def main(env: Mapping[str, str] | None = None) -> int:
         prepare_agent_homes(os.environ)  # agents inherit this process's environment
         _setup(inputs.setup_command, root)
         # The artifact zip is always made: uploaded in Actions, kept in .orchestra/ elsewhere.
-        return batch.run_batch(root, settings, redactor=redactor, env=env, make_artifact=True)
+        return batch.run_batch(
+            root, settings, redactor=redactor, env=env, make_artifact=True, console=console
+        )
     except OrchestraError as exc:
         message = redactor(str(exc))
         print(workflow.command("error", message, title="orchestra-ci"))

@@ -80,6 +80,7 @@ class Batch:
     artifact_url: str | None = None
     make_artifact: bool = False  # uploaded when the runner gives an artifact service
     restored_from: dict[str, Any] | None = None  # the run whose queue this one carries on
+    console: Console = field(default_factory=Console)  # the log's: the status line joins it
 
 
 def resolve(root: Path, path: Path | None) -> Path | None:
@@ -379,7 +380,7 @@ def run(batch: Batch, *, daemon: bool = False) -> None:
     from orchestra_ci.credentials import kept_from_agents
     from orchestra_ci.engine import Engine
 
-    console = Console()
+    console = batch.console
     try:
         # The provider keys (behind the proxy) and the checkout's token stay out of the
         # agents' reach for exactly as long as agents run.
@@ -586,10 +587,13 @@ def run_batch(
     dry: bool = False,
     env: Mapping[str, str] | None = None,
     make_artifact: bool | None = None,
+    console: Console | None = None,
 ) -> int:
     """``make_artifact``: by default only inside GitHub Actions."""
     env = os.environ if env is None else env
     batch = Batch(root, settings, env, redactor, Store(root), agents_for(root, settings))
+    if console is not None:
+        batch.console = console
     in_actions = env.get("GITHUB_ACTIONS") == "true"
     batch.make_artifact = in_actions if make_artifact is None else make_artifact
     if not dry:

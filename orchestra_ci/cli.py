@@ -136,25 +136,29 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def _logging(settings: Any) -> Any:
     """Logging for a run, with its secrets masked: the token and every variable whose name
-    says it holds one. Returns the run's redactor."""
+    says it holds one. Returns the run's redactor and the console the log writes to (the
+    live status line must go through the same one, or the two run into each other)."""
     from orchestra_ci import log
     from orchestra_ci.console import Console
     from orchestra_ci.redact import Redactor, secret_values
 
     token = settings.github_token.get_secret_value() if settings.github_token else ""
     redactor = Redactor([*secret_values(), token])
-    log.configure(Console(), settings.log_format, redactor)
-    return redactor
+    console = Console()
+    log.configure(console, settings.log_format, redactor)
+    return redactor, console
 
 
 def _batch(args: argparse.Namespace, *, daemon: bool, **overrides: Any) -> int:
     from orchestra_ci import batch
 
     settings = _settings(args, **overrides)
+    redactor, console = _logging(settings)
     return batch.run_batch(
         args.root,
         settings,
-        redactor=_logging(settings),
+        redactor=redactor,
+        console=console,
         daemon=daemon,
         dry=getattr(args, "dry_run", False),
     )
@@ -206,7 +210,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from orchestra_ci import batch
 
     settings = _settings(args)
-    redactor = _logging(settings)
+    redactor, _ = _logging(settings)
     dirs = [p for p in (_abs(d) for d in args.dirs) if p is not None]
     return batch.merge_run(args.root, settings, dirs, args.shards, redactor=redactor)
 

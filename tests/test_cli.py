@@ -862,3 +862,46 @@ def test_start_depends_on_then_agent_and_prompt(root: Path, cli: CliRunner) -> N
     assert record["prompt"] == "hello"
     fourth = cli("start", "--depends-on", "a", "--depends-on", "b", "demo", "hi", "--id", "d")
     assert fourth.returncode == 0 and stored(root, "d")["dependsOn"] == ["a", "b"]
+
+
+def test_the_live_status_line_never_runs_into_a_log_line(root: Path) -> None:
+    import os
+    import pty
+    import re
+
+    tasks = "tasks:\n" + "".join(f"  - {{id: t{n}, prompt: 'sleep=0.3'}}\n" for n in range(6))
+    (root / ".orchestra/tasks.yml").write_text(tasks)
+    main, secondary = pty.openpty()
+    env = {
+        **cli_env(),
+        "CI": "",
+        "ORCHESTRA_DEFAULT_AGENT": "fake",
+        "ORCHESTRA_PROGRESS_INTERVAL": "0.05s",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(root), "run", "--parallel", "2"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=secondary,
+        env=env,
+    )
+    os.close(secondary)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the other end closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=120) == 0
+    os.close(main)
+    text = out.decode(errors="replace")
+    assert " running · " in text  # the live line was drawn
+    # Every redraw starts by clearing the line, so a status line is never followed by log
+    # text on the same line: no piece between clears holds both.
+    for piece in text.split("\r\x1b[2K"):
+        first = piece.split("\n", 1)[0]
+        logged = re.search(r"\[(\x1b\[[0-9;]*m)*(info|warning)", first)
+        assert not (" running · " in first and logged), piece
