@@ -159,7 +159,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
         from orchestra_ci.settings import load_settings, split_list
 
         overrides = inputs.settings_overrides()
-        settings = load_settings(root, **overrides)
+        settings = load_settings(root, named=lambda field: f"input {field!r}", **overrides)
         console = Console()
         log.configure(console, settings.log_format, redactor)
         mode = inputs.mode.strip() or "run"

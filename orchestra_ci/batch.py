@@ -249,7 +249,7 @@ def restore(batch: Batch) -> None:
     except OrchestraError as exc:
         message = f"starting with a fresh queue: {batch.redactor(str(exc))}"
         log.info(message)
-        print(workflow.command("notice", message, title="orchestra-ci"))
+        workflow.annotate(batch.env, "notice", message)
         return
     batch.restored_from = {
         "runId": restored.run_id,
@@ -260,7 +260,7 @@ def restore(batch: Batch) -> None:
     }
     log.info("carrying on from an earlier run", **batch.restored_from, files=restored.files)
     for skipped in restored.skipped:
-        print(workflow.command("warning", f"not restored: {skipped}", title="orchestra-ci"))
+        workflow.annotate(batch.env, "warning", f"not restored: {skipped}")
 
 
 def load(batch: Batch) -> None:
@@ -317,7 +317,7 @@ def queue(batch: Batch) -> None:
         count = len(result.retired)
         message = f"{count} queued tasks are no longer in their source and will not run: {shown}"
         log.info(message)
-        print(workflow.command("notice", message, title="orchestra-ci"))
+        workflow.annotate(batch.env, "notice", message)
     for task_id in result.requeued:
         log.info("task queued again", task=task_id)
 
@@ -438,7 +438,7 @@ def pull_requests(batch: Batch) -> None:
         except PullRequestError as exc:
             message = batch.redactor(str(exc))
             log.warning("pull request not opened", task=record["taskId"], error=message)
-            print(workflow.command("warning", message, title=f"orchestra-ci: {record['taskId']}"))
+            workflow.annotate(batch.env, "warning", message, f"orchestra-ci: {record['taskId']}")
             continue
 
         def set_url(r: TaskRecord, url: str = url) -> None:
@@ -461,7 +461,7 @@ def publish(batch: Batch) -> None:
     except Exception as exc:
         message = f"artifact upload failed: {batch.redactor(str(exc))}"
         log.warning(message)
-        print(workflow.command("warning", message))
+        workflow.annotate(batch.env, "warning", message)
         return
     if result.artifact_id is not None:
         batch.artifact_id = result.artifact_id
@@ -614,8 +614,16 @@ def run_batch(
     assert batch.report is not None
     from orchestra_ci.summary import text
 
-    sys.stdout.write(text(batch.report, str(batch.store.results_path.relative_to(root))))
+    sys.stdout.write(text(batch.report, shown_path(batch.store.results_path)))
     return batch.exit_code
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as the user can type it from where they stand."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive, on Windows
+        return str(path)
 
 
 def rebuilt_report(store: Store, previous: RunReport) -> RunReport:
@@ -736,12 +744,12 @@ def merge_run(
         sections=[merge.shards_markdown(merged)],
     )
     for label in merged.missing_shards:
-        print(workflow.command("error", f"shard {label} did not report", title="orchestra-ci"))
+        workflow.annotate(env, "error", f"shard {label} did not report")
     for label in merged.failed_shards:
-        print(workflow.command("warning", f"shard {label} failed", title="orchestra-ci"))
+        workflow.annotate(env, "warning", f"shard {label} failed")
     if settings.issue_label and settings.comments and settings.github_token is not None:
         _close_merged_issues(settings, merged, env, redactor)
-    sys.stdout.write(text(merged, str(store.results_path.relative_to(root))))
+    sys.stdout.write(text(merged, shown_path(store.results_path)))
     return merged.exit_code or 0
 
 

@@ -21,7 +21,7 @@ _CREATE_A_QUEUE = frozenset({"start", "load", "daemon", "pull"})  # may make --r
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, exit 2 (argparse would print the whole usage block)."""
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+        self.exit(2, f"{PROG}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _duration(text: str) -> float:

@@ -905,3 +905,23 @@ def test_the_live_status_line_never_runs_into_a_log_line(root: Path) -> None:
         first = piece.split("\n", 1)[0]
         logged = re.search(r"\[(\x1b\[[0-9;]*m)*(info|warning)", first)
         assert not (" running · " in first and logged), piece
+
+
+def test_the_closing_line_names_the_report_from_where_the_user_stands(
+    root: Path, tmp_path: Path
+) -> None:
+    (root / ".orchestra/tasks.yml").write_text("tasks:\n  - {id: a, agent: fake, prompt: exit=0}\n")
+    for cwd, shown in (
+        (root, ".orchestra/results.json"),
+        (root.parent, "project/.orchestra/results.json"),
+    ):
+        ran = subprocess.run(
+            [sys.executable, "-m", "orchestra_ci", "--root", str(root), "run"],
+            capture_output=True,
+            text=True,
+            env=cli_env(),
+            check=False,
+            cwd=cwd,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout.splitlines()[-1] == f"report: {shown}"

@@ -105,7 +105,7 @@ def test_three_shards_then_merge(tmp_path: Path) -> None:
     assert merge.returncode != 0
     merged = json.loads((merged_root / ".orchestra/results.json").read_text())
     assert merged["missingShards"] == ["3/3"]
-    assert "shard 3/3 did not report" in merge.stdout
+    assert "orchestra-ci: error: shard 3/3 did not report" in merge.stderr
 
 
 def test_bad_shard_is_a_usage_error(tmp_path: Path) -> None:

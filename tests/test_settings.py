@@ -172,7 +172,8 @@ def test_bad_env_value_is_a_one_line_usage_error(
     project: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    assert setting in usage_error(project)
+    message = usage_error(project)
+    assert message.startswith(f"{variable}: ") and "\n" not in message
 
 
 @pytest.mark.parametrize(
@@ -251,4 +252,20 @@ def test_an_unknown_key_in_config_yml_is_named_with_the_nearest_setting(project:
     with pytest.raises(
         UsageError, match=r"unknown setting 'paralel' \(did you mean 'parallel'\?\)"
     ):
+        load_settings(project)
+
+
+def test_a_bad_value_is_named_by_where_it_came_from(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(UsageError, match=r"^--max-cost-usd: Input should be greater"):
+        load_settings(project, max_cost_usd=-3)
+    with pytest.raises(UsageError, match=r"^input 'parallel': Input should be greater"):
+        load_settings(project, named=lambda f: f"input {f!r}", parallel=0)
+    monkeypatch.setenv("ORCHESTRA_PARALLEL", "0")
+    with pytest.raises(UsageError, match=r"^ORCHESTRA_PARALLEL: Input should be greater"):
+        load_settings(project)
+    monkeypatch.delenv("ORCHESTRA_PARALLEL")
+    config(project, "parallel: 0\n")
+    with pytest.raises(UsageError, match=r"config.yml: field 'parallel': Input should be"):
         load_settings(project)
