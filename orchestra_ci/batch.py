@@ -685,6 +685,13 @@ def plan(root: Path, settings: Settings, shards: int, env: Mapping[str, str]) ->
         result = sharding.matrix(assignment, shards)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if len(specs) < shards:
+        idle = shards - len(set(assignment.values()))
+        workflow.annotate(
+            env,
+            "notice",
+            f"{len(specs)} tasks for {shards} shards: {idle} shards will have nothing to do",
+        )
     workflow.write_outputs({"matrix": json.dumps(result, separators=(",", ":"))}, env)
     return result
 
