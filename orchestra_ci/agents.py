@@ -1,5 +1,6 @@
 """Agent definitions: built-in presets, ``agent-config.json``, and rendering of argv."""
 
+import difflib
 import json
 import re
 from collections.abc import Sequence
@@ -29,16 +30,23 @@ _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _known_placeholders(args: list[str], known: frozenset[str]) -> list[str]:
-    for arg in args:
+    """Refuse a ``{name}`` that looks like a misspelt placeholder (``{promt}``,
+    ``{task_id}``): it would be passed on literally. Other braces are the agent's own
+    (a script's f-string, JSON) and stay as they are."""
+    folded = {k.lower(): k for k in known}
+    for index, arg in enumerate(args):
         for name in _PLACEHOLDER.findall(arg):
-            if name not in known:
-                import difflib
-
-                close = difflib.get_close_matches(name, sorted(known), n=1)
-                hint = f"; did you mean {{{close[0]}}}?" if close else ""
-                shown = ", ".join(f"{{{k}}}" for k in sorted(known))
+            if name in known:
+                continue
+            plain = name.replace("_", "").lower()
+            close = folded.get(plain) or next(
+                iter(difflib.get_close_matches(plain, folded, n=1, cutoff=0.8)), None
+            )
+            if close is not None:
+                meant = folded.get(close, close)
                 raise ValueError(
-                    f"unknown placeholder {{{name}}} in {arg!r}{hint} (known: {shown})"
+                    f"unknown placeholder {{{name}}} in argument {index + 1}; "
+                    f"did you mean {{{meant}}}?"
                 )
     return args
 

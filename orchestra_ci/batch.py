@@ -248,7 +248,6 @@ def restore(batch: Batch) -> None:
         restored = state.restore_previous(batch.github.repo, batch.store, lookup, token=token)
     except OrchestraError as exc:
         message = f"starting with a fresh queue: {batch.redactor(str(exc))}"
-        log.info(message)
         workflow.annotate(batch.env, "notice", message)
         return
     batch.restored_from = {

@@ -290,8 +290,9 @@ def test_prompt_on_stdin_is_not_in_argv() -> None:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["{promt}"], "unknown placeholder {promt} in '{promt}'; did you mean {prompt}?"),
-        (["--id={task_id}"], "unknown placeholder {task_id}"),
+        (["{promt}"], "unknown placeholder {promt} in argument 1; did you mean {prompt}?"),
+        (["-x", "--id={task_id}"], "{task_id} in argument 2; did you mean {taskId}?"),
+        (["{WorkTree}"], "did you mean {worktree}?"),
     ],
 )
 def test_a_misspelt_placeholder_is_refused_at_load(args: list[str], says: str) -> None:
@@ -300,8 +301,9 @@ def test_a_misspelt_placeholder_is_refused_at_load(args: list[str], says: str) -
 
 
 def test_braces_that_are_not_placeholders_pass() -> None:
-    spec = AgentSpec(command="agent", args=['-c={"a": 1}', "{prompt}", "{}"])
-    assert render_argv(spec, "p", VALUES) == ["agent", '-c={"a": 1}', "p", "{}"]
+    script = 'for name in names: print(f"{name}={value}")'
+    spec = AgentSpec(command="agent", args=['-c={"a": 1}', script, "{prompt}", "{}"])
+    assert render_argv(spec, "p", VALUES) == ["agent", '-c={"a": 1}', script, "p", "{}"]
 
 
 def test_default_args_are_just_the_prompt() -> None:
