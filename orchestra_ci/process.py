@@ -130,9 +130,9 @@ def attempt_pids(pgid: int | None, marker: str) -> list[int]:
     return found
 
 
-def _signal_all(pgid: int | None, marker: str, sig: int) -> bool:
-    """Send ``sig`` to the attempt's processes; True if any was alive. The group gets it
-    first, at once; the scan for marked processes outside it follows."""
+def _signal_all(pgid: int | None, marker: str, sig: int) -> list[int]:
+    """Send ``sig`` to the attempt's processes; the ones that were alive. The group gets
+    it first, at once; the scan for marked processes outside it follows."""
     if pgid is not None and pgid > 1:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
@@ -140,7 +140,7 @@ def _signal_all(pgid: int | None, marker: str, sig: int) -> bool:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-    return bool(pids)
+    return pids
 
 
 def kill_attempt(pgid: int | None, marker: str, grace: float) -> None:
@@ -175,11 +175,12 @@ async def stop_attempt(
         leader = pgid
         watch = _exited(leader, lambda: not _live(leader))
     try:
-        if not _signal_all(pgid, marker, signal.SIGTERM):
+        signalled = _signal_all(pgid, marker, signal.SIGTERM)
+        if not signalled:
             return
-        if not await _gone(pgid, marker, grace, watch):
-            _signal_all(pgid, marker, signal.SIGKILL)
-            await _gone(pgid, marker, 1.0, watch)
+        if not await _gone(pgid, marker, grace, watch, signalled):
+            signalled += _signal_all(pgid, marker, signal.SIGKILL)
+            await _gone(pgid, marker, 1.0, watch, signalled)
     finally:
         if watch is not None and watch is not exited:
             watch.cancel()
@@ -187,16 +188,23 @@ async def stop_attempt(
 
 
 async def _gone(
-    pgid: int | None, marker: str, timeout: float, leader: "asyncio.Future[None] | None"
+    pgid: int | None,
+    marker: str,
+    timeout: float,
+    leader: "asyncio.Future[None] | None",
+    signalled: list[int],
 ) -> bool:
-    """Wait up to ``timeout`` for the attempt's processes to be gone; True if they are."""
+    """Wait up to ``timeout`` for the attempt's processes to be gone; True if they are.
+    Each process signalled must be gone or a zombie, not just missing from the scan: one
+    in the middle of exiting no longer shows its environment (so its marker), and reaping
+    it before it is a zombie would leave the zombie behind."""
     deadline = time.monotonic() + timeout
     if leader is not None:
         done, _ = await asyncio.wait({leader}, timeout=max(0.0, timeout))
         if not done:
             return False  # the leader itself outlived the deadline
     while True:
-        if not attempt_pids(pgid, marker):
+        if not attempt_pids(pgid, marker) and not any(map(_live, signalled)):
             return True
         left = deadline - time.monotonic()
         if left <= 0:
