@@ -39,6 +39,9 @@ COPY pyproject.toml README.md /opt/orchestra-ci/
 COPY orchestra_ci /opt/orchestra-ci/orchestra_ci
 RUN pip install --no-cache-dir /opt/orchestra-ci
 
+# HOME (/github/home) is mounted at run time, so the CLIs' homes (Gemini CLI's settings,
+# OpenCode's config directory seeded so that it does not npm-install its plugin on every
+# start, a scratch TMPDIR) are prepared by the entrypoint, not here.
 # Claude Code refuses --dangerously-skip-permissions as root unless told it is sandboxed;
 # the CLIs stay quiet and do not update themselves in a batch.
 ENV IS_SANDBOX=1 \

@@ -18,6 +18,7 @@ from pydantic import (
 
 from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
+from orchestra_ci.final_result import ResultFormat
 from orchestra_ci.presets import PRESETS
 from orchestra_ci.providers import Provider
 from orchestra_ci.record import TaskRecord
@@ -65,6 +66,8 @@ class AgentSpec(BaseModel):
     rate_limit_patterns: list[str] = Field(default_factory=list, alias="rateLimitPatterns")
     fatal_patterns: list[str] = Field(default_factory=list, alias="fatalPatterns")
     success_patterns: list[str] = Field(default_factory=list, alias="successPatterns")
+    # How the CLI writes its final result, for those whose exit code alone does not tell.
+    result_format: ResultFormat | None = Field(default=None, alias="resultFormat")
     prompt_template_file: str | None = Field(default=None, alias="promptTemplateFile")
     description: str | None = None
     # The provider API it speaks: with the credential proxy on, it is pointed at the proxy

@@ -42,6 +42,7 @@ from orchestra_ci.credential_proxy import (
 )
 from orchestra_ci.durations import format_duration
 from orchestra_ci.errors import UsageError
+from orchestra_ci.final_result import read_result
 from orchestra_ci.limits import looks_successful, read_output
 from orchestra_ci.outcome import AttemptResult, Verdict, classify
 from orchestra_ci.process import (
@@ -564,6 +565,7 @@ class Engine:
                 timeout=timeout,
                 output=read_output(tail, limited, fatal),
                 reported_success=looks_successful(tail, spec.success_patterns),
+                reported=read_result(spec.result_format, tail),
             ),
             spec.completion,
         )

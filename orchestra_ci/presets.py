@@ -110,27 +110,55 @@ PRESETS: dict[str, dict[str, object]] = {
             "You exceeded your current quota",
         ],
     },
-    # Gemini CLI 0.61.0 headless mode: `gemini -p PROMPT --yolo` (auto-approves tools).
+    # Gemini CLI 0.61.0 headless mode: `gemini -p PROMPT --yolo` (auto-approves tools);
+    # --skip-trust, else --yolo is downgraded and it exits 55. Its exit code is the HTTP
+    # status mod 256 on an API error, but 0 when stopped by SIGTERM: success is its `-o json`
+    # result holding a `response`. One process (by default it relaunches itself as a child,
+    # and the parent ignores SIGTERM). Its own retries are bounded by `general.maxAttempts`
+    # in ~/.gemini/settings.json (the Action writes it). A daily quota is final: fatal, so
+    # fallbacks take over; a per-minute one is a rate limit.
     "gemini": {
         "command": "gemini",
-        "args": ["-p", "{prompt}", "--yolo"],
+        "args": ["-p", "{prompt}", "--yolo", "--skip-trust", "-o", "json"],
+        "env": {"GEMINI_CLI_NO_RELAUNCH": "true", "NO_COLOR": "1"},
         "provider": "gemini",
-        "rateLimitPatterns": ["RESOURCE_EXHAUSTED", r"\b429\b"],
-        "fatalPatterns": ["API key not valid"],
+        "resultFormat": "gemini-json",
+        "rateLimitPatterns": [
+            r"You exceeded your current quota",
+            r"The model is overloaded",
+            r"\"code\"\s*:\s*(429|503)\b",
+        ],
+        "fatalPatterns": [
+            r"exhausted your daily quota",
+            r"API key not valid",
+            r"must specify the GEMINI_API_KEY",
+            r"Invalid auth method selected",
+            r"not running in a trusted directory",
+            r"\"code\"\s*:\s*(401|403)\b",
+        ],
     },
-    # OpenCode 1.18.33: `opencode run PROMPT`. Through the proxy its OpenAI provider gets
-    # the proxy's base URL from OPENCODE_CONFIG_CONTENT (config merged over its files).
+    # OpenCode 1.18.33: `opencode run --title=TASK PROMPT` (a title given skips a model call
+    # to make one). It exits 0 after auto-rejecting a permission it asked for: its output is
+    # read for that. No fetch of the models list, no self-update. Through the proxy its
+    # OpenAI provider gets the proxy's base URL from OPENCODE_CONFIG_CONTENT (config merged
+    # over its files).
     "opencode": {
         "command": "opencode",
-        "args": ["run", "{prompt}"],
+        "args": ["run", "--title={taskId}", "{prompt}"],
+        "env": {"OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1"},
         "provider": "openai",
+        "resultFormat": "opencode-run",
         "proxyEnv": {
             "OPENCODE_CONFIG_CONTENT": json.dumps(
                 {"provider": {"openai": {"options": {"baseURL": "{proxyBaseUrl}"}}}}
             )
         },
-        "rateLimitPatterns": [r"rate.?limit", r"\b429\b"],
-        "fatalPatterns": ["invalid api key"],
+        "rateLimitPatterns": [r"Rate limit reached", r"\"statusCode\"\s*:\s*429\b"],
+        "fatalPatterns": [
+            r"Incorrect API key provided",
+            r"You exceeded your current quota",
+            r"\"statusCode\"\s*:\s*401\b",
+        ],
     },
 }
 

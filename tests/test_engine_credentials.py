@@ -89,8 +89,9 @@ def leaks(env: dict[str, str], secrets: dict[str, str]) -> set[str]:
     return {name for name, value in secrets.items() if any(value in v for v in env.values())}
 
 
-def fake_cli(tmp: Path, kind: str) -> str:
-    path = tmp / f"fake-{kind}"
+def fake_cli(tmp: Path, kind: str, name: str | None = None) -> str:
+    """A program ``name`` (``fake-<kind>`` by default) in ``tmp`` that plays ``kind``."""
+    path = tmp / (name or f"fake-{kind}")
     path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_CLI}" {kind} "$@"\n')
     path.chmod(path.stat().st_mode | stat.S_IXUSR)
     return str(path)

@@ -19,12 +19,31 @@ prints ``API Error: <status> <body>`` and exits 1, as Claude Code does. With
 ``FAKE_CLI_DUMP`` set to a directory it first writes ``<task>.<attempt>.json`` there: its
 environment, argv and working directory; and once the first event of the stream has
 arrived, ``<task>.<attempt>.first-event``.
+
+Gemini CLI and OpenCode also behave as AGENT-CLIS.md records for 0.61.0 and 1.18.33:
+
+- gemini: without ``--skip-trust`` it exits 55 (not a trusted directory). Unless
+  ``GEMINI_CLI_NO_RELAUNCH=true`` it relaunches itself as a child and the parent ignores
+  SIGTERM, SIGINT and SIGHUP while waiting for it. SIGTERM makes it exit 0 with nothing on
+  stdout. With ``-o json`` its result is ``{"session_id", "response", "stats"}``
+  (indented) on stdout, an API error ``{"session_id", "error": {"type", "message",
+  "code"}}`` on stderr with the exit code the HTTP status mod 256 (a daily quota's message
+  is its own). ``FAKE_CLI_HANG`` set: the working process writes its pid to
+  ``<task>.<attempt>.worker`` in the dump directory and sleeps instead of answering.
+- opencode: it writes ``reply.txt`` where ``$PWD`` points (its directory is taken from
+  ``$PWD``, not the working directory), and reads a piped stdin to its end before starting.
+  ``FAKE_CLI_ASK=<permission>`` set: it asks for that permission, auto-rejects it
+  (``! permission requested: ...; auto-rejecting``), writes nothing and exits 0. An API
+  error prints ``Error: <message>`` on stderr (ANSI-coloured) and exits 1.
 """
 
 import http.client
 import json
 import os
+import signal
+import subprocess
 import sys
+import time
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,12 +113,81 @@ def _text(kind: str, event: dict[str, Any]) -> str:
     return str(choices[0].get("delta", {}).get("content") or "")
 
 
+_RED, _YELLOW, _BOLD, _RESET = "\x1b[91m", "\x1b[93m", "\x1b[1m", "\x1b[0m"
+
+
+def _gemini_start(argv: list[str]) -> int | None:
+    """Gemini CLI's start-up: its trust check and its relaunch. An exit code, or None to
+    carry on in this process."""
+    if "--skip-trust" not in argv and os.environ.get("GEMINI_CLI_TRUST_WORKSPACE") != "true":
+        print("Gemini CLI is not running in a trusted directory. ...", file=sys.stderr)
+        return 55
+    if os.environ.get("GEMINI_CLI_NO_RELAUNCH") != "true" and not os.environ.get("FAKE_CLI_CHILD"):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        child = subprocess.Popen(
+            [sys.executable, *sys.orig_argv[1:]], env={**os.environ, "FAKE_CLI_CHILD": "1"}
+        )
+        return child.wait()
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))  # stopped: exit 0, stdout empty
+    return None
+
+
+def _json_output(argv: list[str]) -> bool:
+    return "json" in (
+        argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg in ("-o", "--output-format")
+    )
+
+
+def _api_error(kind: str, argv: list[str], status: int, body: str) -> int:
+    try:
+        message = str(json.loads(body)["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        message = body
+    if kind == "gemini" and _json_output(argv):
+        if status == 429 and "PerDay" in body:
+            message = "You have exhausted your daily quota on this model."
+        error = {"type": "Error", "message": message, "code": status}
+        print(json.dumps({"session_id": "fake", "error": error}), file=sys.stderr)
+        return status % 256
+    if kind == "opencode":
+        print(f"{_RED}{_BOLD}Error: {_RESET}{message}", file=sys.stderr)
+        return 1
+    print(f"API Error: {status} {body}")
+    return 1
+
+
 def main(kind: str, argv: list[str]) -> int:
     dump = os.environ.get("FAKE_CLI_DUMP")
     name = f"{os.environ.get('ORCHESTRA_TASK_ID')}.{os.environ.get('ORCHESTRA_ATTEMPT')}"
-    if dump:
+    if kind == "gemini":
+        code = _gemini_start(argv)
+        if code is not None:
+            return code
+    if dump and not os.environ.get("FAKE_CLI_CHILD"):
         seen = {"env": dict(os.environ), "argv": [kind, *argv], "cwd": os.getcwd()}
         Path(dump, f"{name}.json").write_text(json.dumps(seen))
+    if kind == "gemini" and os.environ.get("FAKE_CLI_HANG"):
+        Path(dump or ".", f"{name}.worker").write_text(str(os.getpid()))
+        while True:
+            time.sleep(3600)
+    if kind == "opencode":
+        if not os.isatty(0):
+            sys.stdin.read()  # a piped prompt: it waits for the pipe's end
+        asked = os.environ.get("FAKE_CLI_ASK")
+        if asked:
+            print(
+                f"{_YELLOW}{_BOLD}! {_RESET}permission requested: {asked} (/elsewhere/*); "
+                "auto-rejecting",
+                file=sys.stderr,
+            )
+            print(
+                f"{_RED}{_BOLD}Error: {_RESET}The user rejected permission to use this "
+                "specific tool call.",
+                file=sys.stderr,
+            )
+            print("I could not do it without that permission.")
+            return 0
     url, headers, body = _request(kind, argv)
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
@@ -109,14 +197,18 @@ def main(kind: str, argv: list[str]) -> int:
     )
     response = connection.getresponse()
     if response.status != 200:
-        print(f"API Error: {response.status} {response.read().decode(errors='replace')}")
-        return 1
+        return _api_error(kind, argv, response.status, response.read().decode(errors="replace"))
     text = []
     for n, event in enumerate(_events(response)):
         if n == 0 and dump:
             Path(dump, f"{name}.first-event").touch()
         text.append(_text(kind, event))
-    Path("reply.txt").write_text("".join(text))
+    where = Path(os.environ["PWD"]) if kind == "opencode" else Path()
+    (where / "reply.txt").write_text("".join(text))
+    if kind == "gemini" and _json_output(argv):
+        result = {"session_id": "fake", "response": "".join(text), "stats": {"models": {}}}
+        print(json.dumps(result, indent=2))
+        return 0
     print("".join(text))
     if kind == "aider":  # what the preset's success patterns look for
         print("Applied edit to reply.txt")
