@@ -104,11 +104,12 @@ RUN pip install --no-cache-dir --requirement /opt/orchestra-ci/requirements.txt 
     && python -c 'import pathlib, site; pathlib.Path(site.getsitepackages()[0], "orchestra-ci.pth").write_text("/opt/orchestra-ci\n")' \
     && ln -s /opt/orchestra-ci/bin/orchestra-ci /usr/local/bin/orchestra-ci
 
+# HOME (/github/home) is mounted at run time, so the CLIs' homes (Gemini CLI's settings,
+# OpenCode's config directory seeded so that it does not npm-install its plugin on every
+# start, a scratch TMPDIR) are prepared by the entrypoint, not here.
 # Claude Code refuses --dangerously-skip-permissions as root unless told it is sandboxed;
-# Gemini CLI quietly drops --yolo in a folder it was not told to trust (the workspace);
 # the CLIs stay quiet and do not update themselves in a batch.
 ENV IS_SANDBOX=1 \
-    GEMINI_CLI_TRUST_WORKSPACE=true \
     DISABLE_AUTOUPDATER=1 \
     DISABLE_TELEMETRY=1 \
     DISABLE_ERROR_REPORTING=1 \

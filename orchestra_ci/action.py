@@ -6,9 +6,11 @@ runner's user: git is told the workspace is safe, and what the run created is ha
 to the workspace owner at the end.
 """
 
+import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ class ActionInputs(BaseSettings):
     log_format: str = "json"
     state: str = "artifact"
     retry: str = ""
+    credential_proxy: str = "true"
 
     def settings_overrides(self) -> dict[str, Any]:
         """Non-empty inputs, named as Settings fields."""
@@ -95,12 +98,60 @@ def _setup(command: str, root: Path) -> None:
         raise OrchestraError(f"setup_command failed with exit code {result.returncode}")
 
 
+_GEMINI_SETTINGS = {
+    "security": {"auth": {"selectedType": "gemini-api-key"}},
+    "privacy": {"usageStatisticsEnabled": False},
+    # One retry inside the CLI (its default, 10 attempts, is 235 s on a persistent 429):
+    # orchestra-ci backs off and cools the agent down for every task at once.
+    "general": {"maxAttempts": 2},
+}
+OPENCODE_PLUGIN_VERSION = "1.18.33"  # the Dockerfile's OPENCODE_VERSION
+_OPENCODE_PLUGIN = {"@opencode-ai/plugin": OPENCODE_PLUGIN_VERSION}
+
+
+def agent_home_files() -> dict[str, str]:
+    """The files the agent CLIs need under ``HOME`` to run unattended with no traffic but
+    their provider's, by path.
+
+    - Gemini CLI: API-key auth (given a base URL, such as the credential proxy's, it picks
+      an auth type headless mode rejects), no usage statistics, its own retries bounded.
+    - OpenCode: no self-update, no sharing, no snapshot store of the worktree under HOME;
+      and its plugin dependency as installed, so that it does not npm-install it on every
+      start (it skips that when ``node_modules/`` exists and ``package-lock.json`` lists
+      every dependency of ``package.json``).
+    """
+    opencode = ".config/opencode"
+    return {
+        ".gemini/settings.json": json.dumps(_GEMINI_SETTINGS),
+        f"{opencode}/opencode.json": json.dumps(
+            {"autoupdate": False, "share": "disabled", "snapshot": False}
+        ),
+        f"{opencode}/package.json": json.dumps({"dependencies": _OPENCODE_PLUGIN}),
+        f"{opencode}/package-lock.json": json.dumps(
+            {
+                "lockfileVersion": 3,
+                "requires": True,
+                "packages": {"": {"dependencies": _OPENCODE_PLUGIN}},
+            }
+        ),
+    }
+
+
 def prepare_agent_homes(env: MutableMapping[str, str]) -> None:
     """What the agent CLIs need to run unattended in the container: a writable home with
-    their config directories, and Aider's model-price cache (else it downloads it)."""
+    their config directories and settings (``agent_home_files``; a file already there is
+    the user's and is kept), a scratch ``TMPDIR``, and Aider's model-price
+    cache (else it downloads it)."""
     home = Path(env.get("HOME") or "/github/home")
-    for sub in (".claude", ".codex", ".gemini", ".config/opencode", ".aider/caches"):
+    for sub in (".claude", ".codex", ".gemini", ".config/opencode/node_modules", ".aider/caches"):
         (home / sub).mkdir(parents=True, exist_ok=True)
+    for name, text in agent_home_files().items():
+        path = home / name
+        if not path.exists():
+            path.write_text(text)
+    # Gemini CLI leaves a gemini-client-error-*.json report in TMPDIR for every failed API
+    # call: a scratch directory of the run's, never the workspace or a worktree.
+    env["TMPDIR"] = tempfile.mkdtemp(prefix="orchestra-agents-")
     env.setdefault("CLAUDE_CONFIG_DIR", str(home / ".claude"))
     env.setdefault("CODEX_HOME", str(home / ".codex"))
     try:
@@ -146,8 +197,9 @@ def main(env: Mapping[str, str] | None = None) -> int:
         from orchestra_ci.settings import load_settings, split_list
 
         overrides = inputs.settings_overrides()
-        settings = load_settings(root, **overrides)
-        log.configure(Console(), settings.log_format, redactor)
+        settings = load_settings(root, named=lambda field: f"input {field!r}", **overrides)
+        console = Console()
+        log.configure(console, settings.log_format, redactor)
         mode = inputs.mode.strip() or "run"
         if mode == "plan":
             shards = _count(inputs.shards, "shards")
@@ -163,7 +215,9 @@ def main(env: Mapping[str, str] | None = None) -> int:
         prepare_agent_homes(os.environ)  # agents inherit this process's environment
         _setup(inputs.setup_command, root)
         # The artifact zip is always made: uploaded in Actions, kept in .orchestra/ elsewhere.
-        return batch.run_batch(root, settings, redactor=redactor, env=env, make_artifact=True)
+        return batch.run_batch(
+            root, settings, redactor=redactor, env=env, make_artifact=True, console=console
+        )
     except OrchestraError as exc:
         message = redactor(str(exc))
         print(workflow.command("error", message, title="orchestra-ci"))

@@ -1,7 +1,9 @@
 """Agent definitions: built-in presets, ``agent-config.json``, and rendering of argv."""
 
+import difflib
 import json
 import re
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -16,10 +18,38 @@ from pydantic import (
 
 from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
+from orchestra_ci.final_result import ResultFormat
 from orchestra_ci.presets import PRESETS
+from orchestra_ci.providers import Provider
 from orchestra_ci.record import TaskRecord
 from orchestra_ci.sanitize import fence
 from orchestra_ci.validation import describe
+
+ARG_PLACEHOLDERS = frozenset({"prompt", "taskId", "agent", "worktree", "doneFile", "errorFile"})
+PROXY_PLACEHOLDERS = frozenset({"proxyBaseUrl", "proxyKey"})
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _known_placeholders(args: list[str], known: frozenset[str]) -> list[str]:
+    """Refuse a ``{name}`` that looks like a misspelt placeholder (``{promt}``,
+    ``{task_id}``): it would be passed on literally. Other braces are the agent's own
+    (a script's f-string, JSON) and stay as they are."""
+    folded = {k.lower(): k for k in known}
+    for index, arg in enumerate(args):
+        for name in _PLACEHOLDER.findall(arg):
+            if name in known:
+                continue
+            plain = name.replace("_", "").lower()
+            close = folded.get(plain) or next(
+                iter(difflib.get_close_matches(plain, folded, n=1, cutoff=0.8)), None
+            )
+            if close is not None:
+                meant = folded.get(close, close)
+                raise ValueError(
+                    f"unknown placeholder {{{name}}} in argument {index + 1}; "
+                    f"did you mean {{{meant}}}?"
+                )
+    return args
 
 
 class AgentSpec(BaseModel):
@@ -36,10 +66,40 @@ class AgentSpec(BaseModel):
     rate_limit_patterns: list[str] = Field(default_factory=list, alias="rateLimitPatterns")
     fatal_patterns: list[str] = Field(default_factory=list, alias="fatalPatterns")
     success_patterns: list[str] = Field(default_factory=list, alias="successPatterns")
+    # How the CLI writes its final result, for those whose exit code alone does not tell.
+    result_format: ResultFormat | None = Field(default=None, alias="resultFormat")
     prompt_template_file: str | None = Field(default=None, alias="promptTemplateFile")
     description: str | None = None
+    # The provider API it speaks: with the credential proxy on, it is pointed at the proxy
+    # (the proxy's variables, and proxyArgs/proxyEnv) instead of holding the real keys.
+    provider: Provider | None = None
+    proxy_args: list[str] = Field(default_factory=list, alias="proxyArgs")
+    proxy_env: dict[str, str] = Field(default_factory=dict, alias="proxyEnv")
+    # How the prompt reaches the agent: as the argument holding `{prompt}` ("arg"; without
+    # one, appended as the last argument), on its standard input ("stdin": no length limit
+    # on one argument), or not at all ("none"). Unset: "arg" when an argument holds
+    # `{prompt}`, else "none": args without a placeholder run as written, as
+    # agent-orchestrator runs them.
+    prompt: Literal["arg", "stdin", "none"] | None = None
 
-    @field_validator("command", "args", "env")
+    @property
+    def prompt_via(self) -> Literal["arg", "stdin", "none"]:
+        if self.prompt is not None:
+            return self.prompt
+        return "arg" if any("{prompt}" in arg for arg in self.args) else "none"
+
+    @field_validator("args")
+    @classmethod
+    def _placeholders(cls, args: list[str]) -> list[str]:
+        """A misspelt placeholder (``{promt}``) is refused now, not passed on literally."""
+        return _known_placeholders(args, ARG_PLACEHOLDERS)
+
+    @field_validator("proxy_args")
+    @classmethod
+    def _proxy_placeholders(cls, args: list[str]) -> list[str]:
+        return _known_placeholders(args, ARG_PLACEHOLDERS | PROXY_PLACEHOLDERS)
+
+    @field_validator("command", "args", "env", "proxy_args", "proxy_env")
     @classmethod
     def _no_nul(cls, value: str | list[str] | dict[str, str]) -> str | list[str] | dict[str, str]:
         """A NUL byte cannot be passed to a program: refuse it when the config loads."""
@@ -107,6 +167,11 @@ def load_agents(path: Path | None) -> dict[str, AgentSpec]:
     return agents
 
 
+def missing_agent(name: str) -> str:
+    """Why a queued task whose agent is no longer defined fails (alone: the rest runs)."""
+    return f"agent {name!r} is not defined: not a preset, and not in the agent config"
+
+
 def require_agent(agents: dict[str, AgentSpec], name: str, where: str) -> AgentSpec:
     try:
         return agents[name]
@@ -161,10 +226,24 @@ def render_prompt(spec: AgentSpec, prompt: str, values: dict[str, str], root: Pa
     return substitute(template, {**values, "userPrompt": prompt, "prompt": prompt})
 
 
-def render_argv(spec: AgentSpec, prompt: str, values: dict[str, str]) -> list[str]:
-    """The argv list for one attempt; the prompt is always one element, never shell text."""
-    full = {**values, "prompt": prompt}
-    argv = [spec.command, *(substitute(arg, full) for arg in spec.args)]
-    if not any("{prompt}" in arg for arg in spec.args):
-        argv.append(prompt)
-    return argv
+def render_argv(
+    spec: AgentSpec, prompt: str, values: dict[str, str], extra: Sequence[str] = ()
+) -> list[str]:
+    """The argv list for one attempt; the prompt is always one element, never shell text
+    (and not in argv at all unless ``spec.prompt_via`` is ``arg``). ``extra`` arguments (the
+    proxy's) go just before the argument holding the prompt."""
+    via = spec.prompt_via
+    full = {**values, "prompt": prompt if via == "arg" else ""}
+    args = [substitute(arg, full) for arg in spec.args]
+    at = next((i for i, arg in enumerate(spec.args) if "{prompt}" in arg), None)
+    if at is None:
+        return [spec.command, *args, *extra, *([prompt] if via == "arg" else [])]
+    return [spec.command, *args[:at], *extra, *args[at:]]
+
+
+def proxy_settings(spec: AgentSpec, base_url: str, key: str) -> tuple[list[str], dict[str, str]]:
+    """The agent's ``proxyArgs`` and ``proxyEnv`` for a route: ``{proxyBaseUrl}`` is the
+    route's base URL for the agent's provider, ``{proxyKey}`` the route's dummy key."""
+    values = {"proxyBaseUrl": base_url, "proxyKey": key}
+    args = [substitute(arg, values) for arg in spec.proxy_args]
+    return args, {name: substitute(value, values) for name, value in spec.proxy_env.items()}

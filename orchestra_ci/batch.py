@@ -80,6 +80,7 @@ class Batch:
     artifact_url: str | None = None
     make_artifact: bool = False  # uploaded when the runner gives an artifact service
     restored_from: dict[str, Any] | None = None  # the run whose queue this one carries on
+    console: Console = field(default_factory=Console)  # the log's: the status line joins it
 
 
 def resolve(root: Path, path: Path | None) -> Path | None:
@@ -97,8 +98,11 @@ def agent_config_for(root: Path, settings: Settings) -> Path | None:
 
 def tasks_file_for(root: Path, settings: Settings) -> Path | None:
     tasks_file = resolve(root, settings.tasks_file)
-    if tasks_file is None and (root / ".orchestra/tasks.yml").is_file():
-        tasks_file = root / ".orchestra/tasks.yml"
+    default = root / ".orchestra/tasks.yml"
+    if tasks_file is None and default.exists():
+        if not default.is_file():
+            raise UsageError(f"{default}: not a file (the tasks file is read from there)")
+        tasks_file = default
     return tasks_file
 
 
@@ -244,8 +248,7 @@ def restore(batch: Batch) -> None:
         restored = state.restore_previous(batch.github.repo, batch.store, lookup, token=token)
     except OrchestraError as exc:
         message = f"starting with a fresh queue: {batch.redactor(str(exc))}"
-        log.info(message)
-        print(workflow.command("notice", message, title="orchestra-ci"))
+        workflow.annotate(batch.env, "notice", message)
         return
     batch.restored_from = {
         "runId": restored.run_id,
@@ -256,7 +259,7 @@ def restore(batch: Batch) -> None:
     }
     log.info("carrying on from an earlier run", **batch.restored_from, files=restored.files)
     for skipped in restored.skipped:
-        print(workflow.command("warning", f"not restored: {skipped}", title="orchestra-ci"))
+        workflow.annotate(batch.env, "warning", f"not restored: {skipped}")
 
 
 def load(batch: Batch) -> None:
@@ -313,7 +316,7 @@ def queue(batch: Batch) -> None:
         count = len(result.retired)
         message = f"{count} queued tasks are no longer in their source and will not run: {shown}"
         log.info(message)
-        print(workflow.command("notice", message, title="orchestra-ci"))
+        workflow.annotate(batch.env, "notice", message)
     for task_id in result.requeued:
         log.info("task queued again", task=task_id)
 
@@ -373,32 +376,39 @@ def announce(batch: Batch) -> None:
 
 def run(batch: Batch, *, daemon: bool = False) -> None:
     """Run the queue until it drains, the time budget ends or a signal stops it."""
+    from orchestra_ci.credentials import kept_from_agents
     from orchestra_ci.engine import Engine
 
-    console = Console()
-    engine = Engine(
-        batch.store,
-        batch.agents,
-        batch.settings,
-        redactor=batch.redactor,
-        daemon=daemon,
-        on_progress=console.status if console.live else None,
-        on_change=(lambda record: _comment(batch, record)) if batch.reporter else None,
-        only=batch.only,
-        shard=batch.settings.shard,
-        started=STARTED,
-    )
+    console = batch.console
     try:
-        outcome = asyncio.run(engine.run())
+        # The provider keys (behind the proxy) and the checkout's token stay out of the
+        # agents' reach for exactly as long as agents run.
+        with kept_from_agents(batch.root, batch.settings, batch.env) as proxy:
+            engine = Engine(
+                batch.store,
+                batch.agents,
+                batch.settings,
+                redactor=batch.redactor,
+                daemon=daemon,
+                on_progress=console.status if console.live else None,
+                on_change=(lambda record: _comment(batch, record)) if batch.reporter else None,
+                only=batch.only,
+                shard=batch.settings.shard,
+                started=STARTED,
+                proxy=proxy,
+            )
+            outcome = asyncio.run(engine.run())
     finally:
         console.close()
     batch.report = outcome.report
-    if batch.restored_from is not None:
+    quarantined = [{"file": f, "reason": r} for f, r in batch.store.quarantined()]
+    if batch.restored_from is not None or quarantined:
         from orchestra_ci import report as report_module
 
-        batch.report = outcome.report.model_copy(update={"restored_from": batch.restored_from})
+        update = {"restored_from": batch.restored_from, "quarantined": quarantined}
+        batch.report = outcome.report.model_copy(update=update)
         report_module.write(batch.store.results_path, batch.report)
-    batch.exit_code = 0 if daemon and engine.stop_signal is not None else outcome.exit_code
+    batch.exit_code = outcome.exit_code
 
 
 def pull_requests(batch: Batch) -> None:
@@ -427,7 +437,7 @@ def pull_requests(batch: Batch) -> None:
         except PullRequestError as exc:
             message = batch.redactor(str(exc))
             log.warning("pull request not opened", task=record["taskId"], error=message)
-            print(workflow.command("warning", message, title=f"orchestra-ci: {record['taskId']}"))
+            workflow.annotate(batch.env, "warning", message, f"orchestra-ci: {record['taskId']}")
             continue
 
         def set_url(r: TaskRecord, url: str = url) -> None:
@@ -450,7 +460,7 @@ def publish(batch: Batch) -> None:
     except Exception as exc:
         message = f"artifact upload failed: {batch.redactor(str(exc))}"
         log.warning(message)
-        print(workflow.command("warning", message))
+        workflow.annotate(batch.env, "warning", message)
         return
     if result.artifact_id is not None:
         batch.artifact_id = result.artifact_id
@@ -472,6 +482,9 @@ def outputs_and_summary(batch: Batch) -> None:
     )
     if batch.env.get("GITHUB_ACTIONS") == "true":
         _print_groups(batch.store, batch.report, batch.redactor)
+        for item in batch.report.quarantined:
+            message = f"{item['file']} was moved to .orchestra/quarantine/: {item['reason']}"
+            print(workflow.command("warning", message, title="orchestra-ci: quarantined"))
 
 
 def close_issues(batch: Batch) -> None:
@@ -573,10 +586,13 @@ def run_batch(
     dry: bool = False,
     env: Mapping[str, str] | None = None,
     make_artifact: bool | None = None,
+    console: Console | None = None,
 ) -> int:
     """``make_artifact``: by default only inside GitHub Actions."""
     env = os.environ if env is None else env
     batch = Batch(root, settings, env, redactor, Store(root), agents_for(root, settings))
+    if console is not None:
+        batch.console = console
     in_actions = env.get("GITHUB_ACTIONS") == "true"
     batch.make_artifact = in_actions if make_artifact is None else make_artifact
     if not dry:
@@ -597,8 +613,16 @@ def run_batch(
     assert batch.report is not None
     from orchestra_ci.summary import text
 
-    sys.stdout.write(text(batch.report, str(batch.store.results_path.relative_to(root))))
+    sys.stdout.write(text(batch.report, shown_path(batch.store.results_path)))
     return batch.exit_code
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as the user can type it from where they stand."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:  # another drive, on Windows
+        return str(path)
 
 
 def rebuilt_report(store: Store, previous: RunReport) -> RunReport:
@@ -615,7 +639,9 @@ def rebuilt_report(store: Store, previous: RunReport) -> RunReport:
         stopped_by=previous.stopped_by,
         exit_code=previous.exit_code,
         shard=previous.shard,
-    ).model_copy(update={"restored_from": previous.restored_from})
+    ).model_copy(
+        update={"restored_from": previous.restored_from, "quarantined": previous.quarantined}
+    )
     report_module.write(store.results_path, rebuilt)
     return rebuilt
 
@@ -658,6 +684,13 @@ def plan(root: Path, settings: Settings, shards: int, env: Mapping[str, str]) ->
         result = sharding.matrix(assignment, shards)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if len(specs) < shards:
+        idle = shards - len(set(assignment.values()))
+        workflow.annotate(
+            env,
+            "notice",
+            f"{len(specs)} tasks for {shards} shards: {idle} shards will have nothing to do",
+        )
     workflow.write_outputs({"matrix": json.dumps(result, separators=(",", ":"))}, env)
     return result
 
@@ -717,12 +750,12 @@ def merge_run(
         sections=[merge.shards_markdown(merged)],
     )
     for label in merged.missing_shards:
-        print(workflow.command("error", f"shard {label} did not report", title="orchestra-ci"))
+        workflow.annotate(env, "error", f"shard {label} did not report")
     for label in merged.failed_shards:
-        print(workflow.command("warning", f"shard {label} failed", title="orchestra-ci"))
+        workflow.annotate(env, "warning", f"shard {label} failed")
     if settings.issue_label and settings.comments and settings.github_token is not None:
         _close_merged_issues(settings, merged, env, redactor)
-    sys.stdout.write(text(merged, str(store.results_path.relative_to(root))))
+    sys.stdout.write(text(merged, shown_path(store.results_path)))
     return merged.exit_code or 0
 
 

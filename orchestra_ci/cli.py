@@ -15,12 +15,13 @@ from orchestra_ci import __version__
 from orchestra_ci.errors import OrchestraError, UsageError, one_line
 
 PROG = "orchestra-ci"
+_CREATE_A_QUEUE = frozenset({"start", "load", "daemon", "pull"})  # may make --root
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """One line, exit 2 (argparse would print the whole usage block)."""
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see --help)\n")
+        self.exit(2, f"{PROG}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _duration(text: str) -> float:
@@ -40,6 +41,10 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
+
+
+def _ids(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _store(args: argparse.Namespace) -> Any:
@@ -86,7 +91,7 @@ def cmd_start(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         max_retries=args.max_retries,
         priority=args.priority,
-        depends_on=args.depends_on,
+        depends_on=[task_id for ids in args.depends_on for task_id in ids],
     )
     print(task_id)
     return 0
@@ -131,25 +136,29 @@ def cmd_load(args: argparse.Namespace) -> int:
 
 def _logging(settings: Any) -> Any:
     """Logging for a run, with its secrets masked: the token and every variable whose name
-    says it holds one. Returns the run's redactor."""
+    says it holds one. Returns the run's redactor and the console the log writes to (the
+    live status line must go through the same one, or the two run into each other)."""
     from orchestra_ci import log
     from orchestra_ci.console import Console
     from orchestra_ci.redact import Redactor, secret_values
 
     token = settings.github_token.get_secret_value() if settings.github_token else ""
     redactor = Redactor([*secret_values(), token])
-    log.configure(Console(), settings.log_format, redactor)
-    return redactor
+    console = Console()
+    log.configure(console, settings.log_format, redactor)
+    return redactor, console
 
 
 def _batch(args: argparse.Namespace, *, daemon: bool, **overrides: Any) -> int:
     from orchestra_ci import batch
 
     settings = _settings(args, **overrides)
+    redactor, console = _logging(settings)
     return batch.run_batch(
         args.root,
         settings,
-        redactor=_logging(settings),
+        redactor=redactor,
+        console=console,
         daemon=daemon,
         dry=getattr(args, "dry_run", False),
     )
@@ -184,7 +193,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_daemon(args: argparse.Namespace) -> int:
-    return _batch(args, daemon=True, parallel=args.max_concurrent, daemon_interval=args.interval)
+    return _batch(args, daemon=True, parallel=args.parallel, daemon_interval=args.interval)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -201,7 +210,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
     from orchestra_ci import batch
 
     settings = _settings(args)
-    redactor = _logging(settings)
+    redactor, _ = _logging(settings)
     dirs = [p for p in (_abs(d) for d in args.dirs) if p is not None]
     return batch.merge_run(args.root, settings, dirs, args.shards, redactor=redactor)
 
@@ -220,13 +229,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         sys.stdout.buffer.write(status_view.raw_json_array(store))
         return 0
     if not args.watch:
-        sys.stdout.write(status_view.table(store.all()))
+        sys.stdout.write(status_view.table(store.all(), store.quarantined()))
         return 0
     import time
 
     try:
         while True:
-            sys.stdout.write("\x1b[H\x1b[2J" + status_view.table(store.all()))
+            table = status_view.table(store.all(), store.quarantined())
+            sys.stdout.write("\x1b[H\x1b[2J" + table)
             sys.stdout.flush()
             time.sleep(1)
     except KeyboardInterrupt:
@@ -324,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Any:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(func=func)
+        # The global options are taken after the command too (`status --root X`); SUPPRESS
+        # keeps the one given before it when they are not repeated.
+        p.add_argument("--root", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        p.add_argument(
+            "--log-format",
+            choices=["console", "json"],
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
         return p
 
     p = add("start", cmd_start, "queue one task and print its id")
@@ -333,7 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=_duration)
     p.add_argument("--max-retries", type=int, default=3)
     p.add_argument("--priority", type=int, default=0)
-    p.add_argument("--depends-on", nargs="+", default=[], metavar="ID")
+    p.add_argument(
+        "--depends-on",
+        action="append",
+        type=_ids,
+        default=[],
+        metavar="ID[,ID...]",
+        help="run after these tasks complete (repeat the flag or separate ids with commas)",
+    )
 
     def sources(p: argparse.ArgumentParser) -> None:
         p.add_argument("--tasks-file", type=Path)
@@ -369,7 +395,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("daemon", cmd_daemon, "keep running and pick up tasks as they are queued")
     p.add_argument("--agent-config", type=Path)
-    p.add_argument("--max-concurrent", type=_positive_int)
+    p.add_argument(
+        "--parallel",
+        "--max-concurrent",
+        dest="parallel",
+        type=_positive_int,
+        help="how many agents run at once (default 4)",
+    )
     p.add_argument("--interval", type=_duration)
 
     p = add("plan", cmd_plan, "print the strategy.matrix JSON for N shards")
@@ -416,6 +448,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.root.exists() and not args.root.is_dir():
             raise UsageError(f"--root {args.root}: not a directory")
+        if not args.root.exists() and args.command not in _CREATE_A_QUEUE:
+            raise UsageError(f"--root {args.root}: no such directory")
         code: int = args.func(args)
         return code
     except OrchestraError as exc:

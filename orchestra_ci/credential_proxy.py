@@ -36,11 +36,9 @@ import structlog
 
 from orchestra_ci.background_http import BackgroundServer, TrackedHandler, TrackingServer
 from orchestra_ci.errors import UsageError
+from orchestra_ci.providers import PROVIDERS, Provider
 
 log = structlog.get_logger("orchestra_ci")
-
-Provider = Literal["anthropic", "openai", "gemini", "openai-compatible"]
-PROVIDERS: tuple[Provider, ...] = ("anthropic", "openai", "gemini", "openai-compatible")
 
 Headers = list[tuple[str, str]]
 
@@ -57,6 +55,12 @@ _KEY_HEADERS: dict[Provider, str] = {
 }
 MESSAGE_PREFIX = "credential proxy: "
 """Every message of the proxy's own errors starts with this, for agents' output patterns."""
+
+# How an agent's output shows the proxy's own errors (the message of the JSON error body,
+# up to its closing quote), as output patterns: a request the proxy can never serve ends the
+# attempt as fatal; an upstream it cannot reach, like a provider outage, as rate limited.
+FATAL_PATTERNS = (rf"{MESSAGE_PREFIX}(?:refused|no provider)[^\"\\\n]*",)
+UNAVAILABLE_PATTERNS = (rf"{MESSAGE_PREFIX}(?:cannot connect to|no answer from)[^\"\\\n]*",)
 
 
 class ProxyConfigError(UsageError):
@@ -166,6 +170,14 @@ def _first_set(environ: Mapping[str, str], names: Iterable[str]) -> tuple[str, s
     return next(((name, environ[name]) for name in names if environ.get(name, "").strip()), None)
 
 
+def withheld_variables(providers: Iterable[Provider]) -> frozenset[str]:
+    """What agents must not get from the runner while the proxy holds ``providers``' keys:
+    every key variable (set or not) and those providers' base-URL variables."""
+    held = set(providers)
+    urls = (name for source in _SOURCES if source.provider in held for name in source.base_urls)
+    return KEY_VARIABLES | frozenset(urls)
+
+
 def proxy_config(environ: Mapping[str, str]) -> ProxyConfig:
     """The providers that have a key in ``environ``, each with its upstream: the user's base
     URL (``ANTHROPIC_BASE_URL``, ``OPENAI_BASE_URL``, ...) if set, else the public API.
@@ -173,7 +185,6 @@ def proxy_config(environ: Mapping[str, str]) -> ProxyConfig:
     Raises ProxyConfigError (naming the variables, never their values) for a key or base URL
     that cannot be used, or an OpenAI-compatible key without its base URL."""
     credentials: dict[Provider, Credential] = {}
-    withheld = set(KEY_VARIABLES)
     for source in _SOURCES:
         key = _first_set(environ, source.keys)
         if key is None:
@@ -190,8 +201,7 @@ def proxy_config(environ: Mapping[str, str]) -> ProxyConfig:
         except ValueError as error:
             names = key[0] if url is None else f"{key[0]} / {url[0]}"
             raise ProxyConfigError(f"{MESSAGE_PREFIX}{names}: {error}") from None
-        withheld.update(source.base_urls)
-    return ProxyConfig(credentials, frozenset(withheld))
+    return ProxyConfig(credentials, withheld_variables(credentials))
 
 
 # -- one request (pure) --------------------------------------------------------------------
@@ -422,6 +432,14 @@ class ProxyUsage:
             self.requests + 1,
             self.input_tokens + (meter.input_tokens or 0),
             self.output_tokens + (meter.output_tokens or 0),
+        )
+
+    def since(self, before: "ProxyUsage") -> "ProxyUsage":
+        """What was used after ``before``, an earlier reading of the same task's usage."""
+        return ProxyUsage(
+            self.requests - before.requests,
+            self.input_tokens - before.input_tokens,
+            self.output_tokens - before.output_tokens,
         )
 
 
@@ -740,6 +758,16 @@ class CredentialProxy(BackgroundServer):
         with self._lock:
             return self._usage.get(task_id, ProxyUsage())
 
+    @property
+    def providers(self) -> frozenset[Provider]:
+        """The providers it holds a key for."""
+        return frozenset(self._credentials)
+
+    @property
+    def withheld(self) -> frozenset[str]:
+        """The runner's variables that agents must not get while it runs."""
+        return withheld_variables(self._credentials)
+
     # -- for the request handler
 
     def plan(self, target: str, headers: Iterable[tuple[str, str]]) -> Forward | Refusal:
@@ -778,9 +806,11 @@ class CredentialProxy(BackgroundServer):
 
 
 __all__ = [
+    "FATAL_PATTERNS",
     "KEY_VARIABLES",
     "MESSAGE_PREFIX",
     "PROVIDERS",
+    "UNAVAILABLE_PATTERNS",
     "Credential",
     "CredentialProxy",
     "Forward",
@@ -799,4 +829,5 @@ __all__ = [
     "request_headers",
     "response_headers",
     "token_counts",
+    "withheld_variables",
 ]

@@ -14,7 +14,7 @@ import os
 import secrets
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,10 +23,26 @@ from typing import Any
 import structlog
 
 from orchestra_ci import atomic, report, transitions
+from orchestra_ci.agent_env import Place, agent_environment
 from orchestra_ci.agent_pool import AgentPool
-from orchestra_ci.agents import AgentSpec, render_argv, render_prompt, with_feedback
+from orchestra_ci.agents import (
+    AgentSpec,
+    missing_agent,
+    proxy_settings,
+    render_argv,
+    render_prompt,
+    with_feedback,
+)
+from orchestra_ci.credential_proxy import (
+    FATAL_PATTERNS,
+    UNAVAILABLE_PATTERNS,
+    CredentialProxy,
+    ProxyUsage,
+    Route,
+)
 from orchestra_ci.durations import format_duration
 from orchestra_ci.errors import UsageError
+from orchestra_ci.final_result import read_result
 from orchestra_ci.limits import looks_successful, read_output
 from orchestra_ci.outcome import AttemptResult, Verdict, classify
 from orchestra_ci.process import (
@@ -85,6 +101,23 @@ class _Ending:
     tail: bytes = b""
     usage: Usage | None = None
     extra: dict[str, Any] | None = None
+    argv: list[str] | None = None  # the command line the attempt ran (secrets masked)
+
+
+@dataclass(frozen=True)
+class _Access:
+    """One attempt's way through the credential proxy: its route, the agent's proxy
+    arguments and variables, and the task's usage before the attempt."""
+
+    proxy: CredentialProxy
+    route: Route
+    args: list[str]
+    env: dict[str, str] = field(repr=False)
+    before: ProxyUsage
+
+    def used(self) -> ProxyUsage:
+        """What the attempt's requests used so far."""
+        return self.proxy.usage(self.route.task_id).since(self.before)
 
 
 @dataclass
@@ -101,6 +134,7 @@ class Engine:
     started: float | None = None  # time.monotonic() when the run began (default: now)
     runner_id: str = field(default_factory=lambda: f"r{os.getpid()}-{secrets.token_hex(4)}")
     clock: Callable[[], float] = time.time  # the wall clock records and retry delays use
+    proxy: CredentialProxy | None = None  # holds the provider keys; agents go through it
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler()
@@ -383,8 +417,12 @@ class Engine:
             if record is None or not transitions.is_due(record, now):
                 return _Claim(record)
             agent = self.pool.choose(record)
+            if record["agent"] not in self.agents:
+                agent, unusable = None, missing_agent(record["agent"])
+            else:
+                unusable = self.pool.unusable()
             if agent is None:
-                message = self.redactor(self.pool.unusable())
+                message = self.redactor(unusable)
                 record = transitions.fail(record, message, now)
                 self.store.write(record)
                 self.store.write_error(task_id, message)
@@ -455,38 +493,36 @@ class Engine:
                 f"===== orchestra-ci · task {task_id} · attempt {attempt['number']} · "
                 f"agent {agent} · {attempt['startedAt']} =====\n"
             )
-            argv = render_argv(spec, prompt, values)
-            result = await self._run(
-                task_id, attempt, argv, workdir, spec.env, header, timeout, control
-            )
-            tail = result.tail.decode(errors="replace")
-            verdict = classify(
-                AttemptResult(
-                    exit_code=result.exit_code,
-                    stop_reason=result.stop_reason,
-                    spawn_error=result.spawn_error,
-                    done_sentinel=self.store.sentinel(task_id, "done").exists(),
-                    error_sentinel=self.store.read_error(task_id, clean=self.redactor),
-                    timeout=timeout,
-                    output=read_output(tail, spec.rate_limit_patterns, spec.fatal_patterns),
-                    reported_success=looks_successful(tail, spec.success_patterns),
-                ),
-                spec.completion,
-            )
-            self._note_agent(agent, verdict)
-            usage = parse_usage(tail)
-            self.cost_usd += usage.cost_usd or 0.0
-            extra: dict[str, Any] = {}
-            command = record.get("verify") or self.settings.verify
-            if verdict.outcome == "success" and command:
-                verdict, extra["verifyOutput"] = await self._verify(
-                    task_id, attempt, command, workdir, timeout, control
+            with self._access(task_id, spec) as access:
+                env = self._environment(task_id, attempt, workdir, spec, access)
+                argv = render_argv(spec, prompt, values, access.args if access else ())
+                stdin = prompt.encode() if spec.prompt_via == "stdin" else None
+                result = await self._run(
+                    task_id, attempt, argv, workdir, env, header, timeout, control, stdin
                 )
+                tail = result.tail.decode(errors="replace")
+                verdict = self._verdict(task_id, spec, result, tail, timeout, access is not None)
+                self._note_agent(agent, verdict)
+                usage = parse_usage(tail)
+                self.cost_usd += usage.cost_usd or 0.0
+                extra: dict[str, Any] = {}
+                command = record.get("verify") or self.settings.verify
+                if verdict.outcome == "success" and command:
+                    verdict, extra["verifyOutput"] = await self._verify(
+                        task_id, attempt, command, workdir, env, timeout, control
+                    )
+                if access is not None:
+                    used = access.used()
+                    usage = usage.with_proxy_counts(
+                        used.requests, used.input_tokens, used.output_tokens
+                    )
             if self.isolation is not None and verdict.outcome not in ("interrupted", "cancelled"):
                 extra.update(await asyncio.to_thread(self._collect, task_id))
             release_slot()
+            shown = [self.redactor(part) for part in argv]
             await self._finish(
-                task_id, _Ending(verdict, result.exit_code, result.pid, result.tail, usage, extra)
+                task_id,
+                _Ending(verdict, result.exit_code, result.pid, result.tail, usage, extra, shown),
             )
         except Exception as exc:
             # An engine fault (e.g. the disk is full) fails the attempt, never loops on it;
@@ -505,6 +541,70 @@ class Engine:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.isolation.remove, task_id)
 
+    def _verdict(
+        self,
+        task_id: str,
+        spec: AgentSpec,
+        result: ProcessResult,
+        tail: str,
+        timeout: float,
+        proxied: bool,
+    ) -> Verdict:
+        """What the agent's ending means. Through the credential proxy, the proxy's own
+        errors (which the agent prints as it got them) count too."""
+        fatal, limited = spec.fatal_patterns, spec.rate_limit_patterns
+        if proxied:
+            fatal, limited = [*fatal, *FATAL_PATTERNS], [*limited, *UNAVAILABLE_PATTERNS]
+        return classify(
+            AttemptResult(
+                exit_code=result.exit_code,
+                stop_reason=result.stop_reason,
+                spawn_error=result.spawn_error,
+                done_sentinel=self.store.sentinel(task_id, "done").exists(),
+                error_sentinel=self.store.read_error(task_id, clean=self.redactor),
+                timeout=timeout,
+                output=read_output(tail, limited, fatal),
+                reported_success=looks_successful(tail, spec.success_patterns),
+                reported=read_result(spec.result_format, tail),
+            ),
+            spec.completion,
+        )
+
+    @contextlib.contextmanager
+    def _access(self, task_id: str, spec: AgentSpec) -> Iterator[_Access | None]:
+        """The attempt's way through the credential proxy, for an agent that speaks a
+        provider (None otherwise). Its route is revoked once the attempt's processes have
+        ended: whatever they left running is refused from then on."""
+        proxy = self.proxy
+        if proxy is None or spec.provider is None:
+            yield None
+            return
+        before = proxy.usage(task_id)
+        route = proxy.route(task_id)
+        try:
+            url = route.base_urls.get(spec.provider)  # None: the proxy has no key for it
+            args, env = proxy_settings(spec, url, route.dummy_key) if url else ([], {})
+            yield _Access(proxy, route, args, {**route.environment(), **env}, before)
+        finally:
+            proxy.revoke(task_id)
+
+    def _environment(
+        self,
+        task_id: str,
+        attempt: Attempt,
+        workdir: Path,
+        spec: AgentSpec,
+        access: _Access | None,
+    ) -> dict[str, str]:
+        """The environment of the attempt's processes (see ``agent_env``)."""
+        return agent_environment(
+            os.environ,
+            Place(task_id, attempt["number"], self.store.root, workdir),
+            own=spec.env,
+            withheld=self.proxy.withheld if self.proxy is not None else frozenset(),
+            proxied=access.env if access is not None else None,
+        )
+
     async def _run(
         self,
         task_id: str,
@@ -515,18 +615,13 @@ class Engine:
         header: str,
         timeout: float,
         control: Control,
+        stdin: bytes | None = None,
     ) -> ProcessResult:
         """Run one process of the attempt (the agent, or the verification command)."""
         launch = Launch(
             argv=argv,
             cwd=workdir,
-            env={
-                **os.environ,
-                **env,
-                "ORCHESTRA_TASK_ID": task_id,
-                "ORCHESTRA_ATTEMPT": str(attempt["number"]),
-                "ORCHESTRA_ROOT": str(self.store.root),
-            },
+            env=env,
             log_path=self.store.log_path(task_id),
             header=header,
             marker=attempt["marker"],
@@ -534,6 +629,7 @@ class Engine:
             grace=self.settings.grace,
             redactor=self.redactor,
             log_cap=self.settings.log_cap_bytes,
+            stdin=stdin,
         )
         return await run_attempt(
             launch, control, lambda pid: self.store.write_pid(task_id, pid), self.supervisor
@@ -545,14 +641,16 @@ class Engine:
         attempt: Attempt,
         command: str,
         workdir: Path,
+        env: dict[str, str],
         timeout: float,
         control: Control,
     ) -> tuple[Verdict, str | None]:
-        """Run the verification command where the agent worked; its failure fails the
-        attempt, and its output goes to the next attempt's prompt."""
+        """Run the verification command where the agent worked, with the agent's
+        environment; its failure fails the attempt, and its output goes to the next
+        attempt's prompt."""
         header = f"----- orchestra-ci · verification: {command} -----\n"
         argv = ["bash", "-c", command]
-        result = await self._run(task_id, attempt, argv, workdir, {}, header, timeout, control)
+        result = await self._run(task_id, attempt, argv, workdir, env, header, timeout, control)
         output = self.redactor(result.tail.decode(errors="replace")[-4000:])
         if result.stop_reason is not None:
             verdict = classify(AttemptResult(result.exit_code, result.stop_reason), "exit")
@@ -627,7 +725,10 @@ class Engine:
             error=self.redactor(verdict.error) if verdict.error else None,
             exit_code=ending.exit_code,
             pid=ending.pid,
-            usage=ending.usage.fields() if ending.usage is not None else {},
+            usage={
+                **(ending.usage.fields() if ending.usage is not None else {}),
+                **({"argv": ending.argv} if ending.argv is not None else {}),
+            },
             results=ending.extra or {},
         )
         now = self._now()

@@ -76,9 +76,12 @@ def check_queue(
     agents: dict[str, AgentSpec],
     where: str = "queue",
     root: Path | None = None,
+    loaded: Collection[str] | None = None,
 ) -> None:
     """Reject what would make a run fail before it starts: unknown agents, missing prompt
-    templates, unknown dependencies and dependency cycles (among tasks that can still run)."""
+    templates, unknown dependencies and dependency cycles (among tasks that can still run).
+    Only the ``loaded`` tasks (default: all) must name a known agent: a task queued earlier
+    whose agent has since gone from the config fails alone when its turn comes."""
     by_id = {r["taskId"]: r for r in records}
     graph: dict[str, Sequence[str]] = {}
     used: set[str] = set()
@@ -86,6 +89,9 @@ def check_queue(
         if record["status"] not in ("pending", "running"):
             continue
         origin = record.get("sourceFile") or where
+        if loaded is not None and task_id not in loaded and record["agent"] not in agents:
+            graph[task_id] = record.get("dependsOn") or []
+            continue
         require_agent(agents, record["agent"], f"{origin}: task {task_id!r}")
         used.add(record["agent"])
         deps = record.get("dependsOn") or []
@@ -137,9 +143,10 @@ def change_for(current: TaskRecord | None, spec: "TaskSpec") -> Change | None:
     return None
 
 
-def _new(spec: "TaskSpec", fields: dict[str, object]) -> TaskRecord:
+def _new(spec: "TaskSpec", fields: dict[str, object], order: int) -> TaskRecord:
     record = new_record(spec.id, spec.agent, spec.prompt, source=spec.source)
     record.update(fields)  # type: ignore[typeddict-item]
+    record["order"] = order
     if spec.source_file:
         record["sourceFile"] = spec.source_file
     if spec.issue_number is not None:
@@ -177,13 +184,13 @@ def enqueue(
         planned: dict[str, TaskRecord] = dict(existing)
         writes: list[tuple[str, TaskRecord]] = []
         unchanged = 0
-        for spec in specs:
+        for order, spec in enumerate(specs):
             change = change_for(existing.get(spec.id), spec)
             if change is None:
                 unchanged += 1
                 continue
             if change.kind == "add":
-                record = _new(spec, change.fields)
+                record = _new(spec, change.fields, order)
             else:
                 full = store.read(spec.id) or existing[spec.id]
                 if change.kind == "requeue":
@@ -200,7 +207,8 @@ def enqueue(
                 writes.append(("retire", record))
                 planned[task_id] = record
         where = (specs[0].source_file or specs[0].source) if specs else "queue"
-        check_queue(planned.values(), agents, where=where, root=store.root)
+        loaded = {spec.id for spec in specs}
+        check_queue(planned.values(), agents, where=where, root=store.root, loaded=loaded)
         result = LoadResult(unchanged=unchanged)
         for kind, record in writes:
             if kind == "add":

@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from orchestra_ci.final_result import FinalResult
 from orchestra_ci.limits import OutputVerdict
 from orchestra_ci.record import Outcome
 
@@ -21,6 +22,7 @@ class AttemptResult:
     timeout: float | None = None
     output: OutputVerdict = field(default_factory=OutputVerdict)
     reported_success: bool = True  # False when success patterns are set and none matched
+    reported: FinalResult | None = None  # the final result its output holds (resultFormat)
 
 
 @dataclass(frozen=True)
@@ -38,11 +40,22 @@ def _describe_exit(code: int | None) -> str:
     return f"agent exited with code {code}"
 
 
+def _failure_at_exit_0(result: AttemptResult) -> str | None:
+    """Why an attempt that exited 0 still failed, by its own account or its output."""
+    if result.reported is not None and not result.reported.ok:
+        return f"agent exited 0 but reported a failure: {result.reported.error}"
+    if not result.reported_success:
+        return "agent exited 0 but its output shows no success"
+    return None
+
+
 def classify(result: AttemptResult, completion: str) -> Verdict:
     """Decide the outcome. Exit 0 is success unless the agent wrote ``.error``, uses the
-    sentinel protocol and wrote no ``.done``, or has success patterns none of which matched
-    (Aider exits 0 after failing). Otherwise the output's fatal and rate-limit patterns
-    name the failure."""
+    sentinel protocol and wrote no ``.done``, reported a failed final result (its
+    ``resultFormat``: Gemini CLI stopped before its JSON result, OpenCode after a rejected
+    permission), or has success patterns none of which matched (Aider exits 0 after
+    failing). Otherwise the output's fatal and rate-limit patterns name the failure, then
+    the error the agent reported."""
     if result.spawn_error is not None:
         return Verdict("not_found", result.spawn_error)
     if result.stop_reason == "cancelled":
@@ -61,13 +74,16 @@ def classify(result: AttemptResult, completion: str) -> Verdict:
     if result.exit_code == 0:
         if completion == "sentinel" and not result.done_sentinel:
             return Verdict("failed", "agent exited 0 without writing its .done file")
-        if result.reported_success:
+        failure = _failure_at_exit_0(result)
+        if failure is None:
             return Verdict("success")
         if limit.kind is None:
-            return Verdict("failed", "agent exited 0 but its output shows no success")
+            return Verdict("failed", failure)
     if limit.kind == "fatal":
         return Verdict("fatal", f"fatal agent error: {limit.matched}")
     if limit.kind == "rate_limited":
         wait = f" (retry after {limit.retry_after:g}s)" if limit.retry_after is not None else ""
         return Verdict("rate_limited", f"rate limited: {limit.matched}{wait}", limit.retry_after)
+    if result.reported is not None and not result.reported.ok:
+        return Verdict("failed", f"{_describe_exit(result.exit_code)}: {result.reported.error}")
     return Verdict("failed", _describe_exit(result.exit_code))

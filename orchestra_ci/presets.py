@@ -1,7 +1,11 @@
 """Built-in agent presets, as plain data (importing this must stay cheap).
 
 The argv and patterns follow each CLI's headless mode; see the README's presets table for
-the versions they target.
+the versions they target. ``provider`` names the API each speaks: with the credential proxy
+on, every preset gets the proxy's ``ANTHROPIC_BASE_URL``/``OPENAI_BASE_URL``/
+``OPENAI_API_BASE``/``GOOGLE_GEMINI_BASE_URL`` and a dummy key (Claude Code, Aider through
+litellm, Gemini CLI read those), plus its ``proxyArgs``/``proxyEnv`` for CLIs that take a
+custom endpoint only from their own configuration (Codex, OpenCode).
 """
 
 import json
@@ -31,6 +35,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "command": "claude",
         "args": ["-p", "{prompt}", "--dangerously-skip-permissions", "--output-format", "json"],
         "env": _QUIET_CLAUDE,
+        "provider": "anthropic",
         "rateLimitPatterns": [
             r"API Error: Request rejected \(429\)",
             r"API Error: 529 Overloaded",
@@ -45,7 +50,8 @@ PRESETS: dict[str, dict[str, object]] = {
     },
     # Codex CLI 0.169.0: `codex exec ... PROMPT`; errors on stderr, exit 1. The -c flags
     # stop its update check, analytics, the start-up `git ls-remote` of plugins, and
-    # endless reconnecting when the endpoint is down.
+    # endless reconnecting when the endpoint is down. Through the proxy it uses a provider
+    # of its own (this version speaks only the Responses API), keyed by OPENAI_API_KEY.
     "codex": {
         "command": "codex",
         "args": [
@@ -63,10 +69,24 @@ PRESETS: dict[str, dict[str, object]] = {
             "features.unbounded_connection_retries=false",
             "{prompt}",
         ],
+        "provider": "openai",
+        "proxyArgs": [
+            "-c",
+            "model_provider=orchestra",
+            "-c",
+            'model_providers.orchestra.name="orchestra-ci credential proxy"',
+            "-c",
+            'model_providers.orchestra.base_url="{proxyBaseUrl}"',
+            "-c",
+            'model_providers.orchestra.env_key="OPENAI_API_KEY"',
+            "-c",
+            'model_providers.orchestra.wire_api="responses"',
+        ],
         "rateLimitPatterns": [r"last status: 429", r"429 Too Many Requests"],
         "fatalPatterns": [r"Quota exceeded", r"401 Unauthorized", r"Incorrect API key"],
     },
     # Aider 0.86.2 exits 0 even when every API call failed: success is read from its output.
+    # It reads OPENAI_API_BASE, and litellm ANTHROPIC_BASE_URL, so the proxy's variables do.
     "aider": {
         "command": "aider",
         "args": [
@@ -82,6 +102,7 @@ PRESETS: dict[str, dict[str, object]] = {
             "{prompt}",
         ],
         "env": {"BROWSER": "true", "COLUMNS": "400"},
+        "provider": "openai",
         "successPatterns": [r"^Applied edit to ", r"^Commit [0-9a-f]{7,}"],
         "rateLimitPatterns": ["The API provider has rate limited you"],
         "fatalPatterns": [
@@ -89,19 +110,55 @@ PRESETS: dict[str, dict[str, object]] = {
             "You exceeded your current quota",
         ],
     },
-    # Gemini CLI 0.61.0 headless mode: `gemini -p PROMPT --yolo` (auto-approves tools).
+    # Gemini CLI 0.61.0 headless mode: `gemini -p PROMPT --yolo` (auto-approves tools);
+    # --skip-trust, else --yolo is downgraded and it exits 55. Its exit code is the HTTP
+    # status mod 256 on an API error, but 0 when stopped by SIGTERM: success is its `-o json`
+    # result holding a `response`. One process (by default it relaunches itself as a child,
+    # and the parent ignores SIGTERM). Its own retries are bounded by `general.maxAttempts`
+    # in ~/.gemini/settings.json (the Action writes it). A daily quota is final: fatal, so
+    # fallbacks take over; a per-minute one is a rate limit.
     "gemini": {
         "command": "gemini",
-        "args": ["-p", "{prompt}", "--yolo"],
-        "rateLimitPatterns": ["RESOURCE_EXHAUSTED", r"\b429\b"],
-        "fatalPatterns": ["API key not valid"],
+        "args": ["-p", "{prompt}", "--yolo", "--skip-trust", "-o", "json"],
+        "env": {"GEMINI_CLI_NO_RELAUNCH": "true", "NO_COLOR": "1"},
+        "provider": "gemini",
+        "resultFormat": "gemini-json",
+        "rateLimitPatterns": [
+            r"You exceeded your current quota",
+            r"The model is overloaded",
+            r"\"code\"\s*:\s*(429|503)\b",
+        ],
+        "fatalPatterns": [
+            r"exhausted your daily quota",
+            r"API key not valid",
+            r"must specify the GEMINI_API_KEY",
+            r"Invalid auth method selected",
+            r"not running in a trusted directory",
+            r"\"code\"\s*:\s*(401|403)\b",
+        ],
     },
-    # OpenCode 1.18.33: `opencode run PROMPT`.
+    # OpenCode 1.18.33: `opencode run --title=TASK PROMPT` (a title given skips a model call
+    # to make one). It exits 0 after auto-rejecting a permission it asked for: its output is
+    # read for that. No fetch of the models list, no self-update. Through the proxy its
+    # OpenAI provider gets the proxy's base URL from OPENCODE_CONFIG_CONTENT (config merged
+    # over its files).
     "opencode": {
         "command": "opencode",
-        "args": ["run", "{prompt}"],
-        "rateLimitPatterns": [r"rate.?limit", r"\b429\b"],
-        "fatalPatterns": ["invalid api key"],
+        "args": ["run", "--title={taskId}", "{prompt}"],
+        "env": {"OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1"},
+        "provider": "openai",
+        "resultFormat": "opencode-run",
+        "proxyEnv": {
+            "OPENCODE_CONFIG_CONTENT": json.dumps(
+                {"provider": {"openai": {"options": {"baseURL": "{proxyBaseUrl}"}}}}
+            )
+        },
+        "rateLimitPatterns": [r"Rate limit reached", r"\"statusCode\"\s*:\s*429\b"],
+        "fatalPatterns": [
+            r"Incorrect API key provided",
+            r"You exceeded your current quota",
+            r"\"statusCode\"\s*:\s*401\b",
+        ],
     },
 }
 

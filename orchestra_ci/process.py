@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -40,6 +41,7 @@ class Launch:
     grace: float
     redactor: Redactor  # masks secrets in the log
     log_cap: int = 50 * 1024 * 1024
+    stdin: bytes | None = None  # what the agent reads on its standard input (else nothing)
 
 
 @dataclass
@@ -128,9 +130,9 @@ def attempt_pids(pgid: int | None, marker: str) -> list[int]:
     return found
 
 
-def _signal_all(pgid: int | None, marker: str, sig: int) -> bool:
-    """Send ``sig`` to the attempt's processes; True if any was alive. The group gets it
-    first, at once; the scan for marked processes outside it follows."""
+def _signal_all(pgid: int | None, marker: str, sig: int) -> list[int]:
+    """Send ``sig`` to the attempt's processes; the ones that were alive. The group gets
+    it first, at once; the scan for marked processes outside it follows."""
     if pgid is not None and pgid > 1:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
@@ -138,7 +140,7 @@ def _signal_all(pgid: int | None, marker: str, sig: int) -> bool:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, sig)
-    return bool(pids)
+    return pids
 
 
 def kill_attempt(pgid: int | None, marker: str, grace: float) -> None:
@@ -173,11 +175,12 @@ async def stop_attempt(
         leader = pgid
         watch = _exited(leader, lambda: not _live(leader))
     try:
-        if not _signal_all(pgid, marker, signal.SIGTERM):
+        signalled = _signal_all(pgid, marker, signal.SIGTERM)
+        if not signalled:
             return
-        if not await _gone(pgid, marker, grace, watch):
-            _signal_all(pgid, marker, signal.SIGKILL)
-            await _gone(pgid, marker, 1.0, watch)
+        if not await _gone(pgid, marker, grace, watch, signalled):
+            signalled += _signal_all(pgid, marker, signal.SIGKILL)
+            await _gone(pgid, marker, 1.0, watch, signalled)
     finally:
         if watch is not None and watch is not exited:
             watch.cancel()
@@ -185,16 +188,23 @@ async def stop_attempt(
 
 
 async def _gone(
-    pgid: int | None, marker: str, timeout: float, leader: "asyncio.Future[None] | None"
+    pgid: int | None,
+    marker: str,
+    timeout: float,
+    leader: "asyncio.Future[None] | None",
+    signalled: list[int],
 ) -> bool:
-    """Wait up to ``timeout`` for the attempt's processes to be gone; True if they are."""
+    """Wait up to ``timeout`` for the attempt's processes to be gone; True if they are.
+    Each process signalled must be gone or a zombie, not just missing from the scan: one
+    in the middle of exiting no longer shows its environment (so its marker), and reaping
+    it before it is a zombie would leave the zombie behind."""
     deadline = time.monotonic() + timeout
     if leader is not None:
         done, _ = await asyncio.wait({leader}, timeout=max(0.0, timeout))
         if not done:
             return False  # the leader itself outlived the deadline
     while True:
-        if not attempt_pids(pgid, marker):
+        if not attempt_pids(pgid, marker) and not any(map(_live, signalled)):
             return True
         left = deadline - time.monotonic()
         if left <= 0:
@@ -406,6 +416,24 @@ def _devnull() -> int:
     return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
+def _stdin(data: bytes | None) -> int | None:
+    """A descriptor to read ``data`` from: an unlinked temporary file, not a pipe, so a
+    large prompt never blocks on an agent that reads it late (or never)."""
+    if data is None:
+        return None
+    fd, path = tempfile.mkstemp(prefix="orchestra-prompt-")
+    os.unlink(path)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 async def run_attempt(
     launch: Launch,
     control: Control,
@@ -426,12 +454,13 @@ async def run_attempt(
         log.close(f"[orchestra-ci: {message}]\n")
         return ProcessResult(exit_code=None, spawn_error=message)
     read_end, write_end = os.pipe()
+    stdin = _stdin(launch.stdin)
     try:
         proc = subprocess.Popen(
             [executable, *launch.argv[1:]],
             cwd=launch.cwd,
             env=env,
-            stdin=_devnull(),
+            stdin=_devnull() if stdin is None else stdin,
             stdout=write_end,
             stderr=write_end,
             start_new_session=True,
@@ -443,6 +472,8 @@ async def run_attempt(
         return ProcessResult(exit_code=None, spawn_error=message)
     finally:
         os.close(write_end)
+        if stdin is not None:
+            os.close(stdin)
     supervisor.agents.add(proc.pid)
     log.attach(read_end)
     try:

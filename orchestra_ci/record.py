@@ -43,6 +43,8 @@ class Attempt(TypedDict, total=False):
     turns: int
     inputTokens: int
     outputTokens: int
+    argv: list[str]  # the command line it ran, secrets masked
+    requests: int  # API requests through the credential proxy
 
 
 class RetryEntry(TypedDict):
@@ -98,6 +100,7 @@ class TaskRecord(TypedDict, total=False):
     changedFiles: list[str]
     prUrl: str | None
     history: list[HistoryEntry]
+    order: int  # its place among the tasks loaded with it (file order breaks creation ties)
 
 
 def iso(instant: datetime) -> str:
@@ -180,3 +183,65 @@ def new_record(
         "backoff": backoff,
         "backoffMax": backoff_max,
     }
+
+
+_OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
+    "retryCount": (int,),
+    "maxRetries": (int,),
+    "priority": (int,),
+    "timeout": (int, float, type(None)),
+    "errorMessage": (str, type(None)),
+    "blockedBy": (str, type(None)),
+    "issueNumber": (int, type(None)),
+    "order": (int,),
+    "nextAttemptAt": (str, type(None)),
+    "completedAt": (str, type(None)),
+    "startedAt": (str, type(None)),
+    "backoff": (int, float, type(None)),
+    "backoffMax": (int, float, type(None)),
+    "nextAgent": (str, type(None)),
+    "runnerId": (str, type(None)),
+    "branch": (str, type(None)),
+    "patch": (str, type(None)),
+    "prUrl": (str, type(None)),
+}
+_LISTS = ("dependsOn", "retryHistory", "attempts", "changedFiles", "history")
+
+
+def sort_key(record: TaskRecord) -> tuple[float, int, str]:
+    """Creation order: the creation instant, then the place in the file it was loaded from
+    (tasks loaded together share an instant), then the id."""
+    return (timestamp(record.get("createdAt")) or 0.0, record.get("order") or 0, record["taskId"])
+
+
+def problem(task_id: str, value: object) -> str | None:
+    """Why a parsed record file (``tasks/<task_id>.json``) cannot be used as a task, or
+    None. Only what the queue relies on is checked, so records written by agent-orchestrator
+    (naive local times, fields of its own) pass."""
+    if not isinstance(value, dict):
+        return f"not a task record (a JSON {type(value).__name__}, not an object)"
+    found = value.get("taskId")
+    if not isinstance(found, str):
+        return "no taskId"
+    if found != task_id:
+        return f"its taskId {found!r} is not its file name {task_id!r}.json (a copy?)"
+    status = value.get("status")
+    if status not in STATUSES:
+        return "no status" if status is None else f"unknown status {status!r}"
+    for name in ("agent", "prompt"):
+        if not isinstance(value.get(name), str):
+            return f"field {name!r} is missing or not text"
+    for name, types in _OPTIONAL_TYPES.items():
+        if name in value and (not isinstance(value[name], types) or isinstance(value[name], bool)):
+            return f"field {name!r} has the wrong type ({type(value[name]).__name__})"
+    for name in _LISTS:
+        if name in value and value[name] is not None and not isinstance(value[name], list):
+            return f"field {name!r} is not a list"
+    if any(not isinstance(d, str) for d in value.get("dependsOn") or []):
+        return "field 'dependsOn' holds something that is not a task id"
+    if any(
+        not isinstance(a, dict) or not isinstance(a.get("number"), int)
+        for a in value.get("attempts") or []
+    ):
+        return "field 'attempts' holds something that is not an attempt"
+    return None

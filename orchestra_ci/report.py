@@ -84,6 +84,7 @@ class RunReport(ReportModel):
     totals: dict[str, int]
     cost_usd: float | None = Field(default=None, alias="costUsd")
     restored_from: dict[str, Any] | None = Field(default=None, alias="restoredFrom")
+    quarantined: list[dict[str, str]] = Field(default_factory=list)  # {file, reason}
     tasks: list[TaskReport]
 
 

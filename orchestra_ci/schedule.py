@@ -10,7 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from orchestra_ci.record import TaskRecord, timestamp
+from orchestra_ci.record import TaskRecord, sort_key, timestamp
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,9 @@ class Scheduler:
         self._deps: dict[str, tuple[str, ...]] = {}
         self._unmet: dict[str, set[str]] = {}
         self._dependents: defaultdict[str, set[str]] = defaultdict(set)
-        self._key: dict[str, tuple[int, float, str]] = {}
+        self._key: dict[str, tuple[int, float, int, str]] = {}
         self._not_before: dict[str, float] = {}
-        self._ready: list[tuple[tuple[int, float, str], str]] = []
+        self._ready: list[tuple[tuple[int, float, int, str], str]] = []
         self._timers: list[tuple[float, str]] = []
         self._blocked: list[Blocked] = []
         for record in records:
@@ -78,11 +78,7 @@ class Scheduler:
         self._deps[task_id] = deps
         for dep in deps:
             self._dependents[dep].add(task_id)
-        self._key[task_id] = (
-            -int(record.get("priority") or 0),
-            timestamp(record.get("createdAt")) or 0.0,  # an instant: naive and UTC times mix
-            task_id,
-        )
+        self._key[task_id] = (-int(record.get("priority") or 0), *sort_key(record))
         self.status[task_id] = record["status"]
         if record["status"] == "pending":
             self._unmet[task_id] = {d for d in deps if self.status.get(d) != "complete"}

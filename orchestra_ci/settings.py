@@ -3,6 +3,8 @@
 Precedence: CLI flags > ``ORCHESTRA_*`` variables > ``.orchestra/config.yml`` > defaults.
 """
 
+import os
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -36,6 +38,14 @@ class _ConfigFile(YamlConfigSettingsSource):
             raise ValueError("invalid YAML: " + " ".join(str(exc).split())) from None
         if not isinstance(data, dict):
             raise ValueError(f"expected a mapping of settings, got {type(data).__name__}")
+        known = set(Settings.model_fields)
+        for key in data:
+            if key not in known:
+                import difflib
+
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"unknown setting {key!r}{hint}")
         return data
 
 
@@ -60,6 +70,7 @@ class Settings(BaseSettings):
     max_cost_usd: float | None = Field(default=None, ge=0)
     isolation: Literal["auto", "worktree", "none"] = "auto"
     verify: str | None = None
+    credential_proxy: bool = False  # agents reach the providers through a key-holding proxy
 
     # GitHub: the same variables the Actions runner sets, so a local run needs only those.
     issue_label: str | None = None
@@ -115,13 +126,39 @@ def split_list(value: str) -> list[str]:
     return [v.strip() for v in value.replace("\n", ",").split(",") if v.strip()]
 
 
-def load_settings(root: Path, **flags: Any) -> Settings:
-    """Settings for a queue at ``root``; flags given as None are left to the other sources."""
+def _flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _where(field: str, given: Mapping[str, Any], named: Callable[[str], str]) -> str | None:
+    """Where a setting's bad value came from: the flag (or input), the variable, or None
+    (then it is config.yml's)."""
+    if field in given:
+        return named(field)
+    info = Settings.model_fields.get(field)
+    alias = info.validation_alias if info is not None else None
+    names = [f"ORCHESTRA_{field.upper()}"]
+    if isinstance(alias, AliasChoices):
+        names = [str(c).upper() for c in alias.choices if str(c) != field] + names
+    return next((n for n in names if n in os.environ), None)
+
+
+def load_settings(root: Path, *, named: Callable[[str], str] = _flag, **flags: Any) -> Settings:
+    """Settings for a queue at ``root``; flags given as None are left to the other sources.
+    A bad value is reported under the name it was given by: ``named(field)`` for a flag
+    (``--max-cost-usd``; the Action names its inputs), its variable, or config.yml."""
     token = _config_file.set(root / CONFIG_FILE)
+    given = {k: v for k, v in flags.items() if v is not None}
     try:
-        return Settings(**{k: v for k, v in flags.items() if v is not None})
+        return Settings(**given)
     except ValidationError as exc:
-        raise UsageError(describe(exc, source="configuration")) from None
+        first = exc.errors()[0]["loc"]
+        field = str(first[0]) if first else ""
+        where = _where(field, given, named)
+        if where is None:
+            raise UsageError(describe(exc, source=str(root / CONFIG_FILE))) from None
+        message = exc.errors()[0]["msg"].removeprefix("Value error, ")
+        raise UsageError(f"{where}: {message}") from None
     except (ValueError, OSError) as exc:
         raise UsageError(f"{root / CONFIG_FILE}: {exc}") from None
     finally:

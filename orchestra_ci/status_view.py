@@ -8,21 +8,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from orchestra_ci.durations import format_duration
-from orchestra_ci.errors import StoreError, TaskNotFound
-from orchestra_ci.record import TaskRecord, timestamp
+from orchestra_ci.errors import TaskNotFound
+from orchestra_ci.record import TaskRecord, sort_key, timestamp
 from orchestra_ci.store import Store, check_task_id_or_missing
 
 
-def _read_object(path: Path) -> bytes | None:
-    """A stored record's bytes (None if it is gone), checked to look like a JSON object."""
+def _read_object(store: Store, path: Path) -> bytes | None:
+    """A stored record's bytes (None if it is gone), checked to look like a JSON object; a
+    file that does not is quarantined, as :meth:`Store.read` does."""
     try:
         data = path.read_bytes().strip()
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+        store.quarantine(path, f"cannot be read: {exc.strerror or exc}")
+        return None
     if not (data.startswith(b"{") and data.endswith(b"}")):
-        raise StoreError(f"{path}: not a JSON object")
+        store.quarantine(path, "not a task record (not a JSON object)")
+        return None
     return data
 
 
@@ -33,7 +36,7 @@ def raw_json_array(store: Store) -> bytes:
     queues; each is still checked to look like a JSON object."""
     parts = []
     for task_id in sorted(store.ids()):
-        data = _read_object(store.record_path(task_id))
+        data = _read_object(store, store.record_path(task_id))
         if data is not None:
             parts.append(data)
     return b"[" + b",\n".join(parts) + b"]\n"
@@ -42,7 +45,7 @@ def raw_json_array(store: Store) -> bytes:
 def raw_json_object(store: Store, task_id: str) -> bytes:
     """One record exactly as stored, newline-terminated."""
     check_task_id_or_missing(task_id)
-    data = _read_object(store.record_path(task_id))
+    data = _read_object(store, store.record_path(task_id))
     if data is None:
         raise TaskNotFound(task_id)
     return data + b"\n"
@@ -61,11 +64,19 @@ def _oneline(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def table(records: Sequence[TaskRecord]) -> str:
+def _quarantine_lines(quarantined: Sequence[tuple[str, str]]) -> list[str]:
+    if not quarantined:
+        return []
+    lines = [f"\n{len(quarantined)} quarantined (in .orchestra/quarantine/, not run):"]
+    lines += [f"  {name}: {_oneline(reason, 100)}" for name, reason in quarantined]
+    return lines
+
+
+def table(records: Sequence[TaskRecord], quarantined: Sequence[tuple[str, str]] = ()) -> str:
     if not records:
-        return "no tasks in the queue\n"
+        return "\n".join(["no tasks in the queue", *_quarantine_lines(quarantined)]) + "\n"
     order = {"running": 0, "pending": 1, "failed": 2, "cancelled": 3, "complete": 4}
-    rows = sorted(records, key=lambda r: (order.get(r["status"], 9), str(r.get("createdAt") or "")))
+    rows = sorted(records, key=lambda r: (order.get(r["status"], 9), sort_key(r)))
     width = max(40, os.get_terminal_size(2).columns if os.isatty(2) else 100)
     id_w = min(40, max(len(r["taskId"]) for r in rows))
     lines = [f"{'ID':<{id_w}}  {'STATUS':<9}  {'AGENT':<8}  TRIES  {'TIME':>6}  DETAIL"]
@@ -82,6 +93,7 @@ def table(records: Sequence[TaskRecord]) -> str:
     counts: Counter[str] = Counter(r["status"] for r in records)
     summary = ", ".join(f"{counts[s]} {s}" for s in order if counts[s])
     lines.append(f"\n{len(records)} tasks: {summary}")
+    lines += _quarantine_lines(quarantined)
     return "\n".join(lines) + "\n"
 
 

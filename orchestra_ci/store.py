@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any, cast
 
 from orchestra_ci import atomic
-from orchestra_ci.errors import StoreError, TaskNotFound
+from orchestra_ci.errors import StoreError, TaskNotFound, one_line
 from orchestra_ci.record import TaskRecord, check_task_id, now_iso
+from orchestra_ci.record import problem as record_problem
 
 ORCHESTRA_DIR = ".orchestra"
 RESULTS_FILE = "results.json"
@@ -28,11 +30,17 @@ MANIFEST_FILE = "run.json"  # what an exact re-run needs (see manifest.py)
 
 
 def _read_raw(path: Path) -> bytes | None:
-    """A record file's bytes; None if there is none."""
+    """A record file's bytes; None if there is none. An OSError other than a missing file
+    propagates (as :class:`StoreError` where the caller cannot quarantine)."""
     try:
         return atomic.read_bytes(path)
     except FileNotFoundError:
         return None
+
+
+def _read_or_fail(path: Path) -> bytes | None:
+    try:
+        return _read_raw(path)
     except OSError as exc:
         raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
 
@@ -47,6 +55,7 @@ class Store:
         self.worktrees_dir = self.dir / "worktrees"
         self.runners_dir = self.dir / "runners"
         self.results_path = self.dir / RESULTS_FILE
+        self.quarantine_dir = self.dir / "quarantine"
         self._lock_fd: int | None = None
         self._lock_depth = 0
         self._mutex = threading.RLock()
@@ -118,19 +127,68 @@ class Store:
         return [n[:-5] for n in names if n.endswith(".json")]
 
     def read(self, task_id: str) -> TaskRecord | None:
+        """The task's record; None when there is none, or when the file cannot be used as
+        one: then it is quarantined (see :meth:`quarantine`) and the rest of the queue
+        carries on without it."""
         path = self.record_path(task_id)
-        raw = _read_raw(path)
-        return None if raw is None else self._parse(path, raw)
-
-    @staticmethod
-    def _parse(path: Path, raw: bytes) -> TaskRecord:
         try:
-            record = json.loads(raw)
+            raw = _read_raw(path)
+        except OSError as exc:
+            self.quarantine(path, f"cannot be read: {exc.strerror or exc}")
+            return None
+        return None if raw is None else self._decode(path, task_id, raw)
+
+    def _decode(self, path: Path, task_id: str, raw: bytes) -> TaskRecord | None:
+        try:
+            value = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise StoreError(f"{path}: not valid JSON ({exc})") from None
-        if not (isinstance(record, dict) and "taskId" in record):
-            raise StoreError(f"{path}: not a task record")
-        return cast(TaskRecord, record)
+            reason: str | None = f"not valid JSON ({exc})"
+        except RecursionError:
+            reason = "not valid JSON (nested too deeply)"
+        else:
+            reason = record_problem(task_id, value)
+        if reason is not None:
+            self.quarantine(path, reason)
+            return None
+        return cast(TaskRecord, value)
+
+    def quarantine(self, path: Path, reason: str) -> None:
+        """Move an unusable record file to ``quarantine/`` with a ``.reason`` file beside it,
+        and say so once, in one line. Another process that got there first wins."""
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        target = self.quarantine_dir / path.name
+        n = 1
+        while target.exists():
+            target = self.quarantine_dir / f"{path.name}.{n}"
+            n += 1
+        try:
+            atomic.write_bytes(target.with_name(target.name + ".reason"), f"{reason}\n".encode())
+            os.replace(path, target)
+        except FileNotFoundError:
+            target.with_name(target.name + ".reason").unlink(missing_ok=True)
+            return
+        except OSError as exc:
+            raise StoreError(f"cannot quarantine {path}: {exc.strerror or exc}") from None
+        shown = target.relative_to(self.root)
+        message = f"{path.name} cannot be used and was moved to {shown}: {reason}"
+        print(f"orchestra-ci: warning: {one_line(message)}", file=sys.stderr, flush=True)
+
+    def quarantined(self) -> list[tuple[str, str]]:
+        """``(file, reason)`` for each record file in ``quarantine/``, by name."""
+        try:
+            names = sorted(os.listdir(self.quarantine_dir))
+        except FileNotFoundError:
+            return []
+        found = []
+        for name in names:
+            if name.endswith(".reason"):
+                continue
+            try:
+                reason = (self.quarantine_dir / f"{name}.reason").read_text().strip()
+            except OSError:
+                reason = "unknown"
+            found.append((name, reason))
+        return found
 
     def get(self, task_id: str) -> TaskRecord:
         check_task_id_or_missing(task_id)
@@ -193,10 +251,13 @@ class Store:
         """
         check_task_id_or_missing(task_id)
         path = self.record_path(task_id)
-        before = _read_raw(path)
+        before = _read_or_fail(path)
         if before is None:
             raise TaskNotFound(task_id)
-        record = _changed(self._parse(path, before), change)
+        found = self._decode(path, task_id, before)
+        if found is None:
+            raise TaskNotFound(task_id)
+        record = _changed(found, change)
         record["updatedAt"] = now_iso()
         try:
             temp = atomic.write_temp(path, atomic.dump_json(record))
@@ -204,7 +265,7 @@ class Store:
             raise StoreError(f"cannot write {path}: {exc}") from exc
         try:
             with self.locked():
-                current = _read_raw(path)
+                current = _read_or_fail(path)
                 if current is None:
                     raise TaskNotFound(task_id)
                 if current == before:

@@ -122,6 +122,9 @@ def markdown(
         )
     if len(report.tasks) > _TABLE_ROWS:
         out.append(f"\n_{len(report.tasks) - _TABLE_ROWS} more tasks are in results.json._")
+    if report.quarantined:
+        out += ["", "### Quarantined", "", "Moved to `.orchestra/quarantine/` and not run:", ""]
+        out += [cell(f"- `{q['file']}`: {q['reason']}", 500) for q in report.quarantined]
     chart = gantt(report)
     if chart:
         out += ["", "### Timeline", "", chart]

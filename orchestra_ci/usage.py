@@ -2,11 +2,12 @@
 
 Claude Code's ``--output-format json`` prints one result object with ``total_cost_usd``,
 ``num_turns`` and ``usage``; Codex's ``--json`` prints JSONL events whose ``turn.completed``
-carry ``usage``. Anything else reports nothing, which is fine.
+carry ``usage``. Anything else reports nothing, which is fine. What the credential proxy
+counted for an attempt fills in what its agent did not report.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 
@@ -16,6 +17,7 @@ class Usage:
     turns: int | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    requests: int | None = None  # API requests, as the credential proxy counted them
 
     def fields(self) -> dict[str, float | int]:
         """The attempt-record fields for what was reported."""
@@ -24,8 +26,24 @@ class Usage:
             "turns": self.turns,
             "inputTokens": self.input_tokens,
             "outputTokens": self.output_tokens,
+            "requests": self.requests,
         }
         return {k: v for k, v in names.items() if v is not None}
+
+    def with_proxy_counts(self, requests: int, input_tokens: int, output_tokens: int) -> "Usage":
+        """This usage completed by what the credential proxy counted for the same attempt:
+        its requests, and the tokens the agent did not report (a count of 0 means the
+        responses showed none)."""
+        return replace(
+            self,
+            requests=requests,
+            input_tokens=_reported_or(self.input_tokens, input_tokens),
+            output_tokens=_reported_or(self.output_tokens, output_tokens),
+        )
+
+
+def _reported_or(reported: int | None, counted: int) -> int | None:
+    return reported if reported is not None else counted or None
 
 
 def _objects(text: str) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ and ``,``. Outputs use the multi-line heredoc form with a random delimiter.
 import os
 import re
 import secrets
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TextIO
@@ -25,6 +26,15 @@ def escape_property(value: str) -> str:
 def command(name: str, message: str = "", **properties: str | None) -> str:
     props = ",".join(f"{k}={escape_property(v)}" for k, v in properties.items() if v is not None)
     return f"::{name}{' ' + props if props else ''}::{escape_data(message)}"
+
+
+def annotate(env: Mapping[str, str], kind: str, message: str, title: str = "orchestra-ci") -> None:
+    """A notice, warning or error: an annotation inside GitHub Actions, one line on stderr
+    elsewhere (a terminal has no use for ``::warning::``)."""
+    if env.get("GITHUB_ACTIONS") == "true":
+        print(command(kind, message, title=title), flush=True)
+    else:
+        print(f"orchestra-ci: {kind}: {message}", file=sys.stderr, flush=True)
 
 
 def mask_commands(values: Iterable[str]) -> list[str]:

@@ -167,6 +167,12 @@ def _git(cwd: Path, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.Comple
     return retrying(_git_once, cwd, args, ok)
 
 
+def git_output(cwd: Path, *args: str) -> bytes:
+    """``git -C cwd ARGS``'s standard output, run as :func:`_git` runs it; for
+    ``git_credentials``, which also edits a repository's files."""
+    return _git(cwd, *args).stdout
+
+
 def _out(cwd: Path, *args: str) -> str:
     return os.fsdecode(_git(cwd, *args).stdout).strip()
 

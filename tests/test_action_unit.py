@@ -1,11 +1,19 @@
 """Parts of the Action's entrypoint that need no GitHub: ownership and agent homes."""
 
+import json
 import os
 from pathlib import Path
 
 import pytest
+import yaml
 
-from orchestra_ci.action import ActionInputs, hand_back, prepare_agent_homes
+from orchestra_ci.action import (
+    OPENCODE_PLUGIN_VERSION,
+    ActionInputs,
+    hand_back,
+    prepare_agent_homes,
+)
+from orchestra_ci.settings import load_settings
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root, as container actions run")
@@ -47,6 +55,46 @@ def test_agent_homes_are_prepared(tmp_path: Path) -> None:
         assert (tmp_path / "home" / sub).is_dir()
     assert env["CLAUDE_CONFIG_DIR"] == str(tmp_path / "home/.claude")
     assert env["CODEX_HOME"] == str(tmp_path / "home/.codex")
+    gemini = json.loads((tmp_path / "home/.gemini/settings.json").read_text())
+    assert gemini["security"]["auth"]["selectedType"] == "gemini-api-key"
+    assert gemini["privacy"]["usageStatisticsEnabled"] is False
+    assert gemini["general"]["maxAttempts"] == 2  # its own retries bounded
+    # Gemini CLI's error reports go to a scratch TMPDIR, outside the workspace.
+    tmpdir = Path(env["TMPDIR"])
+    assert tmpdir.is_dir() and not tmpdir.is_relative_to(tmp_path)
+    tmpdir.rmdir()
+
+
+def test_opencode_home_is_seeded_so_it_installs_no_plugin_and_stays_quiet(
+    tmp_path: Path,
+) -> None:
+    env = {"HOME": str(tmp_path / "home")}
+    prepare_agent_homes(env)
+    Path(env["TMPDIR"]).rmdir()
+    config = tmp_path / "home/.config/opencode"
+    # OpenCode 1.18.33 skips its npm install when node_modules/ exists and package-lock.json
+    # lists (in packages[""]) every dependency of package.json and the plugin.
+    assert (config / "node_modules").is_dir()
+    wanted = set(json.loads((config / "package.json").read_text())["dependencies"])
+    locked = json.loads((config / "package-lock.json").read_text())["packages"][""]
+    assert wanted == {"@opencode-ai/plugin"} <= set(locked["dependencies"])
+    settings = json.loads((config / "opencode.json").read_text())
+    assert settings == {"autoupdate": False, "share": "disabled", "snapshot": False}
+
+
+def test_the_seeded_opencode_plugin_is_the_version_the_image_installs() -> None:
+    dockerfile = (Path(__file__).parent.parent / "Dockerfile").read_text()
+    assert f"ARG OPENCODE_VERSION={OPENCODE_PLUGIN_VERSION}\n" in dockerfile
+
+
+def test_gemini_settings_of_the_users_own_are_kept(tmp_path: Path) -> None:
+    settings = tmp_path / "home/.gemini/settings.json"
+    settings.parent.mkdir(parents=True)
+    settings.write_text('{"model": {"name": "mine"}}')
+    env = {"HOME": str(tmp_path / "home")}
+    prepare_agent_homes(env)
+    Path(env["TMPDIR"]).rmdir()
+    assert settings.read_text() == '{"model": {"name": "mine"}}'
 
 
 def test_inputs_map_onto_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -99,3 +147,17 @@ def test_the_workspace_is_made_safe_for_git_without_touching_any_git_config(
     assert env["GIT_CONFIG_COUNT"] == "1"
     assert subprocess.run(status, env=env, capture_output=True, check=False).returncode == 0
     assert not (tmp_path / "home").exists()  # no ~/.gitconfig written
+
+
+@pytest.mark.parametrize(("given", "on"), [("true", True), ("false", False)])
+def test_the_credential_proxy_input_maps_onto_its_setting(
+    given: str, on: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("INPUT_CREDENTIAL_PROXY", given)
+    settings = load_settings(tmp_path, **ActionInputs().settings_overrides())
+    assert settings.credential_proxy is on
+
+
+def test_the_action_turns_the_credential_proxy_on_by_default() -> None:
+    action = yaml.safe_load((Path(__file__).parents[1] / "action.yml").read_text())
+    assert action["inputs"]["credential_proxy"]["default"] == "true"

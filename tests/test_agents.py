@@ -1,6 +1,7 @@
 """Agent presets, agent-config.json and rendering of argv and prompts."""
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from orchestra_ci.agents import (
     AgentSpec,
     load_agents,
+    proxy_settings,
     render_argv,
     render_prompt,
     require_agent,
@@ -262,15 +264,46 @@ def test_prompt_is_one_argv_element_byte_for_byte(prompt: str) -> None:
     assert render_argv(spec, prompt, VALUES) == ["agent", "-p", prompt, "--id", "t-1"]
 
 
+def test_args_without_a_placeholder_run_as_written() -> None:
+    # As agent-orchestrator runs them: `touch made-by-{taskId}.txt` makes one file.
+    spec = AgentSpec(command="touch", args=["made-by-{taskId}.txt"])
+    assert spec.prompt_via == "none"
+    assert render_argv(spec, "Write the release notes", VALUES) == ["touch", "made-by-t-1.txt"]
+
+
 @pytest.mark.parametrize("prompt", NASTY_PROMPTS)
-def test_prompt_appended_when_args_have_no_placeholder(prompt: str) -> None:
-    spec = AgentSpec(command="agent", args=["--yes", "--task={taskId}"])
+def test_prompt_arg_without_a_placeholder_is_appended(prompt: str) -> None:
+    spec = AgentSpec(command="agent", args=["--yes", "--task={taskId}"], prompt="arg")
     assert render_argv(spec, prompt, VALUES) == ["agent", "--yes", "--task=t-1", prompt]
 
 
-def test_prompt_appended_with_empty_args() -> None:
-    spec = AgentSpec(command="agent", args=[])
+def test_prompt_arg_with_empty_args() -> None:
+    spec = AgentSpec(command="agent", args=[], prompt="arg")
     assert render_argv(spec, "{agent}", VALUES) == ["agent", "{agent}"]
+
+
+def test_prompt_on_stdin_is_not_in_argv() -> None:
+    spec = AgentSpec(command="agent", args=["-p", "{prompt}"], prompt="stdin")
+    assert render_argv(spec, "secret plan", VALUES) == ["agent", "-p", ""]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["{promt}"], "unknown placeholder {promt} in argument 1; did you mean {prompt}?"),
+        (["-x", "--id={task_id}"], "{task_id} in argument 2; did you mean {taskId}?"),
+        (["{WorkTree}"], "did you mean {worktree}?"),
+    ],
+)
+def test_a_misspelt_placeholder_is_refused_at_load(args: list[str], says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
+        AgentSpec(command="agent", args=args)
+
+
+def test_braces_that_are_not_placeholders_pass() -> None:
+    script = 'for name in names: print(f"{name}={value}")'
+    spec = AgentSpec(command="agent", args=['-c={"a": 1}', script, "{prompt}", "{}"])
+    assert render_argv(spec, "p", VALUES) == ["agent", '-c={"a": 1}', script, "p", "{}"]
 
 
 def test_default_args_are_just_the_prompt() -> None:
@@ -291,9 +324,9 @@ def test_all_placeholders_are_substituted() -> None:
     assert render_argv(spec, "p", VALUES) == ["agent", "fake", "t-1", "--cwd", "/w/t-1", "p"]
 
 
-def test_unknown_placeholders_and_other_braces_are_left_alone() -> None:
-    spec = AgentSpec(command="agent", args=["{nope}", "{}", "{", "}", '{"json": 1}', "{prompt}"])
-    assert render_argv(spec, "p", VALUES) == ["agent", "{nope}", "{}", "{", "}", '{"json": 1}', "p"]
+def test_braces_that_are_not_placeholders_are_left_alone() -> None:
+    spec = AgentSpec(command="agent", args=["{}", "{", "}", '{"json": 1}', "{prompt}"])
+    assert render_argv(spec, "p", VALUES) == ["agent", "{}", "{", "}", '{"json": 1}', "p"]
 
 
 def test_command_is_not_substituted_or_split() -> None:
@@ -370,3 +403,94 @@ def test_template_file_takes_precedence_over_sentinel_protocol(tmp_path: Path) -
     (tmp_path / "t.txt").write_text("custom: {prompt}")
     spec = AgentSpec(command="x", completion="sentinel", promptTemplateFile="t.txt")
     assert render_prompt(spec, "p", VALUES, tmp_path) == "custom: p"
+
+
+# -- the credential proxy ------------------------------------------------------------------
+
+
+def test_each_preset_names_the_provider_it_speaks() -> None:
+    agents = load_agents(None)
+    assert {name: spec.provider for name, spec in agents.items()} == {
+        "claude": "anthropic",
+        "codex": "openai",
+        "aider": "openai",
+        "gemini": "gemini",
+        "opencode": "openai",
+        "demo": None,
+    }
+
+
+def test_a_custom_agent_opts_in_by_naming_its_provider(tmp_path: Path) -> None:
+    custom = {
+        "command": "mine",
+        "provider": "openai-compatible",
+        "proxyArgs": ["--base-url", "{proxyBaseUrl}"],
+        "proxyEnv": {"MY_KEY": "{proxyKey}"},
+    }
+    agents = load_agents(
+        write_config(tmp_path, {"agents": {"mine": custom, "old": {"command": "x"}}})
+    )
+    assert agents["mine"].provider == "openai-compatible"
+    assert agents["mine"].proxy_args == ["--base-url", "{proxyBaseUrl}"]
+    assert agents["old"].provider is None and agents["old"].proxy_args == []
+
+
+def test_an_unknown_provider_is_refused(tmp_path: Path) -> None:
+    message = config_error(tmp_path, {"agents": {"mine": {"command": "x", "provider": "acme"}}})
+    assert "mine" in message and "provider" in message
+
+
+def test_overriding_a_presets_args_keeps_its_proxy_args(tmp_path: Path) -> None:
+    agents = load_agents(
+        write_config(tmp_path, {"agents": {"codex": {"args": ["exec", "{prompt}"]}}})
+    )
+    assert agents["codex"].proxy_args == PRESETS["codex"]["proxyArgs"]
+
+
+def test_proxy_settings_fill_in_the_route() -> None:
+    spec = AgentSpec(
+        command="a",
+        proxy_args=["-c", 'base_url="{proxyBaseUrl}"', "{taskId}"],
+        proxy_env={"CONFIG": '{"baseURL": "{proxyBaseUrl}", "key": "{proxyKey}"}'},
+    )
+    args, env = proxy_settings(spec, "http://127.0.0.1:1/t/openai", "dummy")
+    assert args == ["-c", 'base_url="http://127.0.0.1:1/t/openai"', "{taskId}"]
+    assert env == {"CONFIG": '{"baseURL": "http://127.0.0.1:1/t/openai", "key": "dummy"}'}
+
+
+def test_extra_arguments_go_just_before_the_prompt() -> None:
+    spec = AgentSpec(command="agent", args=["exec", "--quiet", "{prompt}", "--after"])
+    extra = ["-c", "x=1"]
+    assert render_argv(spec, "p", VALUES, extra) == [
+        "agent",
+        "exec",
+        "--quiet",
+        "-c",
+        "x=1",
+        "p",
+        "--after",
+    ]
+    appended = AgentSpec(command="agent", args=["--yes"], prompt="arg")
+    assert render_argv(appended, "p", VALUES, extra) == ["agent", "--yes", "-c", "x=1", "p"]
+
+
+def test_the_codex_preset_through_the_proxy() -> None:
+    codex = load_agents(None)["codex"]
+    args, env = proxy_settings(codex, "http://127.0.0.1:1/t/openai", "dummy")
+    argv = render_argv(codex, "p", VALUES, args)
+    assert argv[-1] == "p" and env == {}
+    flags = [argv[i + 1] for i, a in enumerate(argv) if a == "-c"]
+    assert "model_provider=orchestra" in flags
+    assert 'model_providers.orchestra.base_url="http://127.0.0.1:1/t/openai"' in flags
+    assert 'model_providers.orchestra.env_key="OPENAI_API_KEY"' in flags
+    assert 'model_providers.orchestra.wire_api="responses"' in flags
+
+
+def test_the_opencode_preset_through_the_proxy() -> None:
+    opencode = load_agents(None)["opencode"]
+    args, env = proxy_settings(opencode, "http://127.0.0.1:1/t/openai", "dummy")
+    config = json.loads(env["OPENCODE_CONFIG_CONTENT"])
+    assert args == []
+    assert config == {
+        "provider": {"openai": {"options": {"baseURL": "http://127.0.0.1:1/t/openai"}}}
+    }

@@ -337,3 +337,56 @@ def test_issues_with_an_empty_token_are_a_clear_usage_error(root: Path, token: s
     b = new_batch(root, issue_label="agent", repository=REPO, github_token=token)
     with pytest.raises(UsageError, match=r"a token \(GITHUB_TOKEN or --github-token\)"):
         batch.load(b)
+
+
+def test_a_bad_record_is_quarantined_and_every_other_task_runs(root: Path, tmp_path: Path) -> None:
+    store = Store(root).ensure()
+    (store.tasks_dir / "broken.json").write_text('{"taskId": "broken", "sta')
+    (store.tasks_dir / "copy.json").write_text(
+        json.dumps(new_record("a", "fake", "exit=0"))  # a backup copy of a's record
+    )
+    write_tasks(root, "tasks:\n  - id: a\n    prompt: exit=0\n  - id: b\n    prompt: exit=0\n")
+    summary = tmp_path / "summary.md"
+    env = {"GITHUB_STEP_SUMMARY": str(summary)}
+    settings = load_settings(root, isolation="none", default_agent="fake")
+    assert batch.run_batch(root, settings, redactor=Redactor(), env=env) == 0
+    assert {t: r["status"] for t, r in records(root).items()} == {"a": "complete", "b": "complete"}
+    results = json.loads(store.results_path.read_text())
+    assert [q["file"] for q in results["quarantined"]] == ["broken.json", "copy.json"]
+    assert "is not its file name" in results["quarantined"][1]["reason"]
+    text = summary.read_text()
+    assert "### Quarantined" in text and "`broken.json`: not valid JSON" in text
+
+
+def test_a_queued_task_whose_agent_is_gone_fails_alone(root: Path) -> None:
+    store = Store(root).ensure()
+    store.create(new_record("orphan", "gone-agent", "exit=0"))
+    store.create(new_record("fine", "fake", "exit=0"))
+    settings = load_settings(root, isolation="none")
+    assert batch.run_batch(root, settings, redactor=Redactor(), env={}) == 1
+    after = records(root)
+    assert after["fine"]["status"] == "complete"
+    assert after["orphan"]["status"] == "failed"
+    assert after["orphan"]["errorMessage"] == (
+        "agent 'gone-agent' is not defined: not a preset, and not in the agent config"
+    )
+    assert after["orphan"]["attempts"] == []
+
+
+def test_a_new_task_naming_an_unknown_agent_is_still_a_usage_error(root: Path) -> None:
+    b = new_batch(root)
+    b.sources.specs = [spec("x").model_copy(update={"agent": "nope"})]
+    with pytest.raises(UsageError, match="unknown agent 'nope'"):
+        batch.queue(b)
+
+
+def test_tasks_run_in_file_order_when_nothing_else_decides(root: Path, tmp_path: Path) -> None:
+    log = tmp_path / "starts.jsonl"
+    ids = ["w2", "w10", "w1", "b"]
+    write_tasks(
+        root, "tasks:\n" + "".join(f"  - {{id: {i}, prompt: 'record={log}'}}\n" for i in ids)
+    )
+    settings = load_settings(root, isolation="none", default_agent="fake", parallel=1)
+    assert batch.run_batch(root, settings, redactor=Redactor(), env={}) == 0
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [e["task"] for e in events if e["event"] == "start"] == ids

@@ -18,8 +18,10 @@ import pytest
 import structlog
 
 from orchestra_ci.credential_proxy import (
+    FATAL_PATTERNS,
     KEY_VARIABLES,
     PROVIDERS,
+    UNAVAILABLE_PATTERNS,
     CredentialProxy,
     Forward,
     Provider,
@@ -34,7 +36,9 @@ from orchestra_ci.credential_proxy import (
     proxy_config,
     response_headers,
     token_counts,
+    withheld_variables,
 )
+from orchestra_ci.limits import read_output
 from tests.doubles.fake_provider import Canned, FakeProvider
 
 HANG_GUARD = 10.0
@@ -487,6 +491,37 @@ def test_an_unreachable_upstream_gives_a_clear_502_and_the_proxy_keeps_serving(
     assert proxy.usage("t").requests == 1
 
 
+def test_the_proxys_own_errors_are_recognised_in_an_agents_output(api: FakeProvider) -> None:
+    down = f"http://127.0.0.1:{free_port()}"
+    held = {**credentials_for(api), "anthropic": credential("anthropic", "sk-ant-x" * 3, down)}
+    with CredentialProxy(held, connect_timeout=2) as proxy:
+        base = proxy.route("t").base_urls["openai"]
+        bodies = {
+            "unreachable": send(JSON_CASES["anthropic"], proxy.route("t")).body,
+            "no provider": call(base.replace("/openai", "/mistral") + "/x", _CHAT_BODY).body,
+            "refused": call(_with_token(base, "stale") + "/chat/completions", _CHAT_BODY).body,
+            "dot segments": call(f"{base}/../x", _CHAT_BODY).body,
+        }
+
+    def kind(body: bytes) -> tuple[str | None, str | None]:
+        message = json.loads(body)["error"]["message"]
+        claude = f"API Error: 502 {body.decode()}"  # the body as it came
+        codex = json.dumps({"type": "turn.failed", "error": {"message": body.decode()}})
+        seen = {
+            read_output(text, [*UNAVAILABLE_PATTERNS], [*FATAL_PATTERNS])
+            for text in (claude, codex)
+        }
+        assert len(seen) == 1, seen
+        verdict = seen.pop()
+        assert verdict.matched in (None, message)  # the whole message, no more
+        return verdict.kind, verdict.matched
+
+    assert kind(bodies["unreachable"])[0] == "rate_limited"
+    assert kind(bodies["no provider"])[0] == "fatal"
+    assert kind(bodies["refused"])[0] == "fatal"
+    assert kind(bodies["dot segments"]) == (None, None)
+
+
 def test_an_upstream_that_breaks_off_a_stream_cuts_the_agents_response_only(
     api: FakeProvider, proxy: CredentialProxy
 ) -> None:
@@ -623,6 +658,21 @@ def test_an_environment_without_keys_proxies_nothing_but_still_withholds_key_nam
     assert {"ANTHROPIC_API_KEY", "OPENAI_API_KEY", "CODEX_API_KEY", "GEMINI_API_KEY"} <= (
         config.withheld
     )
+
+
+def test_what_agents_must_not_get_is_every_key_and_the_held_providers_base_urls() -> None:
+    environ = {"OPENAI_API_KEY": "sk-x", "ANTHROPIC_BASE_URL": "https://gateway.example"}
+    config = proxy_config(environ)
+
+    assert config.withheld == KEY_VARIABLES | {"OPENAI_BASE_URL", "OPENAI_API_BASE"}
+    assert withheld_variables(["openai"]) == config.withheld
+    with CredentialProxy(config.credentials) as proxy:
+        assert proxy.providers == {"openai"}
+        assert proxy.withheld == config.withheld
+
+
+def test_usage_since_an_earlier_reading() -> None:
+    assert ProxyUsage(5, 300, 80).since(ProxyUsage(2, 100, 30)) == ProxyUsage(3, 200, 50)
 
 
 def test_keys_and_base_urls_are_read_from_the_environment() -> None:

@@ -75,11 +75,13 @@ def subcommands(
 
 
 def long_options(parser: argparse.ArgumentParser) -> list[str]:
+    """Its long options, without ``--help`` and the hidden copies of the global options
+    that every command takes too (documented once, with the global options)."""
     return [
         option
         for action in parser._actions
         for option in action.option_strings
-        if option.startswith("--") and option != "--help"
+        if option.startswith("--") and option != "--help" and action.help != argparse.SUPPRESS
     ]
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from orchestra_ci.batch import agents_for
+from orchestra_ci.credential_proxy import CredentialProxy
 from orchestra_ci.engine import Engine, RunOutcome
 from orchestra_ci.record import new_record
 from orchestra_ci.redact import Redactor
@@ -32,9 +33,9 @@ from tests.conftest import (
 )
 
 
-def run_in_process(root: Path, **flags: object) -> RunOutcome:
+def run_in_process(root: Path, proxy: CredentialProxy | None = None, **flags: object) -> RunOutcome:
     settings = load_settings(root, **{"isolation": "none", **flags})
-    engine = Engine(Store(root), agents_for(root, settings), settings, Redactor())
+    engine = Engine(Store(root), agents_for(root, settings), settings, Redactor(), proxy=proxy)
     return asyncio.run(engine.run())
 
 
@@ -513,3 +514,25 @@ def test_a_queued_task_removed_during_the_run_is_skipped(root: Path, cli: CliRun
     assert set(tasks) == {"first", "third"}
     assert tasks["first"]["status"] == "complete"
     assert tasks["third"]["status"] == "complete"  # checked on disk, then run
+
+
+def test_each_attempt_keeps_the_command_line_it_ran_with_secrets_masked(root: Path) -> None:
+    Store(root).ensure().create(new_record("a", "fake", "exit=0 token=tok-secret-98765"))
+    settings = load_settings(root, isolation="none")
+    engine = Engine(
+        Store(root), agents_for(root, settings), settings, Redactor(["tok-secret-98765"])
+    )
+    assert asyncio.run(engine.run()).exit_code == 0
+    (attempt,) = records(root)["a"]["attempts"]
+    assert attempt["argv"] == [sys.executable, FAKE_AGENT["args"][0], "exit=0 token=***"]
+
+
+def test_a_prompt_on_stdin_reaches_the_agent_whole(root: Path) -> None:
+    big = "line of the prompt\n" * 20_000  # 380 kB: more than one argument may hold
+    write_agents(
+        root, {"reader": {"command": "sh", "args": ["-c", "cat > got.txt"], "prompt": "stdin"}}
+    )
+    Store(root).ensure().create(new_record("a", "reader", big))
+    assert run_in_process(root).exit_code == 0
+    assert (root / "got.txt").read_text() == big
+    assert big not in json.dumps(records(root)["a"]["attempts"][0]["argv"])

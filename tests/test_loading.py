@@ -167,3 +167,11 @@ def test_load_prints_what_changed(root: Path, cli: Any) -> None:
     tasks.write_text("tasks:\n  - id: a\n    prompt: exit=0\n")
     out = cli("load", "--tasks-file", str(tasks)).stdout.strip()
     assert out == "added 0, updated 0, unchanged 1, retired 1 (no longer in their source)"
+
+
+def test_tasks_loaded_together_keep_their_file_order(store: Store) -> None:
+    from orchestra_ci.record import sort_key
+
+    ids = ["w2", "w10", "w1", "a"]
+    enqueue(store, [spec(i) for i in ids], agents(store))
+    assert [r["taskId"] for r in sorted(store.all(), key=sort_key)] == ids

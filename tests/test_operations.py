@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from orchestra_ci import operations
-from orchestra_ci.errors import StoreError, TaskNotFound, UsageError
+from orchestra_ci.errors import TaskNotFound, UsageError
 from orchestra_ci.operations import (
     cancel_task,
     clean_tasks,
@@ -397,12 +397,12 @@ def test_clean_leaves_a_cancelled_task_its_runner_is_still_stopping(store: Store
     assert clean_tasks(store, ["cancelled"]) == ["stopping"]
 
 
-def test_clean_reports_a_corrupt_record(store: Store) -> None:
+def test_clean_goes_on_past_a_corrupt_record(store: Store) -> None:
     put(store, "fine", "complete")
     store.record_path("broken").write_text("{not json")
-    with pytest.raises(StoreError, match=r"broken\.json"):
-        clean_tasks(store, ["complete"])
-    assert store.record_path("fine").exists()
+    assert clean_tasks(store, ["complete"]) == ["fine"]
+    assert not store.record_path("fine").exists()
+    assert [name for name, _ in store.quarantined()] == ["broken.json"]
 
 
 def test_records_stay_json_objects_after_operations(store: Store) -> None:

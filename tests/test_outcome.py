@@ -2,6 +2,8 @@
 
 import pytest
 
+from orchestra_ci.final_result import FinalResult
+from orchestra_ci.limits import OutputVerdict
 from orchestra_ci.outcome import AttemptResult, StopReason, Verdict, classify
 
 COMPLETIONS = ["exit", "sentinel"]
@@ -139,3 +141,31 @@ def test_stop_reason_wins_over_exit_code_and_sentinels(reason: StopReason, outco
     )
     for completion in COMPLETIONS:
         assert classify(result, completion).outcome == outcome
+
+
+def test_exit_zero_with_a_failed_final_result_fails_with_its_error() -> None:
+    result = AttemptResult(exit_code=0, reported=FinalResult(False, "no response"))
+    assert classify(result, "exit") == Verdict(
+        "failed", "agent exited 0 but reported a failure: no response"
+    )
+
+
+def test_exit_zero_with_a_failed_final_result_and_a_rate_limit_is_rate_limited() -> None:
+    result = AttemptResult(
+        exit_code=0,
+        reported=FinalResult(False, "quota"),
+        output=OutputVerdict("rate_limited", 5, "429"),
+    )
+    assert classify(result, "exit") == Verdict(
+        "rate_limited", "rate limited: 429 (retry after 5s)", 5
+    )
+
+
+def test_a_successful_final_result_does_not_make_a_failed_exit_a_success() -> None:
+    result = AttemptResult(exit_code=1, reported=FinalResult(True))
+    assert classify(result, "exit") == Verdict("failed", "agent exited with code 1")
+
+
+def test_a_sentinel_agent_still_needs_its_done_file_with_a_successful_result() -> None:
+    result = AttemptResult(exit_code=0, reported=FinalResult(True))
+    assert classify(result, "sentinel").outcome == "failed"

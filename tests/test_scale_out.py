@@ -105,7 +105,7 @@ def test_three_shards_then_merge(tmp_path: Path) -> None:
     assert merge.returncode != 0
     merged = json.loads((merged_root / ".orchestra/results.json").read_text())
     assert merged["missingShards"] == ["3/3"]
-    assert "shard 3/3 did not report" in merge.stdout
+    assert "orchestra-ci: error: shard 3/3 did not report" in merge.stderr
 
 
 def test_bad_shard_is_a_usage_error(tmp_path: Path) -> None:
@@ -113,3 +113,15 @@ def test_bad_shard_is_a_usage_error(tmp_path: Path) -> None:
     result = orchestra("--root", str(root), "run", "--shard", "4/3")
     assert result.returncode == 2
     assert "shard" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_plan_with_fewer_tasks_than_shards_says_so(tmp_path: Path) -> None:
+    root = shard_root(tmp_path, "few", tmp_path / "r.jsonl")
+    (root / ".orchestra/tasks.yml").write_text("tasks:\n  - {id: a, agent: fake, prompt: x}\n")
+    plan = orchestra("--root", str(root), "plan", "--shards", "3")
+    assert plan.returncode == 0
+    assert (
+        plan.stderr
+        == "orchestra-ci: notice: 1 tasks for 3 shards: 2 shards will have nothing to do\n"
+    )
+    assert json.loads(plan.stdout)["shard"] == ["1/3", "2/3", "3/3"]

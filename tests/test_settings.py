@@ -141,6 +141,14 @@ def test_yaml_numbers_are_seconds(project: Path) -> None:
     assert (s.grace, s.timeout) == (5.0, 2.5)
 
 
+def test_the_credential_proxy_is_off_in_the_cli_unless_turned_on(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert load_settings(project).credential_proxy is False
+    monkeypatch.setenv("ORCHESTRA_CREDENTIAL_PROXY", "true")
+    assert load_settings(project).credential_proxy is True
+
+
 def test_env_booleans(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ORCHESTRA_FAIL_ON_PENDING", "true")
     assert load_settings(project).fail_on_pending is True
@@ -164,7 +172,8 @@ def test_bad_env_value_is_a_one_line_usage_error(
     project: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
 ) -> None:
     monkeypatch.setenv(variable, value)
-    assert setting in usage_error(project)
+    message = usage_error(project)
+    assert message.startswith(f"{variable}: ") and "\n" not in message
 
 
 @pytest.mark.parametrize(
@@ -199,11 +208,10 @@ def test_malformed_config_file_is_a_one_line_usage_error_naming_it(
     assert "config.yml" in usage_error(project)
 
 
-def test_unknown_keys_in_config_file_are_ignored(project: Path) -> None:
-    config(project, "parallel: 3\nno_such_setting: 1\nnested: {x: [1, 2]}\n")
-    s = load_settings(project)
-    assert s.parallel == 3
-    assert not hasattr(s, "no_such_setting")
+def test_unknown_keys_in_config_file_are_rejected(project: Path) -> None:
+    config(project, "parallel: 3\nno_such_setting: 1\n")
+    with pytest.raises(UsageError, match=r"config.yml: unknown setting 'no_such_setting'$"):
+        load_settings(project)
 
 
 def test_unrelated_orchestra_variables_are_ignored(
@@ -237,3 +245,27 @@ def test_config_is_read_from_the_given_root_only(
 def test_config_file_that_is_not_a_mapping_says_so(project: Path, text: str) -> None:
     config(project, text)
     assert "mapping" in usage_error(project)
+
+
+def test_an_unknown_key_in_config_yml_is_named_with_the_nearest_setting(project: Path) -> None:
+    config(project, "paralel: 3\n")
+    with pytest.raises(
+        UsageError, match=r"unknown setting 'paralel' \(did you mean 'parallel'\?\)"
+    ):
+        load_settings(project)
+
+
+def test_a_bad_value_is_named_by_where_it_came_from(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(UsageError, match=r"^--max-cost-usd: Input should be greater"):
+        load_settings(project, max_cost_usd=-3)
+    with pytest.raises(UsageError, match=r"^input 'parallel': Input should be greater"):
+        load_settings(project, named=lambda f: f"input {f!r}", parallel=0)
+    monkeypatch.setenv("ORCHESTRA_PARALLEL", "0")
+    with pytest.raises(UsageError, match=r"^ORCHESTRA_PARALLEL: Input should be greater"):
+        load_settings(project)
+    monkeypatch.delenv("ORCHESTRA_PARALLEL")
+    config(project, "parallel: 0\n")
+    with pytest.raises(UsageError, match=r"config.yml: field 'parallel': Input should be"):
+        load_settings(project)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from orchestra_ci.errors import StoreError, TaskNotFound
+from orchestra_ci.errors import TaskNotFound
 from orchestra_ci.record import TaskRecord, new_record
 from orchestra_ci.status_view import detail, raw_json_array, raw_json_object, table
 from orchestra_ci.store import Store
@@ -59,14 +59,13 @@ def test_raw_json_array_holds_every_record_byte_for_byte_sorted_by_id(store: Sto
     "content",
     [b'{"taskId": "bad", "status": "pen', b"", b"[1, 2]", b"null", b"\x00\x01"],
 )
-def test_raw_json_array_names_a_corrupt_record(store: Store, content: bytes) -> None:
+def test_raw_json_array_skips_and_quarantines_a_corrupt_record(
+    store: Store, content: bytes
+) -> None:
     put(store, "good")
     store.record_path("bad").write_bytes(content)
-
-    with pytest.raises(StoreError) as info:
-        raw_json_array(store)
-
-    assert str(store.record_path("bad")) in str(info.value)
+    assert [r["taskId"] for r in json.loads(raw_json_array(store))] == ["good"]
+    assert [name for name, _ in store.quarantined()] == ["bad.json"]
 
 
 def test_raw_json_object_is_one_record_as_stored(store: Store) -> None:
@@ -87,10 +86,11 @@ def test_raw_json_object_of_an_unknown_task(store: Store, task_id: str) -> None:
     assert info.value.exit_code == 2
 
 
-def test_raw_json_object_names_a_corrupt_record(store: Store) -> None:
+def test_raw_json_object_of_a_corrupt_record_quarantines_it(store: Store) -> None:
     store.record_path("bad").write_text('{"taskId": "bad"')
-    with pytest.raises(StoreError, match=r"bad\.json: not a JSON object"):
+    with pytest.raises(TaskNotFound):
         raw_json_object(store, "bad")
+    assert dict(store.quarantined())["bad.json"] == "not a task record (not a JSON object)"
 
 
 # -- table ---------------------------------------------------------------------------------
@@ -106,9 +106,15 @@ def _rows(text: str) -> dict[str, list[str]]:
 
 
 def test_table_rows_summary_and_order(store: Store) -> None:
-    put(store, "done", "complete", startedAt=ago(130), completedAt=ago(5), attempts=[{}])
-    put(store, "broke", "failed", errorMessage="agent exited with code 3", attempts=[{}, {}])
-    put(store, "busy", "running", startedAt=ago(20), attempts=[{}])
+    put(store, "done", "complete", startedAt=ago(130), completedAt=ago(5), attempts=[{"number": 1}])
+    put(
+        store,
+        "broke",
+        "failed",
+        errorMessage="agent exited with code 3",
+        attempts=[{"number": 1}, {"number": 2}],
+    )
+    put(store, "busy", "running", startedAt=ago(20), attempts=[{"number": 1}])
     put(store, "waiting", "pending", prompt="do\nthe   thing")
     put(store, "stopped", "cancelled", errorMessage="cancelled")
 

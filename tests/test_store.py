@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestra_ci.errors import StoreError, TaskNotFound, UsageError
+from orchestra_ci.errors import TaskNotFound, UsageError
 from orchestra_ci.record import TaskRecord, new_record, parse_time
 from orchestra_ci.store import RunnerLease, Store
 from tests.conftest import alive
@@ -196,32 +196,96 @@ def test_delete_removes_every_file_of_the_task(store: Store) -> None:
     store.delete("gone")  # deleting again is harmless
 
 
-def test_corrupt_record_raises_store_error_naming_the_file(store: Store) -> None:
+def quarantined(store: Store) -> dict[str, str]:
+    return dict(store.quarantined())
+
+
+def test_a_truncated_record_is_quarantined_and_the_rest_of_the_queue_reads(store: Store) -> None:
     add(store, "good")
     path = store.record_path("bad")
     path.write_text('{"taskId": "bad", "status": ')
-    for call in (lambda: store.read("bad"), lambda: store.get("bad"), store.all):
-        with pytest.raises(StoreError) as info:
-            call()
-        assert str(path) in str(info.value)
-        assert "\n" not in str(info.value)
+    assert [r["taskId"] for r in store.all()] == ["good"]
+    assert not path.exists()
+    assert (store.quarantine_dir / "bad.json").read_text() == '{"taskId": "bad", "status": '
+    assert quarantined(store)["bad.json"].startswith("not valid JSON")
+    with pytest.raises(TaskNotFound):
+        store.get("bad")
 
 
-@pytest.mark.parametrize("content", [b"[1, 2]", b'{"status": "pending"}', b"\xff\xfe\x00", b""])
-def test_record_that_is_not_a_task_raises_store_error(store: Store, content: bytes) -> None:
-    path = store.record_path("odd")
-    path.write_bytes(content)
-    with pytest.raises(StoreError, match=str(path)):
-        store.read("odd")
+def odd(extra: str) -> bytes:
+    """A record of task ``odd`` with ``extra`` fields (JSON text) added."""
+    return (
+        '{"taskId": "odd", "status": "pending", "agent": "a", "prompt": "p"' + extra + "}"
+    ).encode()
 
 
-def test_unreadable_record_raises_store_error_naming_the_file(store: Store) -> None:
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"[1, 2]", "not a task record (a JSON list, not an object)"),
+        (b'{"status": "pending"}', "no taskId"),
+        (b"\xff\xfe\x00", "not valid JSON"),
+        (b"", "not valid JSON"),
+        (b'{"taskId": "odd", "agent": "a", "prompt": "p"}', "no status"),
+        (b'{"taskId": "odd", "status": "paused", "agent": "a", "prompt": "p"}', "unknown status"),
+        (b'{"taskId": "other", "status": "pending", "agent": "a", "prompt": "p"}', "a copy?"),
+        (
+            odd(', "blockedBy": []'),
+            "field 'blockedBy' has the wrong type (list)",
+        ),
+        (
+            odd(', "retryCount": "x"'),
+            "field 'retryCount' has the wrong type (str)",
+        ),
+        (
+            odd(', "attempts": {}'),
+            "field 'attempts' is not a list",
+        ),
+    ],
+)
+def test_a_record_that_is_not_a_usable_task_is_quarantined_with_its_reason(
+    store: Store, content: bytes, reason: str
+) -> None:
+    store.record_path("odd").write_bytes(content)
+    assert store.read("odd") is None
+    assert reason in quarantined(store)["odd.json"]
+    assert (store.quarantine_dir / "odd.json").read_bytes() == content
+
+
+def test_a_second_bad_copy_of_one_name_does_not_overwrite_the_first(store: Store) -> None:
+    for text in ("{", "[]"):
+        store.record_path("x").write_text(text)
+        store.read("x")
+    assert quarantined(store) == {
+        "x.json": "not valid JSON (Expecting property name enclosed in double quotes: "
+        "line 1 column 2 (char 1))",
+        "x.json.1": "not a task record (a JSON list, not an object)",
+    }
+
+
+def test_an_agent_orchestrator_record_is_not_quarantined(store: Store) -> None:
+    legacy = {
+        "taskId": "legacy",
+        "status": "pending",
+        "agent": "claude",
+        "prompt": "fix it",
+        "createdAt": "2024-05-01T10:00:00.000",
+        "retryCount": 0,
+        "maxRetries": 3,
+        "retryHistory": [],
+        "priority": 0,
+        "logFile": ".orchestra/logs/legacy.log",
+    }
+    store.record_path("legacy").write_text(json.dumps(legacy))
+    assert store.read("legacy") == legacy
+    assert quarantined(store) == {}
+
+
+def test_an_unreadable_record_is_quarantined(store: Store) -> None:
     path = store.record_path("dir")
     path.mkdir()
-    with pytest.raises(StoreError, match=str(path)):
-        store.read("dir")
-    with pytest.raises(StoreError, match=str(path)):
-        store.all()
+    assert store.all() == []
+    assert "cannot be read" in quarantined(store)["dir.json"]
 
 
 # -- the queue lock -------------------------------------------------------------------------

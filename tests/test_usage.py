@@ -47,3 +47,25 @@ def test_wrong_types_are_ignored() -> None:
         {"type": "result", "total_cost_usd": "a lot", "num_turns": True, "usage": "none"}
     )
     assert parse_usage(line) == Usage()
+
+
+def test_the_proxys_counts_fill_in_what_the_agent_did_not_report() -> None:
+    silent = Usage()
+    assert silent.with_proxy_counts(3, 120, 40) == Usage(
+        input_tokens=120, output_tokens=40, requests=3
+    )
+    assert silent.with_proxy_counts(3, 120, 40).fields() == {
+        "inputTokens": 120,
+        "outputTokens": 40,
+        "requests": 3,
+    }
+
+
+def test_what_the_agent_reported_wins_over_the_proxys_counts() -> None:
+    reported = Usage(cost_usd=0.5, turns=2, input_tokens=1000, output_tokens=200)
+    assert reported.with_proxy_counts(2, 990, 199) == Usage(0.5, 2, 1000, 200, requests=2)
+
+
+def test_responses_that_showed_no_tokens_record_none() -> None:
+    assert Usage().with_proxy_counts(0, 0, 0) == Usage(requests=0)
+    assert Usage().with_proxy_counts(2, 0, 0) == Usage(requests=2)

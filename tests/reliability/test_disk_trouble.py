@@ -230,7 +230,10 @@ def test_an_agent_filling_a_real_disk(tmp_path: Path) -> None:
         (root / ".orchestra").mkdir()
         write_agents(
             root,
-            {"fake": FAKE_AGENT, "filler": {"command": sys.executable, "args": ["-c", FILLER]}},
+            {
+                "fake": FAKE_AGENT,
+                "filler": {"command": sys.executable, "args": ["-c", FILLER, "{prompt}"]},
+            },
         )
         once = tmp_path / "filled-once"
         write_tasks(
