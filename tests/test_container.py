@@ -174,6 +174,7 @@ def run_act(
         "--container-daemon-socket",
         "-",
         "--no-cache-server",
+        "--rm",  # act keeps a failed job's container for debugging, unless told
         "--artifact-server-path",
         str(artifacts),
         "--artifact-server-addr",
@@ -189,16 +190,21 @@ def run_act(
         "XDG_CACHE_HOME": str(home / "cache"),
         **{k: v for k, v in os.environ.items() if k.startswith("DOCKER_")},
     }
-    result = subprocess.run(
-        command,
-        cwd=ws,
-        env=run_env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    try:
+        result = subprocess.run(
+            command,
+            cwd=ws,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    finally:  # act names the job's container after the workflow and the job
+        left = docker("ps", "-aq", "--filter", "name=act-container-test-", check=False)
+        if left.stdout.split():
+            docker("rm", "-f", *left.stdout.split(), check=False)
     text = result.stdout + result.stderr
     entries = []
     for line in text.splitlines():
