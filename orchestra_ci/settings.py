@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     parallel: int = Field(default=4, ge=1, le=512)
     time_budget: Duration | None = None
     grace: Duration = 10.0
-    timeout: Duration = 1800.0
+    timeout: Annotated[Duration, Field(gt=0)] = 1800.0  # 0 would stop every agent at once
     backoff: Duration = 10.0
     backoff_max: Duration = 600.0
     fail_on_pending: bool = False
