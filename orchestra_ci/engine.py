@@ -44,7 +44,13 @@ from orchestra_ci.durations import format_duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.final_result import read_result
 from orchestra_ci.limits import looks_successful, read_output
-from orchestra_ci.outcome import AttemptResult, Verdict, classify
+from orchestra_ci.outcome import (
+    AttemptResult,
+    Verdict,
+    changes_required,
+    classify,
+    require_change,
+)
 from orchestra_ci.process import (
     Control,
     Launch,
@@ -518,6 +524,12 @@ class Engine:
                     )
             if self.isolation is not None and verdict.outcome not in ("interrupted", "cancelled"):
                 extra.update(await asyncio.to_thread(self._collect, task_id))
+                required = changes_required(
+                    record.get("requireChanges"),
+                    self.settings.require_changes,
+                    record.get("source") or "",
+                )
+                verdict = require_change(verdict, extra.get("changedFiles"), required)
             release_slot()
             shown = [self.redactor(part) for part in argv]
             await self._finish(

@@ -45,6 +45,7 @@ def _spec_fields(spec: "TaskSpec") -> dict[str, object]:
         "backoff": spec.backoff,
         "backoffMax": spec.backoff_max,
         "verify": spec.verify,
+        "requireChanges": spec.require_changes,
     }
 
 
@@ -60,6 +61,7 @@ _KEPT = (
     "backoff",
     "backoffMax",
     "verify",
+    "requireChanges",
     "sourceFile",
     "source",
     "createdAt",

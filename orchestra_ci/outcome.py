@@ -1,5 +1,6 @@
 """What an attempt's ending means: pure classification, no I/O."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -30,6 +31,27 @@ class Verdict:
     outcome: Outcome
     error: str | None = None
     retry_after: float | None = None
+
+
+NO_CHANGES = "the agent made no changes"
+
+
+def changes_required(record_value: bool | None, setting: bool | None, source: str) -> bool:
+    """Whether the task asks for a change: its own value, else the setting, else on for
+    tasks from issues (an issue asks for a fix; a tasks-file task may only report)."""
+    if record_value is not None:
+        return record_value
+    if setting is not None:
+        return setting
+    return source == "issue"
+
+
+def require_change(verdict: Verdict, changed: Sequence[str] | None, required: bool) -> Verdict:
+    """A success that changed no file fails when the task asks for a change (``changed``
+    None: unknown, without a worktree: the verdict stands)."""
+    if required and verdict.outcome == "success" and changed is not None and not changed:
+        return Verdict("failed", NO_CHANGES)
+    return verdict
 
 
 def _describe_exit(code: int | None) -> str:

@@ -94,6 +94,7 @@ class TaskRecord(TypedDict, total=False):
     backoffMax: float | None
     nextAgent: str | None
     verify: str | None
+    requireChanges: bool | None
     verifyOutput: str | None
     branch: str | None
     patch: str | None

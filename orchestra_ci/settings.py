@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     max_cost_usd: float | None = Field(default=None, ge=0)
     isolation: Literal["auto", "worktree", "none"] = "auto"
     verify: str | None = None
+    # An attempt that exits 0 and changes nothing fails: None = on for tasks from issues
+    # (they ask for a change), off for the others.
+    require_changes: bool | None = None
     credential_proxy: bool = False  # agents reach the providers through a key-holding proxy
 
     # GitHub: the same variables the Actions runner sets, so a local run needs only those.
