@@ -62,6 +62,7 @@ class AgentSpec(BaseModel):
     args: list[str] = Field(default_factory=lambda: ["{prompt}"])
     env: dict[str, str] = Field(default_factory=dict)
     timeout: Duration | None = None
+    stall_timeout: Duration | None = Field(default=None, alias="stallTimeout", gt=0)
     completion: Literal["exit", "sentinel"] = "exit"
     fallback: list[str] = Field(default_factory=list)
     rate_limit_patterns: list[str] = Field(default_factory=list, alias="rateLimitPatterns")

@@ -46,6 +46,7 @@ def _spec_fields(spec: "TaskSpec") -> dict[str, object]:
         "backoffMax": spec.backoff_max,
         "verify": spec.verify,
         "requireChanges": spec.require_changes,
+        "stallTimeout": spec.stall_timeout,
     }
 
 
@@ -62,6 +63,7 @@ _KEPT = (
     "backoffMax",
     "verify",
     "requireChanges",
+    "stallTimeout",
     "sourceFile",
     "source",
     "createdAt",

@@ -8,7 +8,7 @@ from orchestra_ci.final_result import FinalResult
 from orchestra_ci.limits import OutputVerdict
 from orchestra_ci.record import Outcome
 
-StopReason = Literal["timeout", "cancelled", "interrupted"]
+StopReason = Literal["timeout", "stalled", "cancelled", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +21,7 @@ class AttemptResult:
     done_sentinel: bool = False
     error_sentinel: dict[str, Any] | None = None
     timeout: float | None = None
+    stall_timeout: float | None = None
     output: OutputVerdict = field(default_factory=OutputVerdict)
     reported_success: bool = True  # False when success patterns are set and none matched
     reported: FinalResult | None = None  # the final result its output holds (resultFormat)
@@ -84,6 +85,9 @@ def classify(result: AttemptResult, completion: str) -> Verdict:
         return Verdict("cancelled", "cancelled")
     if result.stop_reason == "interrupted":
         return Verdict("interrupted", "interrupted: the run stopped before the agent finished")
+    if result.stop_reason == "stalled":
+        quiet = f" for {result.stall_timeout:g}s" if result.stall_timeout is not None else ""
+        return Verdict("stalled", f"stalled: no output and no file change{quiet}")
     if result.stop_reason == "timeout":
         after = f" after {result.timeout:g}s" if result.timeout is not None else ""
         return Verdict("timeout", f"timed out{after}")

@@ -17,6 +17,7 @@ Outcome = Literal[
     "success",
     "failed",
     "timeout",
+    "stalled",
     "not_found",
     "interrupted",
     "cancelled",
@@ -95,6 +96,7 @@ class TaskRecord(TypedDict, total=False):
     nextAgent: str | None
     verify: str | None
     requireChanges: bool | None
+    stallTimeout: float | None
     verifyOutput: str | None
     branch: str | None
     patch: str | None

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     time_budget: Duration | None = None
     grace: Duration = 10.0
     timeout: Annotated[Duration, Field(gt=0)] = 1800.0  # 0 would stop every agent at once
+    # No output and no file change in the worktree this long: the attempt is `stalled`.
+    stall_timeout: Annotated[Duration, Field(gt=0)] | None = 600.0
     backoff: Duration = 10.0
     backoff_max: Duration = 600.0
     fail_on_pending: bool = False
