@@ -56,6 +56,7 @@ class ActionInputs(BaseSettings):
     state: str = "artifact"
     retry: str = ""
     credential_proxy: str = "true"
+    require_changes: str = ""
 
     def settings_overrides(self) -> dict[str, Any]:
         """Non-empty inputs, named as Settings fields."""

@@ -19,6 +19,7 @@ from pydantic import (
 from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.final_result import ResultFormat
+from orchestra_ci.outcome import NO_CHANGES
 from orchestra_ci.presets import PRESETS
 from orchestra_ci.providers import Provider
 from orchestra_ci.record import TaskRecord
@@ -61,6 +62,7 @@ class AgentSpec(BaseModel):
     args: list[str] = Field(default_factory=lambda: ["{prompt}"])
     env: dict[str, str] = Field(default_factory=dict)
     timeout: Duration | None = None
+    stall_timeout: Duration | None = Field(default=None, alias="stallTimeout", gt=0)
     completion: Literal["exit", "sentinel"] = "exit"
     fallback: list[str] = Field(default_factory=list)
     rate_limit_patterns: list[str] = Field(default_factory=list, alias="rateLimitPatterns")
@@ -200,6 +202,11 @@ def substitute(text: str, values: dict[str, str]) -> str:
 def with_feedback(record: TaskRecord) -> str:
     """The task's prompt, plus why the last attempt's result was rejected, if it was."""
     output = record.get("verifyOutput")
+    if record["status"] == "pending" and record.get("errorMessage") == NO_CHANGES:
+        return (
+            f"{record['prompt']}\n\nA previous attempt at this task ended without changing "
+            "any file. This task asks for a change: make it in the working tree."
+        )
     if not output:
         return record["prompt"]
     command = record.get("verify") or "the verification command"

@@ -251,6 +251,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
     path = store.log_path(args.task_id)
     out = sys.stdout.buffer
     offset = 0
+    said_waiting = False
     try:
         while True:
             # Look at the status before reading: whatever the runner wrote before it
@@ -268,6 +269,13 @@ def cmd_logs(args: argparse.Namespace) -> int:
             except FileNotFoundError:
                 if not args.follow:
                     print(f"(no log yet for {args.task_id})", file=sys.stderr)
+                elif not said_waiting:
+                    said_waiting = True
+                    print(
+                        f"(waiting for {args.task_id} to start; Ctrl-C to stop)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             out.flush()
             if last:
                 return 0

@@ -44,7 +44,13 @@ from orchestra_ci.durations import format_duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.final_result import read_result
 from orchestra_ci.limits import looks_successful, read_output
-from orchestra_ci.outcome import AttemptResult, Verdict, classify
+from orchestra_ci.outcome import (
+    AttemptResult,
+    Verdict,
+    changes_required,
+    classify,
+    require_change,
+)
 from orchestra_ci.process import (
     Control,
     Launch,
@@ -472,6 +478,7 @@ class Engine:
         agent = attempt["agent"]
         spec = self.agents[agent]
         timeout = record.get("timeout") or spec.timeout or self.settings.timeout
+        stall = record.get("stallTimeout") or spec.stall_timeout or self.settings.stall_timeout
         log.info("task started", task=task_id, attempt=attempt["number"], agent=agent)
         try:
             workdir = self.store.root
@@ -498,10 +505,12 @@ class Engine:
                 argv = render_argv(spec, prompt, values, access.args if access else ())
                 stdin = prompt.encode() if spec.prompt_via == "stdin" else None
                 result = await self._run(
-                    task_id, attempt, argv, workdir, env, header, timeout, control, stdin
+                    task_id, attempt, argv, workdir, env, header, timeout, control, stdin, stall
                 )
                 tail = result.tail.decode(errors="replace")
-                verdict = self._verdict(task_id, spec, result, tail, timeout, access is not None)
+                verdict = self._verdict(
+                    task_id, spec, result, tail, (timeout, stall), access is not None
+                )
                 self._note_agent(agent, verdict)
                 usage = parse_usage(tail)
                 self.cost_usd += usage.cost_usd or 0.0
@@ -518,6 +527,12 @@ class Engine:
                     )
             if self.isolation is not None and verdict.outcome not in ("interrupted", "cancelled"):
                 extra.update(await asyncio.to_thread(self._collect, task_id))
+                required = changes_required(
+                    record.get("requireChanges"),
+                    self.settings.require_changes,
+                    record.get("source") or "",
+                )
+                verdict = require_change(verdict, extra.get("changedFiles"), required)
             release_slot()
             shown = [self.redactor(part) for part in argv]
             await self._finish(
@@ -547,7 +562,7 @@ class Engine:
         spec: AgentSpec,
         result: ProcessResult,
         tail: str,
-        timeout: float,
+        limits: tuple[float, float | None],  # the timeout and the stall timeout it ran with
         proxied: bool,
     ) -> Verdict:
         """What the agent's ending means. Through the credential proxy, the proxy's own
@@ -562,7 +577,8 @@ class Engine:
                 spawn_error=result.spawn_error,
                 done_sentinel=self.store.sentinel(task_id, "done").exists(),
                 error_sentinel=self.store.read_error(task_id, clean=self.redactor),
-                timeout=timeout,
+                timeout=limits[0],
+                stall_timeout=limits[1],
                 output=read_output(tail, limited, fatal),
                 reported_success=looks_successful(tail, spec.success_patterns),
                 reported=read_result(spec.result_format, tail),
@@ -616,6 +632,7 @@ class Engine:
         timeout: float,
         control: Control,
         stdin: bytes | None = None,
+        stall_timeout: float | None = None,
     ) -> ProcessResult:
         """Run one process of the attempt (the agent, or the verification command)."""
         launch = Launch(
@@ -630,6 +647,7 @@ class Engine:
             redactor=self.redactor,
             log_cap=self.settings.log_cap_bytes,
             stdin=stdin,
+            stall_timeout=stall_timeout,
         )
         return await run_attempt(
             launch, control, lambda pid: self.store.write_pid(task_id, pid), self.supervisor

@@ -45,6 +45,8 @@ def _spec_fields(spec: "TaskSpec") -> dict[str, object]:
         "backoff": spec.backoff,
         "backoffMax": spec.backoff_max,
         "verify": spec.verify,
+        "requireChanges": spec.require_changes,
+        "stallTimeout": spec.stall_timeout,
     }
 
 
@@ -60,6 +62,8 @@ _KEPT = (
     "backoff",
     "backoffMax",
     "verify",
+    "requireChanges",
+    "stallTimeout",
     "sourceFile",
     "source",
     "createdAt",

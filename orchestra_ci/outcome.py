@@ -1,5 +1,6 @@
 """What an attempt's ending means: pure classification, no I/O."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -7,7 +8,7 @@ from orchestra_ci.final_result import FinalResult
 from orchestra_ci.limits import OutputVerdict
 from orchestra_ci.record import Outcome
 
-StopReason = Literal["timeout", "cancelled", "interrupted"]
+StopReason = Literal["timeout", "stalled", "cancelled", "interrupted"]
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class AttemptResult:
     done_sentinel: bool = False
     error_sentinel: dict[str, Any] | None = None
     timeout: float | None = None
+    stall_timeout: float | None = None
     output: OutputVerdict = field(default_factory=OutputVerdict)
     reported_success: bool = True  # False when success patterns are set and none matched
     reported: FinalResult | None = None  # the final result its output holds (resultFormat)
@@ -30,6 +32,27 @@ class Verdict:
     outcome: Outcome
     error: str | None = None
     retry_after: float | None = None
+
+
+NO_CHANGES = "the agent made no changes"
+
+
+def changes_required(record_value: bool | None, setting: bool | None, source: str) -> bool:
+    """Whether the task asks for a change: its own value, else the setting, else on for
+    tasks from issues (an issue asks for a fix; a tasks-file task may only report)."""
+    if record_value is not None:
+        return record_value
+    if setting is not None:
+        return setting
+    return source == "issue"
+
+
+def require_change(verdict: Verdict, changed: Sequence[str] | None, required: bool) -> Verdict:
+    """A success that changed no file fails when the task asks for a change (``changed``
+    None: unknown, without a worktree: the verdict stands)."""
+    if required and verdict.outcome == "success" and changed is not None and not changed:
+        return Verdict("failed", NO_CHANGES)
+    return verdict
 
 
 def _describe_exit(code: int | None) -> str:
@@ -62,6 +85,9 @@ def classify(result: AttemptResult, completion: str) -> Verdict:
         return Verdict("cancelled", "cancelled")
     if result.stop_reason == "interrupted":
         return Verdict("interrupted", "interrupted: the run stopped before the agent finished")
+    if result.stop_reason == "stalled":
+        quiet = f" for {result.stall_timeout:g}s" if result.stall_timeout is not None else ""
+        return Verdict("stalled", f"stalled: no output and no file change{quiet}")
     if result.stop_reason == "timeout":
         after = f" after {result.timeout:g}s" if result.timeout is not None else ""
         return Verdict("timeout", f"timed out{after}")

@@ -42,6 +42,7 @@ class Launch:
     redactor: Redactor  # masks secrets in the log
     log_cap: int = 50 * 1024 * 1024
     stdin: bytes | None = None  # what the agent reads on its standard input (else nothing)
+    stall_timeout: float | None = None  # no output and no file change that long: stalled
 
 
 @dataclass
@@ -305,6 +306,7 @@ class _LogPump:
             os.close(self._log)
             raise
         self.cap = cap
+        self.last_output = time.monotonic()
         self.written = 0
         self.tail = bytearray()
         self.truncated = False
@@ -330,6 +332,7 @@ class _LogPump:
         if not chunk:
             self.detach()
             return
+        self.last_output = time.monotonic()
         self.tail += chunk
         if len(self.tail) > _TAIL:
             del self.tail[: len(self.tail) - _TAIL]
@@ -434,6 +437,34 @@ def _stdin(data: bytes | None) -> int | None:
     return fd
 
 
+def _tree_mtime(top: Path) -> int:
+    """The newest modification time under ``top`` in ns; ``.git`` and the queue's own
+    ``.orchestra`` (rewritten by the runner itself) left out."""
+    newest = 0
+    for directory, dirs, files in os.walk(top):
+        dirs[:] = [d for d in dirs if d not in (".git", ".orchestra")]
+        for name in [*dirs, *files]:
+            with contextlib.suppress(OSError):
+                newest = max(newest, os.lstat(os.path.join(directory, name)).st_mtime_ns)
+    return newest
+
+
+async def _stalled(log: "_LogPump", workdir: Path, limit: float) -> None:
+    """Return once the agent has printed nothing and changed no file in ``workdir`` for
+    ``limit`` seconds (a hung CLI, or one waiting on a prompt nobody will answer)."""
+    step = min(max(1.0, limit / 20), limit)
+    files = await asyncio.to_thread(_tree_mtime, workdir)
+    changed = time.monotonic()
+    while True:
+        quiet = time.monotonic() - max(log.last_output, changed)
+        if quiet >= limit:
+            return
+        await asyncio.sleep(min(step, limit - quiet))
+        now_files = await asyncio.to_thread(_tree_mtime, workdir)
+        if now_files != files:
+            files, changed = now_files, time.monotonic()
+
+
 async def run_attempt(
     launch: Launch,
     control: Control,
@@ -488,18 +519,28 @@ async def run_attempt(
         raise
     exited = _exited(proc.pid, lambda: proc.poll() is not None)
     stopper = asyncio.ensure_future(control.wait())
+    watchers: set[asyncio.Future[None]] = {exited, stopper}
+    stall = None
+    if launch.stall_timeout:
+        stall = asyncio.ensure_future(_stalled(log, launch.cwd, launch.stall_timeout))
+        watchers.add(stall)
     stop_reason: StopReason | None = None
     try:
         done, _ = await asyncio.wait(
-            {exited, stopper}, timeout=launch.timeout, return_when=asyncio.FIRST_COMPLETED
+            watchers, timeout=launch.timeout, return_when=asyncio.FIRST_COMPLETED
         )
         if exited not in done:
-            stop_reason = control.reason if stopper in done else "timeout"
+            if stopper in done:
+                stop_reason = control.reason
+            else:
+                stop_reason = "stalled" if stall in done else "timeout"
             grace = control.grace if control.grace is not None else launch.grace
             await stop_attempt(proc.pid, launch.marker, grace, exited)
             await exited
     finally:
         stopper.cancel()
+        if stall is not None:
+            stall.cancel()
         if not exited.done():  # we are being cancelled ourselves: take the agent down too
             kill_attempt(proc.pid, launch.marker, 0)
         code = proc.wait()

@@ -17,6 +17,7 @@ Outcome = Literal[
     "success",
     "failed",
     "timeout",
+    "stalled",
     "not_found",
     "interrupted",
     "cancelled",
@@ -94,6 +95,8 @@ class TaskRecord(TypedDict, total=False):
     backoffMax: float | None
     nextAgent: str | None
     verify: str | None
+    requireChanges: bool | None
+    stallTimeout: float | None
     verifyOutput: str | None
     branch: str | None
     patch: str | None

@@ -11,7 +11,7 @@ import tenacity
 
 from orchestra_ci.record import Outcome
 
-RETRYABLE: frozenset[Outcome] = frozenset({"failed", "timeout", "rate_limited"})
+RETRYABLE: frozenset[Outcome] = frozenset({"failed", "timeout", "stalled", "rate_limited"})
 SWITCHABLE: frozenset[Outcome] = frozenset({"rate_limited", "fatal"})
 
 DEFAULT_BACKOFF = 10.0

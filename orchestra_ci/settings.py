@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -59,7 +59,9 @@ class Settings(BaseSettings):
     parallel: int = Field(default=4, ge=1, le=512)
     time_budget: Duration | None = None
     grace: Duration = 10.0
-    timeout: Duration = 1800.0
+    timeout: Annotated[Duration, Field(gt=0)] = 1800.0  # 0 would stop every agent at once
+    # No output and no file change in the worktree this long: the attempt is `stalled`.
+    stall_timeout: Annotated[Duration, Field(gt=0)] | None = 600.0
     backoff: Duration = 10.0
     backoff_max: Duration = 600.0
     fail_on_pending: bool = False
@@ -70,6 +72,9 @@ class Settings(BaseSettings):
     max_cost_usd: float | None = Field(default=None, ge=0)
     isolation: Literal["auto", "worktree", "none"] = "auto"
     verify: str | None = None
+    # An attempt that exits 0 and changes nothing fails: None = on for tasks from issues
+    # (they ask for a change), off for the others.
+    require_changes: bool | None = None
     credential_proxy: bool = False  # agents reach the providers through a key-holding proxy
 
     # GitHub: the same variables the Actions runner sets, so a local run needs only those.

@@ -59,9 +59,12 @@ def gantt(report: RunReport) -> str:
             end = timestamp(attempt.ended_at) or start
             if start is None or end is None:
                 continue
-            tag = {"success": "done, ", "failed": "crit, ", "timeout": "crit, "}.get(
-                attempt.outcome or "", ""
-            )
+            tag = {
+                "success": "done, ",
+                "failed": "crit, ",
+                "timeout": "crit, ",
+                "stalled": "crit, ",
+            }.get(attempt.outcome or "", "")
             name = _gantt_name(f"{attempt.agent} #{attempt.number} {attempt.outcome or ''}")
             lines.append(
                 f"  {name} :{tag}{int(start * 1000)}, {int(max(end, start + 0.001) * 1000)}"

@@ -19,6 +19,8 @@ class TaskSpec(BaseModel):
     priority: int
     source_file: str | None = None
     verify: str | None = None
+    require_changes: bool | None = None
+    stall_timeout: float | None = None  # None: the setting, else on for issue tasks
     source: str = "file"
     issue_number: int | None = None
     labeled_at: str | None = None  # when the issue last got the trigger label

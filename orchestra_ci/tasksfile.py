@@ -27,6 +27,8 @@ class Defaults(_Strict):
     backoff_max: Duration | None = None
     priority: int = 0
     verify: str | None = None
+    require_changes: bool | None = None
+    stall_timeout: Duration | None = None
 
 
 class TaskEntry(_Strict):
@@ -41,6 +43,8 @@ class TaskEntry(_Strict):
     depends_on: list[str] = Field(default_factory=list)
     priority: int | None = None
     verify: str | None = None
+    require_changes: bool | None = None
+    stall_timeout: Duration | None = None
 
     @field_validator("id", "depends_on")
     @classmethod
@@ -162,6 +166,14 @@ def load_tasks_file(
                 priority=entry.priority if entry.priority is not None else d.priority,
                 source_file=source_name(path, root),
                 verify=entry.verify if entry.verify is not None else d.verify,
+                stall_timeout=(
+                    entry.stall_timeout if entry.stall_timeout is not None else d.stall_timeout
+                ),
+                require_changes=(
+                    entry.require_changes
+                    if entry.require_changes is not None
+                    else d.require_changes
+                ),
             )
         )
     return specs

@@ -925,3 +925,38 @@ def test_the_closing_line_names_the_report_from_where_the_user_stands(
         )
         assert ran.returncode == 0, ran.stderr
         assert ran.stdout.splitlines()[-1] == f"report: {shown}"
+
+
+def test_logs_follow_on_a_task_not_started_says_it_is_waiting(
+    root: Path, cli: CliRunner, tmp_path: Path
+) -> None:
+    task = start(cli, "fake", "exit=0", "--id", "later")
+    errors = tmp_path / "stderr.txt"
+    with errors.open("w") as sink:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "orchestra_ci", "--root", str(root), "logs", "-f", task],
+            env=cli_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=sink,
+            text=True,
+        )
+        try:
+            wait_for(lambda: "waiting for later" in errors.read_text(), "the waiting line")
+            assert cli("cancel", task).returncode == 0
+            assert follower.wait(timeout=30) == 0
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+    assert errors.read_text() == "(waiting for later to start; Ctrl-C to stop)\n"
+
+
+def test_a_zero_timeout_is_refused(root: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(root), "run"],
+        capture_output=True,
+        text=True,
+        env=cli_env(ORCHESTRA_TIMEOUT="0"),
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr == "orchestra-ci: error: ORCHESTRA_TIMEOUT: Input should be greater than 0\n"

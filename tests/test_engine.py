@@ -536,3 +536,35 @@ def test_a_prompt_on_stdin_reaches_the_agent_whole(root: Path) -> None:
     assert run_in_process(root).exit_code == 0
     assert (root / "got.txt").read_text() == big
     assert big not in json.dumps(records(root)["a"]["attempts"][0]["argv"])
+
+
+def test_a_silent_agent_is_stopped_as_stalled_and_a_busy_one_is_not(root: Path) -> None:
+    # Busy for 2 s, in steps 10 times shorter than the 3 s a silent agent is allowed.
+    busy_printing = "for i in 1 2 3 4 5 6 7; do echo working; sleep 0.3; done"
+    busy_writing = "for i in 1 2 3 4 5 6 7; do echo $i > progress.txt; sleep 0.3; done >/dev/null"
+    write_agents(
+        root,
+        {
+            "fake": FAKE_AGENT,
+            "sh": {"command": "sh", "args": ["-c", "{prompt}"], "stallTimeout": "3s"},
+        },
+    )
+    store = Store(root).ensure()
+    store.create(new_record("silent", "fake", "hang", max_retries=0))
+    store.create(new_record("printing", "sh", busy_printing, max_retries=0))
+    store.create(new_record("writing", "sh", busy_writing, max_retries=0))
+    outcome = run_in_process(root, parallel=3, stall_timeout="3s", timeout="60s", grace="0.5s")
+    tasks = records(root)
+    (silent,) = tasks["silent"]["attempts"]
+    assert silent["outcome"] == "stalled"
+    assert tasks["silent"]["errorMessage"] == "stalled: no output and no file change for 3s"
+    assert tasks["printing"]["status"] == "complete"
+    assert tasks["writing"]["status"] == "complete"
+    assert outcome.exit_code == 1
+
+
+def test_a_stalled_attempt_is_retried(root: Path) -> None:
+    Store(root).ensure().create(new_record("once", "fake", "hang", max_retries=1, backoff=0.01))
+    run_in_process(root, stall_timeout="1s", timeout="60s", grace="0.2s")
+    attempts = records(root)["once"]["attempts"]
+    assert [a["outcome"] for a in attempts] == ["stalled", "stalled"]

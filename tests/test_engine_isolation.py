@@ -223,3 +223,36 @@ def test_a_token_that_may_not_open_prs_gets_a_clear_warning(
     assert len(warning) == 1 and "pull-requests: write" in warning[0]
     assert not repo.pulls
     assert records(git_repo)["feature"].get("prUrl") is None
+
+
+def test_an_attempt_that_changes_nothing_fails_when_the_task_asks_for_a_change(
+    git_repo: Path,
+) -> None:
+    from orchestra_ci.agents import with_feedback
+    from orchestra_ci.outcome import NO_CHANGES
+
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": FAKE_AGENT})
+    write_tasks(
+        git_repo,
+        "defaults: {agent: fake, max_retries: 1, backoff: 0.01s}\ntasks:\n"
+        "  - {id: idle, prompt: 'exit=0', require_changes: true}\n"
+        "  - {id: report, prompt: 'exit=0'}\n"
+        "  - {id: fix, prompt: 'write=f.txt', require_changes: true}\n",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(git_repo), "run"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    tasks = records(git_repo)
+    assert tasks["idle"]["status"] == "failed" and tasks["idle"]["errorMessage"] == NO_CHANGES
+    assert len(tasks["idle"]["attempts"]) == 2  # retried, then failed for good
+    assert tasks["report"]["status"] == "complete"  # not asked for a change: exit 0 decides
+    assert tasks["fix"]["status"] == "complete" and tasks["fix"]["changedFiles"] == ["f.txt"]
+    retry = {**tasks["idle"], "status": "pending"}
+    assert "ended without changing any file" in with_feedback(retry)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 import asyncio
 import json
 import os
+import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,9 @@ def launch(tmp_path: Path, argv: list[str], **kw: object) -> Launch:
         "env": dict(os.environ),
         "log_path": tmp_path / "logs" / "t.log",
         "header": "== header ==\n",
-        "marker": f"test-{tmp_path.name}",
+        # Unique across test sessions: a marker is how a stop finds an attempt's processes
+        # machine-wide, and two suites running at once have the same tmp_path names.
+        "marker": f"test-{tmp_path.name}-{secrets.token_hex(4)}",
         "timeout": 30.0,
         "grace": 0.5,
         "redactor": Redactor(),
