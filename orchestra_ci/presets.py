@@ -29,13 +29,16 @@ PRESETS: dict[str, dict[str, object]] = {
         "description": "bundled deterministic agent: writes a small file, no API key needed",
     },
     # Claude Code 2.1.197: `claude -p PROMPT --dangerously-skip-permissions --output-format
-    # json`; API errors exit 1 and print to stdout; the JSON result carries api_error_status.
-    # Its own retries are cut to 2 so that the orchestrator does the backing off.
+    # json`; API errors exit 1 and print to stdout; the JSON result carries is_error (whatever
+    # the exit code: is_error true fails the attempt) and api_error_status (429/529 a rate
+    # limit, 401 fatal). Its own retries are cut to 2 so that the orchestrator does the
+    # backing off.
     "claude": {
         "command": "claude",
         "args": ["-p", "{prompt}", "--dangerously-skip-permissions", "--output-format", "json"],
         "env": _QUIET_CLAUDE,
         "provider": "anthropic",
+        "resultFormat": "claude-json",
         "rateLimitPatterns": [
             r"API Error: Request rejected \(429\)",
             r"API Error: 529 Overloaded",
@@ -48,7 +51,9 @@ PRESETS: dict[str, dict[str, object]] = {
             r"cannot be used with root/sudo privileges",
         ],
     },
-    # Codex CLI 0.169.0: `codex exec ... PROMPT`; errors on stderr, exit 1. The -c flags
+    # Codex CLI 0.169.0: `codex exec --json ... PROMPT`; errors on stderr, exit 1, and with
+    # --json a `turn.failed` event naming the status it gave up on (its result, read as
+    # codex-jsonl; its `turn.completed` events carry the usage). The -c flags
     # stop its update check, analytics, the start-up `git ls-remote` of plugins, and
     # endless reconnecting when the endpoint is down. Through the proxy it uses a provider
     # of its own (this version speaks only the Responses API), keyed by OPENAI_API_KEY.
@@ -56,6 +61,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "command": "codex",
         "args": [
             "exec",
+            "--json",
             "--dangerously-bypass-approvals-and-sandbox",
             "--color",
             "never",
@@ -70,6 +76,7 @@ PRESETS: dict[str, dict[str, object]] = {
             "{prompt}",
         ],
         "provider": "openai",
+        "resultFormat": "codex-jsonl",
         "proxyArgs": [
             "-c",
             "model_provider=orchestra",
