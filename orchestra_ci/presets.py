@@ -22,6 +22,26 @@ _QUIET_CLAUDE = {
     "CLAUDE_CODE_MAX_RETRIES": "2",
 }
 
+# What an agent that is not a preset and sets no patterns of its own is read with. They are
+# read only from a failed attempt's output (an exit 0 that counts is never reread), and each
+# needs the words providers use, not a bare "429" or "rate limit" that a task about rate
+# limiting prints in its tests. Setting rateLimitPatterns or fatalPatterns replaces these.
+DEFAULT_RATE_LIMIT_PATTERNS = [
+    r"\brate[ _-]?limit(?:ed|s)?\b.{0,40}\b(?:exceeded|reached|hit)\b",
+    r"\b(?:you (?:are|were|have been) |been )rate[ _-]?limited\b",
+    r"\bRateLimitError\b",
+    r"\b429\b.{0,10}\btoo many requests\b",
+    r"\b(?:status|http|error|code)\W{0,3}429\b",
+    r"\btry again in \d+(?:\.\d+)?\s*(?:ms|s|secs?|seconds?|m|mins?|minutes?)\b",
+    r"\bretry[-_ ]after\W{0,3}\d+",
+    r"\b(?:server|model|api|service) (?:is )?(?:currently )?overloaded\b",
+]
+DEFAULT_FATAL_PATTERNS = [
+    r"\b(?:invalid|incorrect) api[ _-]?key\b",
+    r"\bapi[ _-]?key (?:is )?(?:not valid|invalid|missing)\b",
+    r"\b401\b\W{0,3}unauthorized\b",
+]
+
 PRESETS: dict[str, dict[str, object]] = {
     "demo": {
         "command": sys.executable,
