@@ -20,7 +20,7 @@ from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.final_result import ResultFormat
 from orchestra_ci.outcome import NO_CHANGES
-from orchestra_ci.presets import PRESETS
+from orchestra_ci.presets import DEFAULT_FATAL_PATTERNS, DEFAULT_RATE_LIMIT_PATTERNS, PRESETS
 from orchestra_ci.providers import Provider
 from orchestra_ci.record import TaskRecord
 from orchestra_ci.sanitize import fence
@@ -130,6 +130,22 @@ class AgentConfigFile(BaseModel):
     agents: dict[str, dict[str, object]]
 
 
+_DEFAULTS = {
+    ("rateLimitPatterns", "rate_limit_patterns"): DEFAULT_RATE_LIMIT_PATTERNS,
+    ("fatalPatterns", "fatal_patterns"): DEFAULT_FATAL_PATTERNS,
+}
+
+
+def _defaults(fields: dict[str, object]) -> dict[str, object]:
+    """A new agent's generic rate-limit and fatal patterns, each unless it sets its own
+    (under either name; ``[]`` turns them off)."""
+    return {
+        alias: list(patterns)
+        for (alias, name), patterns in _DEFAULTS.items()
+        if alias not in fields and name not in fields
+    }
+
+
 def load_agents(path: Path | None) -> dict[str, AgentSpec]:
     """Presets, updated field by field by the agents a config file defines."""
     raw: dict[str, dict[str, object]] = {name: dict(spec) for name, spec in PRESETS.items()}
@@ -151,7 +167,7 @@ def load_agents(path: Path | None) -> dict[str, AgentSpec]:
         except ValidationError as exc:
             raise UsageError(describe(exc, source=str(path))) from None
         for name, fields in parsed.agents.items():
-            raw[name] = {**raw.get(name, {}), **fields}
+            raw[name] = {**raw.get(name, _defaults(fields)), **fields}
     agents = {}
     for name, fields in raw.items():
         try:

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from orchestra_ci.final_result import FinalResult
-from orchestra_ci.limits import OutputVerdict
+from orchestra_ci.limits import Limit, OutputVerdict, retry_after
 from orchestra_ci.record import Outcome
 
 StopReason = Literal["timeout", "stalled", "cancelled", "interrupted"]
@@ -75,10 +75,11 @@ def _failure_at_exit_0(result: AttemptResult) -> str | None:
 def classify(result: AttemptResult, completion: str) -> Verdict:
     """Decide the outcome. Exit 0 is success unless the agent wrote ``.error``, uses the
     sentinel protocol and wrote no ``.done``, reported a failed final result (its
-    ``resultFormat``: Gemini CLI stopped before its JSON result, OpenCode after a rejected
-    permission), or has success patterns none of which matched (Aider exits 0 after
-    failing). Otherwise the output's fatal and rate-limit patterns name the failure, then
-    the error the agent reported."""
+    ``resultFormat``: Claude Code's ``is_error``, Codex's ``turn.failed``, Gemini CLI
+    stopped before its JSON result, OpenCode after a rejected permission), or has success
+    patterns none of which matched (Aider exits 0 after failing). Otherwise the output's
+    fatal and rate-limit patterns, or the kind its result reported (Claude Code's
+    ``api_error_status``), name the failure, then the error the agent reported."""
     if result.spawn_error is not None:
         return Verdict("not_found", result.spawn_error)
     if result.stop_reason == "cancelled":
@@ -97,19 +98,41 @@ def classify(result: AttemptResult, completion: str) -> Verdict:
             message = f"{message} ({_describe_exit(result.exit_code)})"
         return Verdict("failed", message)
     limit = result.output
+    reported = result.reported if result.reported is not None and not result.reported.ok else None
     if result.exit_code == 0:
         if completion == "sentinel" and not result.done_sentinel:
             return Verdict("failed", "agent exited 0 without writing its .done file")
         failure = _failure_at_exit_0(result)
         if failure is None:
             return Verdict("success")
-        if limit.kind is None:
+        if limit.kind is None and (reported is None or reported.kind is None):
             return Verdict("failed", failure)
-    if limit.kind == "fatal":
-        return Verdict("fatal", f"fatal agent error: {limit.matched}")
-    if limit.kind == "rate_limited":
-        wait = f" (retry after {limit.retry_after:g}s)" if limit.retry_after is not None else ""
-        return Verdict("rate_limited", f"rate limited: {limit.matched}{wait}", limit.retry_after)
-    if result.reported is not None and not result.reported.ok:
-        return Verdict("failed", f"{_describe_exit(result.exit_code)}: {result.reported.error}")
+    kind = _kind(limit.kind, reported.kind if reported is not None else None)
+    if kind is not None:
+        return _limited(kind, limit, reported)
+    if reported is not None:
+        return Verdict("failed", f"{_describe_exit(result.exit_code)}: {reported.error}")
     return Verdict("failed", _describe_exit(result.exit_code))
+
+
+def _kind(matched: Limit | None, reported: Limit | None) -> Limit | None:
+    """Fatal wins, whether the output's patterns or the reported result say it."""
+    if "fatal" in (matched, reported):
+        return "fatal"
+    return matched or reported
+
+
+def _limited(kind: Limit, limit: OutputVerdict, reported: FinalResult | None) -> Verdict:
+    """A fatal or rate-limited verdict, worded with the CLI's own message when its result
+    named the kind or holds the text the pattern matched, else with the matched text."""
+    message = limit.matched if limit.kind == kind else None
+    own, own_kind = (reported.error, reported.kind) if reported is not None else (None, None)
+    if own is not None and (message is None or own_kind == kind or message in own):
+        message = own
+    if kind == "fatal":
+        return Verdict("fatal", f"fatal agent error: {message}")
+    wait = limit.retry_after if limit.kind == "rate_limited" else None
+    if wait is None and own is not None:
+        wait = retry_after(own)
+    after = f" (retry after {wait:g}s)" if wait is not None else ""
+    return Verdict("rate_limited", f"rate limited: {message}{after}", wait)

@@ -22,6 +22,26 @@ _QUIET_CLAUDE = {
     "CLAUDE_CODE_MAX_RETRIES": "2",
 }
 
+# What an agent that is not a preset and sets no patterns of its own is read with. They are
+# read only from a failed attempt's output (an exit 0 that counts is never reread), and each
+# needs the words providers use, not a bare "429" or "rate limit" that a task about rate
+# limiting prints in its tests. Setting rateLimitPatterns or fatalPatterns replaces these.
+DEFAULT_RATE_LIMIT_PATTERNS = [
+    r"\brate[ _-]?limit(?:ed|s)?\b.{0,40}\b(?:exceeded|reached|hit)\b",
+    r"\b(?:you (?:are|were|have been) |been )rate[ _-]?limited\b",
+    r"\bRateLimitError\b",
+    r"\b429\b.{0,10}\btoo many requests\b",
+    r"\b(?:status|http|error|code)\W{0,3}429\b",
+    r"\btry again in \d+(?:\.\d+)?\s*(?:ms|s|secs?|seconds?|m|mins?|minutes?)\b",
+    r"\bretry[-_ ]after\W{0,3}\d+",
+    r"\b(?:server|model|api|service) (?:is )?(?:currently )?overloaded\b",
+]
+DEFAULT_FATAL_PATTERNS = [
+    r"\b(?:invalid|incorrect) api[ _-]?key\b",
+    r"\bapi[ _-]?key (?:is )?(?:not valid|invalid|missing)\b",
+    r"\b401\b\W{0,3}unauthorized\b",
+]
+
 PRESETS: dict[str, dict[str, object]] = {
     "demo": {
         "command": sys.executable,
@@ -29,13 +49,16 @@ PRESETS: dict[str, dict[str, object]] = {
         "description": "bundled deterministic agent: writes a small file, no API key needed",
     },
     # Claude Code 2.1.197: `claude -p PROMPT --dangerously-skip-permissions --output-format
-    # json`; API errors exit 1 and print to stdout; the JSON result carries api_error_status.
-    # Its own retries are cut to 2 so that the orchestrator does the backing off.
+    # json`; API errors exit 1 and print to stdout; the JSON result carries is_error (whatever
+    # the exit code: is_error true fails the attempt) and api_error_status (429/529 a rate
+    # limit, 401 fatal). Its own retries are cut to 2 so that the orchestrator does the
+    # backing off.
     "claude": {
         "command": "claude",
         "args": ["-p", "{prompt}", "--dangerously-skip-permissions", "--output-format", "json"],
         "env": _QUIET_CLAUDE,
         "provider": "anthropic",
+        "resultFormat": "claude-json",
         "rateLimitPatterns": [
             r"API Error: Request rejected \(429\)",
             r"API Error: 529 Overloaded",
@@ -48,7 +71,9 @@ PRESETS: dict[str, dict[str, object]] = {
             r"cannot be used with root/sudo privileges",
         ],
     },
-    # Codex CLI 0.169.0: `codex exec ... PROMPT`; errors on stderr, exit 1. The -c flags
+    # Codex CLI 0.169.0: `codex exec --json ... PROMPT`; errors on stderr, exit 1, and with
+    # --json a `turn.failed` event naming the status it gave up on (its result, read as
+    # codex-jsonl; its `turn.completed` events carry the usage). The -c flags
     # stop its update check, analytics, the start-up `git ls-remote` of plugins, and
     # endless reconnecting when the endpoint is down. Through the proxy it uses a provider
     # of its own (this version speaks only the Responses API), keyed by OPENAI_API_KEY.
@@ -56,6 +81,7 @@ PRESETS: dict[str, dict[str, object]] = {
         "command": "codex",
         "args": [
             "exec",
+            "--json",
             "--dangerously-bypass-approvals-and-sandbox",
             "--color",
             "never",
@@ -70,6 +96,7 @@ PRESETS: dict[str, dict[str, object]] = {
             "{prompt}",
         ],
         "provider": "openai",
+        "resultFormat": "codex-jsonl",
         "proxyArgs": [
             "-c",
             "model_provider=orchestra",

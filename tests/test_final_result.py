@@ -148,4 +148,135 @@ def test_opencode_errors_map_to_outcomes(text: str, expected: str) -> None:
 
 def test_an_agent_without_a_result_format_is_judged_as_before() -> None:
     assert read_result(None, REJECTED) is None
-    assert AGENTS["claude"].result_format is None
+    assert AGENTS["aider"].result_format is None
+
+
+def claude_result(is_error: bool, result: str, status: int | None = None, **extra: object) -> str:
+    """Claude Code 2.1.197's ``--output-format json`` result: "subtype" says "success" even
+    on an API error."""
+    fields: dict[str, object] = {"type": "result", "subtype": "success", "is_error": is_error}
+    fields.update(api_error_status=status, result=result, total_cost_usd=0.01, **extra)
+    return json.dumps(fields) + "\n"
+
+
+def test_claude_is_error_at_exit_0_fails_with_its_own_message() -> None:
+    text = claude_result(True, "API Error: 500 Internal server error", 500)
+    assert read_result("claude-json", text) == FinalResult(
+        False, "API Error: 500 Internal server error"
+    )
+    assert verdict("claude", 0, text) == Verdict(
+        "failed", "agent exited 0 but reported a failure: API Error: 500 Internal server error"
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "expected"),
+    [
+        (429, "API Error: Request rejected (429) · slow down", "rate_limited"),
+        (529, "API Error: 529 Overloaded. This is a server-side issue", "rate_limited"),
+        (401, "Invalid API key · Fix external API key", "fatal"),
+        (None, "API Error: Unable to connect to API (ConnectionRefused)", "failed"),
+    ],
+)
+@pytest.mark.parametrize("exit_code", [0, 1])
+def test_claude_api_error_status_names_the_kind(
+    status: int | None, message: str, expected: str, exit_code: int
+) -> None:
+    outcome = verdict("claude", exit_code, claude_result(True, message, status))
+    assert outcome.outcome == expected
+    assert outcome.error is not None and message in outcome.error
+
+
+def test_claude_kind_comes_from_its_status_without_any_pattern() -> None:
+    # No rate-limit pattern of the preset matches the text: the status alone decides.
+    result = AttemptResult(
+        exit_code=0,
+        reported=read_result(
+            "claude-json", claude_result(True, "Request rejected. Please try again in 3s.", 429)
+        ),
+    )
+    assert classify(result, "exit") == Verdict(
+        "rate_limited",
+        "rate limited: Request rejected. Please try again in 3s. (HTTP 429) (retry after 3s)",
+        3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("subtype", "error"),
+    [
+        ("error_max_turns", "it reached its maximum number of turns (5)"),
+        ("error_during_execution", "error during execution"),
+    ],
+)
+def test_claude_error_subtypes_fail(subtype: str, error: str) -> None:
+    fields = {"type": "result", "subtype": subtype, "is_error": False, "num_turns": 5}
+    text = json.dumps(fields) + "\n"
+    assert read_result("claude-json", text) == FinalResult(False, error)
+    assert verdict("claude", 0, text) == Verdict(
+        "failed", f"agent exited 0 but reported a failure: {error}"
+    )
+
+
+def test_claude_success_is_judged_by_is_error_not_by_its_prose() -> None:
+    # Measured: "success" with a result saying a tool failed, and nothing changed. The text
+    # is the model's; require_changes catches a run that changed nothing.
+    text = claude_result(False, "Tool failed: permission denied")
+    assert read_result("claude-json", text) == FinalResult(True)
+    assert verdict("claude", 0, text) == Verdict("success")
+
+
+def test_claude_without_its_result_object_is_judged_by_its_exit_code() -> None:
+    text = "--dangerously-skip-permissions cannot be used with root/sudo privileges\n"
+    assert read_result("claude-json", text) is None
+    assert verdict("claude", 1, text).outcome == "fatal"
+    assert verdict("claude", 0, "done\n") == Verdict("success")
+
+
+def codex_events(*events: dict[str, object]) -> str:
+    started = [{"type": "thread.started", "thread_id": "t1"}, {"type": "turn.started"}]
+    return "".join(json.dumps(e) + "\n" for e in [*started, *events])
+
+
+COMPLETED: dict[str, object] = {
+    "type": "turn.completed",
+    "usage": {"input_tokens": 10, "output_tokens": 2},
+}
+
+
+def test_codex_turn_failed_at_exit_0_fails_with_its_message() -> None:
+    text = codex_events({"type": "turn.failed", "error": {"message": "stream disconnected"}})
+    assert read_result("codex-jsonl", text) == FinalResult(False, "stream disconnected")
+    assert verdict("codex", 0, text) == Verdict(
+        "failed", "agent exited 0 but reported a failure: stream disconnected"
+    )
+
+
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ("exceeded retry limit, last status: 429 Too Many Requests", "rate_limited"),
+        ("unexpected status 401 Unauthorized: Incorrect API key provided: sk-***", "fatal"),
+        ("Quota exceeded. Check your plan and billing details.", "fatal"),
+        ("Connection failed: error sending request", "failed"),
+    ],
+)
+def test_codex_failed_turn_names_the_kind(message: str, expected: str) -> None:
+    text = codex_events({"type": "turn.failed", "error": {"message": message}})
+    for exit_code in (0, 1):
+        outcome = verdict("codex", exit_code, text + f"ERROR: {message}\n")
+        assert outcome.outcome == expected
+        assert outcome.error is not None and message in outcome.error
+
+
+def test_codex_error_it_recovered_from_is_not_a_failure() -> None:
+    text = codex_events({"type": "error", "message": "Reconnecting... 1/5"}, COMPLETED)
+    assert read_result("codex-jsonl", text) == FinalResult(True)
+    assert verdict("codex", 0, text) == Verdict("success")
+    last = codex_events(COMPLETED, {"type": "error", "message": "Reconnecting... 2/5"})
+    assert read_result("codex-jsonl", last) == FinalResult(False, "Reconnecting... 2/5")
+
+
+def test_codex_without_events_is_judged_by_its_exit_code() -> None:
+    assert read_result("codex-jsonl", "plain text\n") is None
+    assert verdict("codex", 0, "plain text\n") == Verdict("success")

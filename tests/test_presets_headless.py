@@ -40,7 +40,7 @@ def dumps(
     addresses, and a PWD that is not the agents' directory (the runner's own)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for kind in ("gemini", "opencode"):
+    for kind in ("gemini", "opencode", "claude", "codex"):
         fake_cli(bin_dir, kind, name=kind)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -185,3 +185,31 @@ def test_opencode_api_errors_map_to_outcomes(
     record = run(git_repo, "opencode")
     attempt = record["attempts"][0]
     assert (attempt["exitCode"], attempt["outcome"]) == (1, outcome)
+
+
+@pytest.mark.parametrize(
+    ("agent", "message", "status", "outcome"),
+    [
+        ("claude", "API Error: Request rejected (429) · slow down", "429", "rate_limited"),
+        ("claude", "Invalid API key · Fix external API key", "401", "fatal"),
+        ("claude", "API Error: 500 Internal server error", "500", "failed"),
+        ("codex", "exceeded retry limit, last status: 429 Too Many Requests", "", "rate_limited"),
+        ("codex", "stream disconnected before completion", "", "failed"),
+    ],
+)
+def test_an_agent_exiting_0_with_a_reported_error_fails_with_its_message(
+    git_repo: Path,
+    dumps: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    agent: str,
+    message: str,
+    status: str,
+    outcome: str,
+) -> None:
+    monkeypatch.setenv("FAKE_CLI_FAIL", message)
+    monkeypatch.setenv("FAKE_CLI_STATUS", status)
+    record = run(git_repo, agent)
+    assert record["status"] != "complete"
+    attempt = record["attempts"][-1]
+    assert attempt["outcome"] == outcome
+    assert message in record["errorMessage"]

@@ -35,6 +35,12 @@ Gemini CLI and OpenCode also behave as AGENT-CLIS.md records for 0.61.0 and 1.18
   ``FAKE_CLI_ASK=<permission>`` set: it asks for that permission, auto-rejects it
   (``! permission requested: ...; auto-rejecting``), writes nothing and exits 0. An API
   error prints ``Error: <message>`` on stderr (ANSI-coloured) and exits 1.
+
+Claude Code and Codex report a failure in their result, as 2.1.197 and 0.169.0 do:
+``FAKE_CLI_FAIL=<message>`` set, claude prints its ``--output-format json`` result with
+``"subtype": "success", "is_error": true`` and that ``result`` (``api_error_status`` from
+``FAKE_CLI_STATUS``, else null), codex the ``--json`` events ending in ``turn.failed`` with
+that message; both exit 0 without making a request.
 """
 
 import http.client
@@ -157,6 +163,23 @@ def _api_error(kind: str, argv: list[str], status: int, body: str) -> int:
     return 1
 
 
+def _report_failure(kind: str, message: str) -> int:
+    """The result a run that failed reports while exiting 0."""
+    if kind == "claude":
+        status = os.environ.get("FAKE_CLI_STATUS")
+        result = {"type": "result", "subtype": "success", "is_error": True, "result": message}
+        result["api_error_status"] = int(status) if status else None
+        print(json.dumps(result))
+    else:
+        for event in (
+            {"type": "thread.started", "thread_id": "fake"},
+            {"type": "turn.started"},
+            {"type": "turn.failed", "error": {"message": message}},
+        ):
+            print(json.dumps(event))
+    return 0
+
+
 def main(kind: str, argv: list[str]) -> int:
     dump = os.environ.get("FAKE_CLI_DUMP")
     name = f"{os.environ.get('ORCHESTRA_TASK_ID')}.{os.environ.get('ORCHESTRA_ATTEMPT')}"
@@ -188,6 +211,9 @@ def main(kind: str, argv: list[str]) -> int:
             )
             print("I could not do it without that permission.")
             return 0
+    failure = os.environ.get("FAKE_CLI_FAIL")
+    if failure and kind in ("claude", "codex"):
+        return _report_failure(kind, failure)
     url, headers, body = _request(kind, argv)
     parts = urllib.parse.urlsplit(url)
     connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
