@@ -114,7 +114,7 @@ def connect_github(settings: Settings) -> GitHubContext:
     from orchestra_ci.ghclient import GitHubConfig, call, connect
 
     repository = settings.repository
-    token = settings.github_token.get_secret_value() if settings.github_token else ""
+    token = settings.token
     if not repository or not token.strip():
         raise UsageError(
             "issues and pull requests need the repository (GITHUB_REPOSITORY or --repo "
@@ -234,7 +234,7 @@ def restore(batch: Batch) -> None:
         return
     from orchestra_ci import manifest, state
 
-    token = settings.github_token.get_secret_value() if settings.github_token else ""
+    token = settings.token
     try:
         if not settings.repository or not token.strip():
             raise state.StateUnavailable(
@@ -424,7 +424,7 @@ def pull_requests(batch: Batch) -> None:
         log.warning("pull requests need a git repository", root=str(store.root))
         return
     base = settings.pr_base or batch.github.repo.default_branch
-    token = settings.github_token.get_secret_value() if settings.github_token else None
+    token = settings.token or None
     for record in store.all():
         branch = record.get("branch")
         if batch.only is not None and record["taskId"] not in batch.only:

@@ -142,7 +142,7 @@ def _logging(settings: Any) -> Any:
     from orchestra_ci.console import Console
     from orchestra_ci.redact import Redactor, secret_values
 
-    token = settings.github_token.get_secret_value() if settings.github_token else ""
+    token = settings.token
     redactor = Redactor([*secret_values(), token])
     console = Console()
     log.configure(console, settings.log_format, redactor)

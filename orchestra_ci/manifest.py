@@ -19,6 +19,7 @@ from orchestra_ci.agents import AgentSpec
 from orchestra_ci.redact import Redactor
 from orchestra_ci.settings import Settings
 from orchestra_ci.store import MANIFEST_FILE
+from orchestra_ci.worktrees import git_value
 
 # The CLIs whose `--version` is quick and side-effect free; other commands are not run.
 _VERSIONED = {"claude", "codex", "gemini", "opencode", "aider"}
@@ -26,23 +27,12 @@ _VERSION_TIMEOUT = 10.0
 _TEXT_CAP = 256 * 1024
 
 
-def _git(root: Path, *args: str) -> str | None:
-    """What a git query prints; None outside a repository or when it fails."""
-    try:
-        proc = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, check=False, timeout=30
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (proc.stdout.strip() or None) if proc.returncode == 0 else None
-
-
 def base_commit(root: Path) -> str | None:
-    return _git(root, "rev-parse", "--verify", "-q", "HEAD^{commit}")
+    return git_value(root, "rev-parse", "--verify", "-q", "HEAD^{commit}")
 
 
 def current_branch(root: Path) -> str | None:
-    return _git(root, "symbolic-ref", "--quiet", "--short", "HEAD")
+    return git_value(root, "symbolic-ref", "--quiet", "--short", "HEAD")
 
 
 def _version(command: str) -> str | None:

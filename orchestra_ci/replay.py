@@ -69,7 +69,7 @@ def pull(
             f"pull: {store.dir} already holds {queued} tasks; --force replaces the queue"
         )
     ctx = connect_github(settings)
-    token = settings.github_token.get_secret_value() if settings.github_token else ""
+    token = settings.token
     store.ensure()
     try:
         if artifact_id is not None:

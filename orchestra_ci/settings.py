@@ -110,6 +110,11 @@ class Settings(BaseSettings):
     state: Literal["artifact", "none"] = "none"
     retry: str | None = None  # `failed`, or task ids: put back in the queue before the run
 
+    @property
+    def token(self) -> str:
+        """The GitHub token's value ("" when none is set)."""
+        return self.github_token.get_secret_value() if self.github_token else ""
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -173,6 +173,16 @@ def git_output(cwd: Path, *args: str) -> bytes:
     return _git(cwd, *args).stdout
 
 
+def git_value(cwd: Path, *args: str) -> str | None:
+    """What a git query prints, stripped; None outside a repository, without git, or when
+    the query fails (for the run's manifest: the base commit, the branch)."""
+    try:
+        proc = _git_once(cwd, args, ok=(0, 1, 128, 129))
+    except WorktreeError:
+        return None
+    return (os.fsdecode(proc.stdout).strip() or None) if proc.returncode == 0 else None
+
+
 def _out(cwd: Path, *args: str) -> str:
     return os.fsdecode(_git(cwd, *args).stdout).strip()
 
