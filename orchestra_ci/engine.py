@@ -189,6 +189,11 @@ class Engine:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         adopting = self.supervisor.adopt(True)
+        if not adopting:
+            log.warning(
+                "this system has no child subreaper: a process an agent starts that leaves "
+                "its process group and drops its environment can outlive the run"
+            )
         try:
             self.recover()
             log.info(

@@ -332,6 +332,7 @@ def test_an_interrupted_lock_wait_leaves_the_lock_usable_and_free(
     assert not queue_lock_is_held(store)
 
 
+@pytest.mark.linux_only
 def test_the_lock_file_is_opened_once_and_closed_with_the_store(root: Path) -> None:
     store = Store(root)
     for _ in range(3):
@@ -555,6 +556,7 @@ def test_lease_in_this_process_and_release(store: Store) -> None:
     lease.release()  # twice is harmless
 
 
+@pytest.mark.linux_only
 def test_lease_descriptor_is_not_inherited_by_children(store: Store) -> None:
     lease = RunnerLease(store, "parent")
     lock = (store.runners_dir / "parent.lock").resolve()
