@@ -1,6 +1,12 @@
 """A task as its source asks for it (the tasks file or an issue), before it is queued."""
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# `base`: where a task's worktree starts: `head`, `worktree` or a git revision (never an
+# option: it reaches git's command line).
+BaseValue = Annotated[str, Field(pattern=r"^[^-\s]\S{0,254}$")]
 
 
 class TaskSpec(BaseModel):
@@ -24,3 +30,4 @@ class TaskSpec(BaseModel):
     source: str = "file"
     issue_number: int | None = None
     labeled_at: str | None = None  # when the issue last got the trigger label
+    base: str | None = None  # head, worktree or a ref; None: the `base` setting
