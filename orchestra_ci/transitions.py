@@ -119,10 +119,12 @@ def dependents_to_rerun(
     built on results that are about to change. Maps each to why (for its history, with
     :func:`requeue`). Cancelled tasks stay cancelled; pending and running ones are left
     alone (a pending one will build on the new results anyway)."""
-    dependents: dict[str, list[str]] = {}
+    dependents: dict[str, set[str]] = {}
     for task_id, record in records.items():
-        for dependency in record.get("dependsOn") or []:
-            dependents.setdefault(dependency, []).append(task_id)
+        # A task blocked by another waited for it, whether or not its record still says so.
+        blocker = record.get("blockedBy")
+        for dependency in [*(record.get("dependsOn") or []), *([blocker] if blocker else [])]:
+            dependents.setdefault(dependency, set()).add(task_id)
     reasons: dict[str, str] = {}
     seen = set(rerun)
     frontier = sorted(seen)
