@@ -66,7 +66,14 @@ from orchestra_ci.schedule import Blocked, Scheduler
 from orchestra_ci.settings import Settings
 from orchestra_ci.store import RunnerLease, Store
 from orchestra_ci.usage import Usage, parse_usage
-from orchestra_ci.worktrees import Base, Isolation, WorktreeError, find_repo, no_repo_reason
+from orchestra_ci.worktrees import (
+    Base,
+    Dependency,
+    Isolation,
+    WorktreeError,
+    find_repo,
+    no_repo_reason,
+)
 
 log = structlog.get_logger("orchestra_ci")
 
@@ -506,12 +513,7 @@ class Engine:
             base: Base | None = None
             if self.isolation is not None:
                 try:
-                    base = await asyncio.to_thread(
-                        self.isolation.start,
-                        task_id,
-                        record.get("dependsOn") or [],
-                        record.get("base"),
-                    )
+                    base = await asyncio.to_thread(self._start, record)
                 except WorktreeError as exc:  # no agent runs: retrying would not help
                     verdict = Verdict("failed", f"cannot start: {exc}")
                     await self._finish(task_id, _Ending(verdict, final=True))
@@ -713,6 +715,19 @@ class Engine:
             return Verdict("success"), None
         code = result.exit_code
         return Verdict("failed", f"verification failed: `{command}` exited with {code}"), output
+
+    def _start(self, record: TaskRecord) -> Base:
+        """Where the task's worktree starts (its dependencies' results or its base)."""
+        assert self.isolation is not None
+        dependencies = []
+        for task_id in record.get("dependsOn") or []:
+            done = self.store.read(task_id)
+            patch = done.get("patch") if done else None
+            commit = done.get("baseCommit") if done else None
+            dependencies.append(
+                Dependency(task_id, commit, self.store.root / patch if patch else None)
+            )
+        return self.isolation.start(record["taskId"], dependencies, record.get("base"))
 
     def _worktree(self, task_id: str, start: str) -> Path:
         assert self.isolation is not None

@@ -97,6 +97,17 @@ class _GitMissing(WorktreeError):
     """No ``git`` executable: :func:`find_repo` then reports no repository."""
 
 
+@dataclass(frozen=True)
+class Dependency:
+    """A dependency of a task, with what its record says of its result: the commit it
+    started from and its patch, to rebuild the result from when its branch is not in this
+    repository (a queue carried over from an earlier run in another checkout)."""
+
+    task_id: str
+    base_commit: str | None = None
+    patch: Path | None = None
+
+
 class MergeConflict(WorktreeError):
     """The results of a task's dependencies do not merge: the task cannot start."""
 
@@ -379,33 +390,52 @@ class Isolation:
         message = "orchestra-ci: snapshot of the working tree"
         return _out(self.repo_top, "commit-tree", tree, "-p", head, "-m", message)
 
-    def start(self, task_id: str, dependencies: Sequence[str], base: str | None = None) -> Base:
+    def start(
+        self, task_id: str, dependencies: Sequence[Dependency], base: str | None = None
+    ) -> Base:
         """Where the task's worktree starts. With dependencies: the result branch of the
         one, or a merge of the several made here (:class:`MergeConflict` names the files
         and tasks when they do not merge). Without: ``base``, or the run's base."""
         if not dependencies:
             return self.resolve(base) if base else self.base
-        tips = [(self.branch(dep), self._result(dep)) for dep in dependencies]
+        tips = [(self.branch(dep.task_id), self._result(dep)) for dep in dependencies]
         if len(tips) == 1:
             return Base(*tips[0])
-        return Base(" + ".join(b for b, _ in tips), self._merge(task_id, dependencies, tips))
+        names = [dep.task_id for dep in dependencies]
+        return Base(" + ".join(b for b, _ in tips), self._merge(task_id, names, tips))
 
-    def _result(self, dependency: str) -> str:
-        branch = self.branch(dependency)
+    def _commit(self, revision: str) -> str | None:
         proc = _git(
-            self.repo_top,
-            "rev-parse",
-            "--verify",
-            "-q",
-            f"refs/heads/{branch}^{{commit}}",
-            ok=(0, 1, 128),
+            self.repo_top, "rev-parse", "--verify", "-q", f"{revision}^{{commit}}", ok=(0, 1, 128)
         )
-        if proc.returncode != 0:
+        return os.fsdecode(proc.stdout).strip() if proc.returncode == 0 else None
+
+    def _result(self, dependency: Dependency) -> str:
+        """The dependency's result commit: its branch, else rebuilt from its patch on the
+        commit it started from (and its branch set to it, for its dependents and PRs)."""
+        branch = self.branch(dependency.task_id)
+        tip = self._commit(f"refs/heads/{branch}")
+        if tip is not None:
+            return tip
+        base = self._commit(dependency.base_commit) if dependency.base_commit else None
+        patch = dependency.patch
+        if base is None or (patch is not None and not patch.is_file()):
             raise WorktreeError(
-                f"the result of dependency {dependency!r} (branch {branch}) is not in "
-                f"this repository"
+                f"the result of dependency {dependency.task_id!r} is not in this repository "
+                f"(no branch {branch}, and no patch and base commit to rebuild it from)"
             )
-        return os.fsdecode(proc.stdout).strip()
+        tip = base
+        if patch is not None:
+            with tempfile.TemporaryDirectory(prefix="orchestra-index-") as tmp:
+                index = Path(tmp) / "index"
+                _git(self.repo_top, "read-tree", base, index=index)
+                _git(self.repo_top, "apply", "--cached", "--binary", str(patch), index=index)
+                tree = os.fsdecode(_git(self.repo_top, "write-tree", index=index).stdout).strip()
+            message = f"orchestra-ci: {dependency.task_id} (rebuilt from its patch)"
+            tip = _out(self.repo_top, "commit-tree", tree, "-p", base, "-m", message)
+        with self._locked():
+            _git(self.repo_top, "update-ref", f"refs/heads/{branch}", tip)
+        return tip
 
     def _merge(
         self, task_id: str, dependencies: Sequence[str], tips: Sequence[tuple[str, str]]

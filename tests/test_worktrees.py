@@ -14,6 +14,7 @@ from orchestra_ci.worktrees import (
     COMMIT_EMAIL,
     COMMIT_NAME,
     Collected,
+    Dependency,
     Isolation,
     MergeConflict,
     WorktreeError,
@@ -610,9 +611,9 @@ def test_a_dependent_starts_from_its_dependencys_branch_or_a_merge_of_several(
         (path / name).write_text(f"{task_id}\n")
         iso.collect(task_id, git_repo / ".orchestra" / "patches")
         iso.remove(task_id)
-    one = iso.start("c", ["a"])
+    one = iso.start("c", [Dependency("a")])
     assert one.ref == "orchestra/a" and one.commit == head(git_repo, "orchestra/a")
-    both = iso.start("c", ["a", "b"])
+    both = iso.start("c", [Dependency("a"), Dependency("b")])
     assert both.ref == "orchestra/a + orchestra/b"
     path = iso.create("c", both.commit)
     assert (path / "a.txt").is_file() and (path / "b.txt").is_file()
@@ -632,6 +633,26 @@ def test_conflicting_dependencies_and_a_missing_result_are_named(
         iso.collect(task_id, git_repo / ".orchestra" / "patches")
         iso.remove(task_id)
     with pytest.raises(MergeConflict, match=r"'x', 'y' conflict in README.md$"):
-        iso.start("z", ["x", "y"])
-    with pytest.raises(WorktreeError, match=r"dependency 'gone' \(branch orchestra/gone\)"):
-        iso.start("z", ["gone"])
+        iso.start("z", [Dependency("x"), Dependency("y")])
+    with pytest.raises(WorktreeError, match=r"dependency 'gone' .*no branch orchestra/gone"):
+        iso.start("z", [Dependency("gone")])
+
+
+def test_a_dependency_result_from_another_checkout_is_rebuilt_from_its_patch(
+    git_repo: Path, iso: Isolation
+) -> None:
+    patches = git_repo / ".orchestra" / "patches"
+    path = iso.create("lint")
+    (path / "src" / "app.py").write_text("def main() -> int:\n    return 1\n")
+    (path / "blob.bin").write_bytes(BINARY)
+    collected = iso.collect("lint", patches)
+    iso.remove("lint")
+    expected_tree = head(git_repo, "orchestra/lint^{tree}")
+    git(git_repo, "branch", "-D", "orchestra/lint")  # as in a fresh checkout of a later run
+
+    start = iso.start("changelog", [Dependency("lint", iso.base_commit, collected.patch)])
+
+    assert head(git_repo, f"{start.commit}^{{tree}}") == expected_tree
+    assert head(git_repo, "orchestra/lint") == start.commit  # for its other dependents
+    unchanged = iso.start("x", [Dependency("quiet", iso.base_commit, None)])
+    assert unchanged.commit == iso.base_commit  # it changed nothing: its result is its base
