@@ -2,11 +2,18 @@
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
-# `base`: where a task's worktree starts: `head`, `worktree` or a git revision (never an
-# option: it reaches git's command line).
-BaseValue = Annotated[str, Field(pattern=r"^[^-\s]\S{0,254}$")]
+
+def _check_base(value: str) -> str:
+    """`base` reaches git's command line: a ref, never an option or several words."""
+    if not value or value.startswith("-") or len(value) > 255 or any(c.isspace() for c in value):
+        raise ValueError("base must be head, worktree or a git ref (one word, not starting with -)")
+    return value
+
+
+# `base`: where a task's worktree starts: `head`, `worktree` or a git revision.
+BaseValue = Annotated[str, AfterValidator(_check_base)]
 
 
 class TaskSpec(BaseModel):
