@@ -11,7 +11,7 @@ from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.record import DEFAULT_MAX_RETRIES, check_task_id
 from orchestra_ci.sanitize import check_prompt
-from orchestra_ci.task_spec import TaskSpec
+from orchestra_ci.task_spec import BaseValue, TaskSpec
 from orchestra_ci.validation import describe
 
 
@@ -29,6 +29,7 @@ class Defaults(_Strict):
     verify: str | None = None
     require_changes: bool | None = None
     stall_timeout: Duration | None = None
+    base: BaseValue | None = None
 
 
 class TaskEntry(_Strict):
@@ -45,6 +46,7 @@ class TaskEntry(_Strict):
     verify: str | None = None
     require_changes: bool | None = None
     stall_timeout: Duration | None = None
+    base: BaseValue | None = None
 
     @field_validator("id", "depends_on")
     @classmethod
@@ -174,6 +176,7 @@ def load_tasks_file(
                     if entry.require_changes is not None
                     else d.require_changes
                 ),
+                base=entry.base if entry.base is not None else d.base,
             )
         )
     return specs
