@@ -260,7 +260,7 @@ class Engine:
         """One pass over the queue at start-up: tasks orphaned by a dead runner go back to
         ``pending`` (their agents stopped), sentinels are made to agree with the records,
         and the scheduler learns every task."""
-        atomic.remove_stale_temp_files(self.store.tasks_dir)
+        self.store.remove_stale_temp_files()
         names = self.store.names()
         running: list[str] = []
         for task_id in self.store.ids(names):
@@ -473,6 +473,8 @@ class Engine:
             self.store.sentinel(task_id, "done").unlink(missing_ok=True)
             self.store.sentinel(task_id, "error").unlink(missing_ok=True)
             self.store.write(record, durable=False)
+        # Durable before its agent starts, flushed outside the lock with the round's others.
+        self.store.commit(task_id)
         return _Claim(record, claimed=True)
 
     def _claimed(self, task_id: str, claim: "_Claim") -> TaskRecord | None:

@@ -223,12 +223,13 @@ def enqueue(
         loaded = {spec.id for spec in specs}
         check_queue(planned.values(), agents, where=where, root=store.root, loaded=loaded)
         result = LoadResult(unchanged=unchanged)
-        for kind, record in writes:
-            if kind == "add":
-                store.create(record, sync_dir=False)
-                result.added += 1
-                continue
-            store.write(record)
+        # Written, then made durable with two flushes for all of them (not two per task).
+        added = [record for kind, record in writes if kind == "add"]
+        result.added = sum(store.create_many(added)) if added else 0
+        changed = [(kind, record) for kind, record in writes if kind != "add"]
+        if changed:
+            store.write_many([record for _, record in changed])
+        for kind, record in changed:
             if kind == "update":
                 result.updated += 1
             elif kind == "requeue":
@@ -237,6 +238,4 @@ def enqueue(
                 result.requeued.append(record["taskId"])
             else:
                 result.retired.append(record["taskId"])
-        if result.added:
-            store.sync()
     return result

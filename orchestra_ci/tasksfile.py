@@ -149,6 +149,7 @@ def load_tasks_file(
     specs = []
     d = parsed.defaults
     file_max_retries = d.max_retries if "max_retries" in d.model_fields_set else default_max_retries
+    source_file = source_name(path, root)  # resolved once, not per task
     for entry in parsed.tasks:
         if entry.id in seen:
             raise UsageError(f"{path}: task {entry.id!r}: field 'id': duplicate id")
@@ -166,7 +167,7 @@ def load_tasks_file(
                 backoff_max=entry.backoff_max if entry.backoff_max is not None else d.backoff_max,
                 depends_on=entry.depends_on,
                 priority=entry.priority if entry.priority is not None else d.priority,
-                source_file=source_name(path, root),
+                source_file=source_file,
                 verify=entry.verify if entry.verify is not None else d.verify,
                 stall_timeout=(
                     entry.stall_timeout if entry.stall_timeout is not None else d.stall_timeout
