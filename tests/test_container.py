@@ -436,9 +436,10 @@ def test_unreachable_github_under_act(act: str, image: str, tmp_path: Path) -> N
     assert len(errors) == 1, lines
     assert errors[0].startswith("orchestra-ci: error: ") and "GitHub" in errors[0]
     assert "Traceback" not in run.text
-    # the product's own time: from the container's start to the step's end (act's clock,
-    # whole seconds); the step as a whole also counts creating the container
-    assert run.window("batch") <= 5 + 3, run.tail()
+    # Bounded by the wait, not by the retries (the defect: 265 s). From the container's
+    # start to the step's end (act's clock, whole seconds): 6-9 s measured here, the rest of
+    # the bound is room for a loaded machine, not for the product.
+    assert run.window("batch") <= 5 + 25, run.tail()
     # the step as a whole, the container's creation included (this engine copies images)
     assert run.seconds("batch") < 60, run.seconds("batch")
 
