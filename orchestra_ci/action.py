@@ -57,6 +57,7 @@ class ActionInputs(BaseSettings):
     retry: str = ""
     credential_proxy: str = "true"
     require_changes: str = ""
+    base: str = "head"
 
     def settings_overrides(self) -> dict[str, Any]:
         """Non-empty inputs, named as Settings fields."""

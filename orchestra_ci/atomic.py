@@ -1,9 +1,12 @@
-"""Crash-safe file writes: unique temp file, fsync, rename, fsync of the directory."""
+"""Crash-safe file writes: unique temp file, fsync, rename, fsync of the directory; and
+:class:`GroupCommit`, which pays those flushes once per batch of writes."""
 
 import json
 import os
 import secrets
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -69,48 +72,153 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+_UNKNOWN: Any = object()
+_syncfs: Callable[[int], int] | None = _UNKNOWN
+
+
+def syncfs_function() -> Callable[[int], int] | None:
+    """libc's ``syncfs(fd)`` (Linux): one call flushes every file and directory of the file
+    system that ``fd`` is on, in one journal commit. None where there is none (macOS)."""
+    global _syncfs
+    if _syncfs is _UNKNOWN:
+        import ctypes  # only writers that group their flushes pay for it
+
+        try:
+            function = ctypes.CDLL(None, use_errno=True).syncfs
+        except (OSError, AttributeError):
+            _syncfs = None
+        else:
+            function.argtypes = [ctypes.c_int]
+
+            def call(fd: int) -> int:
+                if function(fd) != 0:
+                    number = ctypes.get_errno()
+                    raise OSError(number, os.strerror(number))
+                return 0
+
+            _syncfs = call
+    return _syncfs
+
+
+def flush(directory: Path, paths: Collection[Path]) -> None:
+    """Make ``paths`` durable (a file: its data; a directory: its entries), all on the file
+    system of ``directory``: one ``syncfs`` where there is one, else an fsync of each."""
+    syncfs = syncfs_function()
+    if syncfs is None:
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        return
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        syncfs(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class _Batch:
+    paths: set[Path] = field(default_factory=set)
+    done: bool = False
+    error: OSError | None = None
+
+
+class GroupCommit:
+    """Durability paid per batch, not per file.
+
+    Threads that need files made durable call :meth:`sync`. The first flushes (see
+    :func:`flush`) for every path asked for so far; threads that ask while that flush runs
+    wait and are served together by the next one, made by one of them. A lone writer pays one
+    flush per call, as with an fsync of its own; claims and finishes that land together share
+    one. A failed flush raises in every thread whose paths it held.
+    """
+
+    def __init__(self, directory: Path, flusher: Callable[[Path, Collection[Path]], None] = flush):
+        self.directory = directory
+        self._flush = flusher
+        self._cond = threading.Condition()
+        self._open = _Batch()
+        self._flushing = False
+        self.flushes = 0  # made so far
+
+    @property
+    def queued(self) -> int:
+        """Paths waiting for a flush that has not started yet."""
+        with self._cond:
+            return len(self._open.paths)
+
+    def sync(self, paths: Iterable[Path]) -> None:
+        with self._cond:
+            batch = self._open
+            batch.paths.update(paths)
+            while not batch.done:
+                if self._flushing:  # the running flush may not cover this batch's writes
+                    self._cond.wait()
+                    continue
+                self._flushing = True
+                self._open = _Batch()
+                self.flushes += 1
+                self._cond.release()
+                try:
+                    self._flush(self.directory, batch.paths)
+                except OSError as exc:
+                    batch.error = exc
+                finally:
+                    self._cond.acquire()
+                    self._flushing = False
+                    batch.done = True
+                    self._cond.notify_all()
+        if batch.error is not None:
+            error = batch.error
+            raise OSError(error.errno, error.strerror, error.filename)
+
+
+def place(temp: Path, path: Path, *, create: bool = False) -> bool:
+    """Put ``temp`` (from :func:`write_temp`) at ``path``: renamed over it, or with ``create``
+    linked only where there is no file yet; False if there was one. ``temp`` is gone after,
+    whatever happened."""
+    if not create:
+        try:
+            os.replace(temp, path)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        return True
+    try:
+        os.link(temp, path)
+    except FileExistsError:
+        return False
+    finally:
+        temp.unlink(missing_ok=True)
+    return True
+
+
 def write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` so that readers see the old or the new bytes, never a mix.
 
     ``durable=False`` skips the fsyncs: still atomic, but may be lost on power failure
     (for files whose loss is harmless, such as a claim: the task would just run again).
     """
-    tmp = write_temp(path, data, durable)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    place(write_temp(path, data, durable), path)
     if durable:
         fsync_dir(path.parent)
 
 
 def write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
     """Like :func:`write_bytes` for content produced piece by piece."""
-    tmp = write_temp(path, chunks)
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    place(write_temp(path, chunks), path)
     fsync_dir(path.parent)
 
 
-def create_bytes(path: Path, data: bytes, *, sync_dir: bool = True) -> bool:
-    """Create ``path`` atomically only if it does not exist; return False if it did.
-
-    ``sync_dir=False`` leaves the directory fsync to the caller, who creates many files
-    and syncs the directory once (the files themselves are always fsynced)."""
-    tmp = write_temp(path, data)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink(missing_ok=True)
-    if sync_dir:
+def create_bytes(path: Path, data: bytes) -> bool:
+    """Create ``path`` atomically only if it does not exist; return False if it did."""
+    created = place(write_temp(path, data), path, create=True)
+    if created:
         fsync_dir(path.parent)
-    return True
+    return created
 
 
 def read_bytes(path: Path) -> bytes:

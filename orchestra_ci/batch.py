@@ -415,7 +415,7 @@ def pull_requests(batch: Batch) -> None:
     """Push each completed task's branch and open (or update) its pull request."""
     if not batch.settings.create_prs or batch.github is None or batch.report is None:
         return
-    from orchestra_ci.pulls import PullRequestError, open_or_update, push
+    from orchestra_ci.pulls import PullRequestError, open_or_update, opens_pr, push, stacked_base
     from orchestra_ci.worktrees import find_repo
 
     store, settings = batch.store, batch.settings
@@ -425,19 +425,31 @@ def pull_requests(batch: Batch) -> None:
         return
     base = settings.pr_base or batch.github.repo.default_branch
     token = settings.token or None
-    for record in store.all():
-        branch = record.get("branch")
-        if batch.only is not None and record["taskId"] not in batch.only:
-            continue
-        if record["status"] != "complete" or not branch or not record.get("patch"):
-            continue
+    records = {r["taskId"]: r for r in store.all()}
+    chosen = [
+        r
+        for r in records.values()
+        if opens_pr(r) and (batch.only is None or r["taskId"] in batch.only)
+    ]
+
+    def not_opened(record: TaskRecord, exc: PullRequestError) -> None:
+        message = batch.redactor(str(exc))
+        log.warning("pull request not opened", task=record["taskId"], error=message)
+        workflow.annotate(batch.env, "warning", message, f"orchestra-ci: {record['taskId']}")
+
+    pushed = []
+    for record in chosen:  # every branch first: a stacked PR's base must exist
         try:
-            push(repo_top, branch, settings.git_remote, token)
-            url = open_or_update(batch.github.repo, record, base)
+            push(repo_top, str(record["branch"]), settings.git_remote, token)
         except PullRequestError as exc:
-            message = batch.redactor(str(exc))
-            log.warning("pull request not opened", task=record["taskId"], error=message)
-            workflow.annotate(batch.env, "warning", message, f"orchestra-ci: {record['taskId']}")
+            not_opened(record, exc)
+            continue
+        pushed.append(record)
+    for record in pushed:
+        try:
+            url = open_or_update(batch.github.repo, record, stacked_base(record, records, base))
+        except PullRequestError as exc:
+            not_opened(record, exc)
             continue
 
         def set_url(r: TaskRecord, url: str = url) -> None:

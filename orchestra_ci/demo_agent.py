@@ -2,7 +2,8 @@
 
 It reads its prompt, "thinks" for a moment (``ORCHESTRA_DEMO_DELAY`` seconds, default 0.2),
 and writes ``orchestra-demo/<task id>.md`` in its working directory: a small real change
-that shows up in the task's patch.
+that shows up in the task's patch. The file lists the other tasks' files it found there,
+so a dependent task's patch shows that it started from its dependencies' work.
 """
 
 import hashlib
@@ -23,7 +24,11 @@ def main(argv: list[str]) -> int:
     time.sleep(float(os.environ.get("ORCHESTRA_DEMO_DELAY", "0.2")))
     out = Path("orchestra-demo") / f"{task_id}.md"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(f"# {task_id}\n\nPrompt:\n\n> {prompt}\n\nDigest: {digest}\n", encoding="utf-8")
+    found = sorted(p.as_posix() for p in out.parent.glob("*.md") if p != out)
+    text = f"# {task_id}\n\nPrompt:\n\n> {prompt}\n\nDigest: {digest}\n"
+    if found:
+        text += "\nBuilds on the work already here:\n\n" + "".join(f"- {f}\n" for f in found)
+    out.write_text(text, encoding="utf-8")
     print(f"demo agent: wrote {out}")
     return 0
 

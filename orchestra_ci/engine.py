@@ -61,12 +61,19 @@ from orchestra_ci.process import (
 )
 from orchestra_ci.record import Attempt, TaskRecord, iso, timestamp
 from orchestra_ci.redact import Redactor
-from orchestra_ci.retry_policy import decide
+from orchestra_ci.retry_policy import Decision, decide
 from orchestra_ci.schedule import Blocked, Scheduler
 from orchestra_ci.settings import Settings
 from orchestra_ci.store import RunnerLease, Store
 from orchestra_ci.usage import Usage, parse_usage
-from orchestra_ci.worktrees import Isolation, find_repo
+from orchestra_ci.worktrees import (
+    Base,
+    Dependency,
+    Isolation,
+    WorktreeError,
+    find_repo,
+    no_repo_reason,
+)
 
 log = structlog.get_logger("orchestra_ci")
 
@@ -108,6 +115,7 @@ class _Ending:
     usage: Usage | None = None
     extra: dict[str, Any] | None = None
     argv: list[str] | None = None  # the command line the attempt ran (secrets masked)
+    final: bool = False  # fails the task without a retry (its worktree could not start)
 
 
 @dataclass(frozen=True)
@@ -154,14 +162,7 @@ class Engine:
         self.isolation: Isolation | None = None
         self._subdir = Path()
         if self.settings.isolation != "none":
-            repo_top = find_repo(self.store.root)
-            if repo_top is not None:
-                self.isolation = Isolation(repo_top, self.store.dir)
-                self._subdir = self.store.root.relative_to(repo_top)
-            elif self.settings.isolation == "worktree":
-                raise UsageError(
-                    f"isolation 'worktree' needs a git repository at {self.store.root}"
-                )
+            self._isolate()
         self.pool = AgentPool({n: s.fallback for n, s in self.agents.items()}, self.clock)
         self.supervisor = Supervisor()
         self.started_at = iso(self._now())
@@ -177,6 +178,33 @@ class Engine:
         # removed): a retry offered earlier would be claimed while the old attempt cleans up.
         self._settle: dict[str, tuple[str, float | None]] = {}
 
+    def _isolate(self) -> None:
+        """Worktrees for the tasks, from the ``base`` setting; outside a repository with
+        a commit, one notice (an error with ``isolation: worktree``) and the root."""
+        root = self.store.root
+        repo_top = find_repo(root)
+        if repo_top is None:
+            reason = no_repo_reason(root)
+            if self.settings.isolation == "worktree":
+                raise UsageError(
+                    f"isolation 'worktree' needs a git repository with a commit at {root}: {reason}"
+                )
+            log.warning(f"tasks run in {root} itself, not each in its own worktree: {reason}")
+            return
+        try:
+            self.isolation = Isolation(repo_top, self.store.dir, self.settings.base)
+        except WorktreeError as exc:
+            raise UsageError(f"base: {exc}") from None
+        self._subdir = root.relative_to(repo_top)
+        if self.settings.base == "head":
+            unseen = self.isolation.uncommitted()
+            if unseen:
+                shown = ", ".join(unseen[:10]) + (" ..." if len(unseen) > 10 else "")
+                log.warning(
+                    f"the agents will not see {len(unseen)} uncommitted or untracked files "
+                    f"(they start from HEAD; base: worktree includes them): {shown}"
+                )
+
     # -- entry point --------------------------------------------------------------------
 
     async def run(self) -> RunOutcome:
@@ -190,6 +218,11 @@ class Engine:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
         adopting = self.supervisor.adopt(True)
+        if not adopting:
+            log.warning(
+                "this system has no child subreaper: a process an agent starts that leaves "
+                "its process group and drops its environment can outlive the run"
+            )
         try:
             self.recover()
             log.info(
@@ -229,7 +262,7 @@ class Engine:
         """One pass over the queue at start-up: tasks orphaned by a dead runner go back to
         ``pending`` (their agents stopped), sentinels are made to agree with the records,
         and the scheduler learns every task."""
-        atomic.remove_stale_temp_files(self.store.tasks_dir)
+        self.store.remove_stale_temp_files()
         names = self.store.names()
         running: list[str] = []
         for task_id in self.store.ids(names):
@@ -442,6 +475,8 @@ class Engine:
             self.store.sentinel(task_id, "done").unlink(missing_ok=True)
             self.store.sentinel(task_id, "error").unlink(missing_ok=True)
             self.store.write(record, durable=False)
+        # Durable before its agent starts, flushed outside the lock with the round's others.
+        self.store.commit(task_id)
         return _Claim(record, claimed=True)
 
     def _claimed(self, task_id: str, claim: "_Claim") -> TaskRecord | None:
@@ -484,8 +519,15 @@ class Engine:
         log.info("task started", task=task_id, attempt=attempt["number"], agent=agent)
         try:
             workdir = self.store.root
+            base: Base | None = None
             if self.isolation is not None:
-                workdir = await asyncio.to_thread(self._worktree, task_id)
+                try:
+                    base = await asyncio.to_thread(self._start, record)
+                except WorktreeError as exc:  # no agent runs: retrying would not help
+                    verdict = Verdict("failed", f"cannot start: {exc}")
+                    await self._finish(task_id, _Ending(verdict, final=True))
+                    return
+                workdir = await asyncio.to_thread(self._worktree, task_id, base.commit)
             values = {
                 "taskId": task_id,
                 "agent": agent,
@@ -517,6 +559,8 @@ class Engine:
                 usage = parse_usage(tail)
                 self.cost_usd += usage.cost_usd or 0.0
                 extra: dict[str, Any] = {}
+                if base is not None:
+                    extra.update(baseRef=base.ref, baseCommit=base.commit)
                 command = record.get("verify") or self.settings.verify
                 if verdict.outcome == "success" and command:
                     verdict, extra["verifyOutput"] = await self._verify(
@@ -528,7 +572,8 @@ class Engine:
                         used.requests, used.input_tokens, used.output_tokens
                     )
             if self.isolation is not None and verdict.outcome not in ("interrupted", "cancelled"):
-                extra.update(await asyncio.to_thread(self._collect, task_id))
+                assert base is not None
+                extra.update(await asyncio.to_thread(self._collect, task_id, base.commit))
                 required = changes_required(
                     record.get("requireChanges"),
                     self.settings.require_changes,
@@ -680,14 +725,27 @@ class Engine:
         code = result.exit_code
         return Verdict("failed", f"verification failed: `{command}` exited with {code}"), output
 
-    def _worktree(self, task_id: str) -> Path:
+    def _start(self, record: TaskRecord) -> Base:
+        """Where the task's worktree starts (its dependencies' results or its base)."""
         assert self.isolation is not None
-        path = self.isolation.create(task_id)
+        dependencies = []
+        for task_id in record.get("dependsOn") or []:
+            done = self.store.read(task_id)
+            patch = done.get("patch") if done else None
+            commit = done.get("baseCommit") if done else None
+            dependencies.append(
+                Dependency(task_id, commit, self.store.root / patch if patch else None)
+            )
+        return self.isolation.start(record["taskId"], dependencies, record.get("base"))
+
+    def _worktree(self, task_id: str, start: str) -> Path:
+        assert self.isolation is not None
+        path = self.isolation.create(task_id, start)
         return path / self._subdir if self._subdir != Path() else path
 
-    def _collect(self, task_id: str) -> dict[str, Any]:
+    def _collect(self, task_id: str, base: str) -> dict[str, Any]:
         assert self.isolation is not None
-        collected = self.isolation.collect(task_id, self.store.patches_dir)
+        collected = self.isolation.collect(task_id, self.store.patches_dir, base)
         patch = collected.patch
         return {
             "branch": self.isolation.branch(task_id),
@@ -756,16 +814,20 @@ class Engine:
         def apply(record: TaskRecord) -> TaskRecord:
             # May run twice (store.update redoes it on a version written meanwhile).
             outcome = transitions.outcome_of(record, end)
-            decision = decide(
-                outcome,
-                record.get("retryCount") or 0,
-                int(record.get("maxRetries", 3)),
-                record.get("backoff") or self.settings.backoff,
-                record.get("backoffMax") or self.settings.backoff_max,
-                retry_after=verdict.retry_after,
-                fallback=self.pool.fallback(record, record["attempts"][-1]["agent"])
-                if outcome in ("rate_limited", "fatal")
-                else None,
+            decision = (
+                Decision("fail")
+                if ending.final and outcome != "cancelled"
+                else decide(
+                    outcome,
+                    record.get("retryCount") or 0,
+                    int(record.get("maxRetries", 3)),
+                    record.get("backoff") or self.settings.backoff,
+                    record.get("backoffMax") or self.settings.backoff_max,
+                    retry_after=verdict.retry_after,
+                    fallback=self.pool.fallback(record, record["attempts"][-1]["agent"])
+                    if outcome in ("rate_limited", "fatal")
+                    else None,
+                )
             )
             return transitions.finish(record, end, decision, now)
 

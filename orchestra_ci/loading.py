@@ -47,6 +47,7 @@ def _spec_fields(spec: "TaskSpec") -> dict[str, object]:
         "verify": spec.verify,
         "requireChanges": spec.require_changes,
         "stallTimeout": spec.stall_timeout,
+        "base": spec.base,
     }
 
 
@@ -64,6 +65,7 @@ _KEPT = (
     "verify",
     "requireChanges",
     "stallTimeout",
+    "base",
     "sourceFile",
     "source",
     "createdAt",
@@ -173,7 +175,8 @@ def enqueue(
     now: datetime | None = None,
 ) -> LoadResult:
     """Add new tasks, update pending ones whose definition changed, and put finished ones
-    that should run again back in the queue (see :func:`change_for`). ``complete_sources``
+    that should run again back in the queue (see :func:`change_for`), with the finished
+    tasks that build on them (:func:`transitions.dependents_to_rerun`). ``complete_sources``
     maps each source read whole (a tasks file, every labelled issue) to the ids it has
     (all of them, also those of other shards): a pending task from it that it no longer
     has is retired: cancelled, with the reason, never run.
@@ -202,6 +205,12 @@ def enqueue(
                 record = {**full, **change.fields}  # type: ignore[typeddict-item]
             writes.append((change.kind, record))
             planned[spec.id] = record
+        again = {record["taskId"] for kind, record in writes if kind == "requeue"}
+        for task_id, reason in transitions.dependents_to_rerun(planned, again).items():
+            full = store.read(task_id) or existing[task_id]
+            record = transitions.requeue(full, reason, now)
+            writes.append(("requeue", record))
+            planned[task_id] = record
         for task_id, current in existing.items():
             where = origin(current)
             has = (complete_sources or {}).get(where)
@@ -214,12 +223,13 @@ def enqueue(
         loaded = {spec.id for spec in specs}
         check_queue(planned.values(), agents, where=where, root=store.root, loaded=loaded)
         result = LoadResult(unchanged=unchanged)
-        for kind, record in writes:
-            if kind == "add":
-                store.create(record, sync_dir=False)
-                result.added += 1
-                continue
-            store.write(record)
+        # Written, then made durable with two flushes for all of them (not two per task).
+        added = [record for kind, record in writes if kind == "add"]
+        result.added = sum(store.create_many(added)) if added else 0
+        changed = [(kind, record) for kind, record in writes if kind != "add"]
+        if changed:
+            store.write_many([record for _, record in changed])
+        for kind, record in changed:
             if kind == "update":
                 result.updated += 1
             elif kind == "requeue":
@@ -228,6 +238,4 @@ def enqueue(
                 result.requeued.append(record["taskId"])
             else:
                 result.retired.append(record["taskId"])
-        if result.added:
-            store.sync()
     return result

@@ -78,7 +78,8 @@ def _still_stopping(store: Store, record: TaskRecord) -> bool:
 
 def retry_tasks(store: Store, task_id: str | None) -> list[str]:
     """Put a failed or cancelled task (or, with None, every failed one) back to pending,
-    with the tasks that failed only because they were blocked by it."""
+    with the finished tasks that depend on it (they build on its new result; see
+    :func:`transitions.dependents_to_rerun`), noted in their history."""
     with store.locked():
         records = {r["taskId"]: r for r in store.all()}
         if task_id is not None:
@@ -95,20 +96,18 @@ def retry_tasks(store: Store, task_id: str | None) -> list[str]:
             chosen = {task_id}
         else:
             chosen = {i for i, r in records.items() if r["status"] == "failed"}
-        grew = True
-        while grew:
-            extra = {
-                i
-                for i, r in records.items()
-                if r["status"] == "failed" and r.get("blockedBy") in chosen
-            } - chosen
-            chosen |= extra
-            grew = bool(extra)
-        for tid in sorted(chosen):
-            store.update(tid, transitions.retry)
+        dependents = transitions.dependents_to_rerun(records, chosen)
+        now = datetime.now(UTC)
+        for tid in sorted(chosen | set(dependents)):
+            reason = dependents.get(tid)
+
+            def again(record: TaskRecord, why: str | None = reason) -> TaskRecord:
+                return transitions.requeue(record, why, now) if why else transitions.retry(record)
+
+            store.update(tid, again)
             store.sentinel(tid, "error").unlink(missing_ok=True)
             store.sentinel(tid, "done").unlink(missing_ok=True)
-    return sorted(chosen)
+    return sorted(chosen | set(dependents))
 
 
 def cancel_task(store: Store, task_id: str, grace: float = 5.0) -> str:

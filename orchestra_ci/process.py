@@ -19,14 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestra_ci import atomic
+from orchestra_ci import atomic, process_table
 from orchestra_ci.outcome import StopReason
 from orchestra_ci.redact import Redactor
 
 MARKER_VAR = "ORCHESTRA_ATTEMPT_ID"
 _CHUNK = 65536
 _TAIL = 65536
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 @dataclass
@@ -91,43 +90,24 @@ def resolve_command(command: str, env: dict[str, str]) -> str | None:
     return found
 
 
-def _pgid(pid: int) -> int | None:
-    """A live process's process group; None for a zombie. Raises if it is gone."""
-    fields = atomic.read_bytes(Path(f"/proc/{pid}/stat")).rsplit(b")", 1)[1].split()
-    return None if fields[0] == b"Z" else int(fields[2])
-
-
 def _live(pid: int) -> bool:
-    try:
-        return _pgid(pid) is not None
-    except (OSError, IndexError, ValueError):
-        return False
+    return process_table.SYSTEM.live(pid)
 
 
 def attempt_pids(pgid: int | None, marker: str) -> list[int]:
     """Live (non-zombie) processes of an attempt: in its process group, or carrying its
-    marker in their environment after leaving the group. Reads Linux /proc."""
-    needle = f"{MARKER_VAR}={marker}\0".encode()
+    marker in their environment after leaving the group."""
+    table = process_table.SYSTEM
     found = []
-    try:
-        entries = os.listdir("/proc")
-    except OSError:
-        return []
-    own = os.getpid()
-    for entry in entries:
-        if not entry.isdigit() or int(entry) == own:
-            continue
+    for pid in table.pids():
         try:
-            group = _pgid(int(entry))
-            if group is None:
-                continue
-            if group == pgid:
-                found.append(int(entry))
-                continue
-            if needle in atomic.read_bytes(Path(f"/proc/{entry}/environ")):
-                found.append(int(entry))
+            group = table.group(pid)
         except (OSError, IndexError, ValueError):
             continue
+        if group is None:
+            continue
+        if group == pgid or table.has_variable(pid, MARKER_VAR, marker):
+            found.append(pid)
     return found
 
 
@@ -228,24 +208,17 @@ class Supervisor:
 
     def adopt(self, enable: bool) -> bool:
         """Become (or stop being) the reaper of orphaned descendants; False where the
-        platform has no such thing."""
-        import ctypes  # only here: Linux only, needed once per run
-
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            ok = libc.prctl(_PR_SET_CHILD_SUBREAPER, int(enable), 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            ok = False
+        platform has no such thing (macOS)."""
+        ok = process_table.SYSTEM.set_subreaper(enable)
         self.adopting = enable and ok and self.adopted() is not None
         return self.adopting
 
     def adopted(self) -> list[int] | None:
         """Children of this process other than the agents it started (None: unknown)."""
-        try:
-            children = atomic.read_bytes(Path(f"/proc/self/task/{os.getpid()}/children")).split()
-        except OSError:
+        children = process_table.SYSTEM.children()
+        if children is None:
             return None
-        return [pid for pid in map(int, children) if pid not in self.agents]
+        return [pid for pid in children if pid not in self.agents]
 
     def reap_adopted(self) -> None:
         _reap(self.adopted() or [])
@@ -379,16 +352,18 @@ class _LogPump:
 
 
 def _exited(pid: int, has_exited: Callable[[], bool]) -> "asyncio.Future[None]":
-    """A future that resolves when ``pid`` exits: a pidfd on Linux, elsewhere polling
-    ``has_exited``. Cancelling the future stops watching."""
+    """A future that resolves when ``pid`` exits: a pidfd on Linux, elsewhere (macOS)
+    polling ``has_exited`` every 50 ms. Cancelling the future stops watching."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     try:
-        pidfd = os.pidfd_open(pid)
+        pidfd = os.pidfd_open(pid) if process_table.SYSTEM.features.pidfd else None
     except ProcessLookupError:
         done.set_result(None)
         return done
-    except (AttributeError, OSError):
+    except OSError:  # e.g. a kernel without pidfds, or none left
+        pidfd = None
+    if pidfd is None:
 
         async def poll() -> None:
             while not has_exited():

@@ -1,8 +1,14 @@
-"""Opt-in pull requests: push each completed task's branch and open (or update) a draft PR."""
+"""Opt-in pull requests: push each completed task's branch and open (or update) a draft PR.
+
+A task that depends on exactly one other gets a stacked PR: its base is the dependency's
+branch, so it shows only the task's own change (GitHub retargets it to the dependency's
+base once the dependency's PR is merged and its branch deleted).
+"""
 
 import base64
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +68,30 @@ def push(repo_top: Path, branch: str, remote: str, token: str | None) -> None:
         raise PullRequestError(f"git push of {branch} failed: {detail}")
 
 
+def opens_pr(record: TaskRecord) -> bool:
+    """A completed task whose branch has a change gets a pull request."""
+    return (
+        record["status"] == "complete" and bool(record.get("branch")) and bool(record.get("patch"))
+    )
+
+
+def stacked_base(record: TaskRecord, records: Mapping[str, TaskRecord], default: str) -> str:
+    """The branch the task's PR targets: with one dependency, that dependency's branch
+    if it gets a PR (past dependencies that changed nothing, to the nearest that did);
+    otherwise ``default``. With several dependencies the PR targets ``default`` and also
+    shows their changes, which no single base holds."""
+    current, seen = record, {record["taskId"]}
+    while len(deps := current.get("dependsOn") or []) == 1 and deps[0] not in seen:
+        seen.add(deps[0])
+        dependency = records.get(deps[0])
+        if dependency is None:
+            break
+        if opens_pr(dependency):
+            return str(dependency["branch"])
+        current = dependency
+    return default
+
+
 def title_for(record: TaskRecord) -> str:
     if record.get("issueNumber") is not None:
         return f"orchestra-ci: resolve #{record['issueNumber']}"
@@ -82,6 +112,10 @@ def pull_request_body(record: TaskRecord) -> str:
     ]
     if len(files) > 100:
         lines.append(f"- … and {len(files) - 100} more")
+    deps = record.get("dependsOn") or []
+    if deps:
+        names = ", ".join(f"`{d}`" for d in deps)
+        lines += ["", f"Builds on the results of {names}: merge those first."]
     if record.get("issueNumber") is not None:
         lines += ["", f"Resolves #{record['issueNumber']}"]
     lines += ["", "_Opened by orchestra-ci as a draft: review before merging._"]
@@ -99,7 +133,7 @@ def open_or_update(repo: Any, record: TaskRecord, base: str) -> str:
         existing = call(lambda: list(repo.get_pulls(state="open", head=f"{owner}:{branch}")))
         if existing:
             pr = existing[0]
-            call(lambda: pr.edit(title=title, body=body))
+            call(lambda: pr.edit(title=title, body=body, base=base))
             return str(pr.html_url)
 
         def create() -> Any:

@@ -98,6 +98,9 @@ class TaskRecord(TypedDict, total=False):
     requireChanges: bool | None
     stallTimeout: float | None
     verifyOutput: str | None
+    base: str | None  # the task's own `base` (head, worktree or a ref); None: the setting's
+    baseRef: str | None  # what its worktree started from (a branch, `worktree`, ...)
+    baseCommit: str | None  # ... and that commit: its patch is relative to it
     branch: str | None
     patch: str | None
     changedFiles: list[str]
@@ -204,6 +207,9 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
     "backoffMax": (int, float, type(None)),
     "nextAgent": (str, type(None)),
     "runnerId": (str, type(None)),
+    "base": (str, type(None)),
+    "baseRef": (str, type(None)),
+    "baseCommit": (str, type(None)),
     "branch": (str, type(None)),
     "patch": (str, type(None)),
     "prUrl": (str, type(None)),

@@ -67,6 +67,8 @@ class TaskReport(ReportModel):
     changed_files: list[str] = Field(default_factory=list, alias="changedFiles")
     pr_url: str | None = Field(default=None, alias="prUrl")
     branch: str | None = None
+    base_ref: str | None = Field(default=None, alias="baseRef")
+    base_commit: str | None = Field(default=None, alias="baseCommit")
     overlaps: list[str] = Field(default_factory=list)
     log: str
 
@@ -134,6 +136,8 @@ def task_report(record: TaskRecord) -> TaskReport:
         changed_files=record.get("changedFiles") or [],
         pr_url=record.get("prUrl"),
         branch=record.get("branch"),
+        base_ref=record.get("baseRef"),
+        base_commit=record.get("baseCommit"),
         log=record.get("logFile") or f".orchestra/logs/{task_id}.log",
     )
 

@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
+from orchestra_ci.task_spec import BaseValue
 from orchestra_ci.validation import describe
 
 CONFIG_FILE = ".orchestra/config.yml"
@@ -71,6 +72,8 @@ class Settings(BaseSettings):
     max_retries: int = Field(default=3, ge=0, le=100)
     max_cost_usd: float | None = Field(default=None, ge=0)
     isolation: Literal["auto", "worktree", "none"] = "auto"
+    # Where worktrees start: HEAD, a snapshot of the working tree, or a ref.
+    base: BaseValue = "head"
     verify: str | None = None
     # An attempt that exits 0 and changes nothing fails: None = on for tasks from issues
     # (they ask for a change), off for the others.

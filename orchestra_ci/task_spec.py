@@ -1,6 +1,19 @@
 """A task as its source asks for it (the tasks file or an issue), before it is queued."""
 
-from pydantic import BaseModel, ConfigDict
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+
+def _check_base(value: str) -> str:
+    """`base` reaches git's command line: a ref, never an option or several words."""
+    if not value or value.startswith("-") or len(value) > 255 or any(c.isspace() for c in value):
+        raise ValueError("base must be head, worktree or a git ref (one word, not starting with -)")
+    return value
+
+
+# `base`: where a task's worktree starts: `head`, `worktree` or a git revision.
+BaseValue = Annotated[str, AfterValidator(_check_base)]
 
 
 class TaskSpec(BaseModel):
@@ -24,3 +37,4 @@ class TaskSpec(BaseModel):
     source: str = "file"
     issue_number: int | None = None
     labeled_at: str | None = None  # when the issue last got the trigger label
+    base: str | None = None  # head, worktree or a ref; None: the `base` setting

@@ -11,7 +11,7 @@ from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.record import DEFAULT_MAX_RETRIES, check_task_id
 from orchestra_ci.sanitize import check_prompt
-from orchestra_ci.task_spec import TaskSpec
+from orchestra_ci.task_spec import BaseValue, TaskSpec
 from orchestra_ci.validation import describe
 
 
@@ -29,6 +29,7 @@ class Defaults(_Strict):
     verify: str | None = None
     require_changes: bool | None = None
     stall_timeout: Duration | None = None
+    base: BaseValue | None = None
 
 
 class TaskEntry(_Strict):
@@ -45,6 +46,7 @@ class TaskEntry(_Strict):
     verify: str | None = None
     require_changes: bool | None = None
     stall_timeout: Duration | None = None
+    base: BaseValue | None = None
 
     @field_validator("id", "depends_on")
     @classmethod
@@ -147,6 +149,7 @@ def load_tasks_file(
     specs = []
     d = parsed.defaults
     file_max_retries = d.max_retries if "max_retries" in d.model_fields_set else default_max_retries
+    source_file = source_name(path, root)  # resolved once, not per task
     for entry in parsed.tasks:
         if entry.id in seen:
             raise UsageError(f"{path}: task {entry.id!r}: field 'id': duplicate id")
@@ -164,7 +167,7 @@ def load_tasks_file(
                 backoff_max=entry.backoff_max if entry.backoff_max is not None else d.backoff_max,
                 depends_on=entry.depends_on,
                 priority=entry.priority if entry.priority is not None else d.priority,
-                source_file=source_name(path, root),
+                source_file=source_file,
                 verify=entry.verify if entry.verify is not None else d.verify,
                 stall_timeout=(
                     entry.stall_timeout if entry.stall_timeout is not None else d.stall_timeout
@@ -174,6 +177,7 @@ def load_tasks_file(
                     if entry.require_changes is not None
                     else d.require_changes
                 ),
+                base=entry.base if entry.base is not None else d.base,
             )
         )
     return specs

@@ -7,7 +7,7 @@ instants, never as strings: records written by agent-orchestrator carry naive lo
 ours carry UTC offsets, and the two do not sort as text.
 """
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -109,6 +109,35 @@ def requeue(record: TaskRecord, reason: str, now: datetime) -> TaskRecord:
     """A finished task back in the queue for new attempts on its record (its definition
     changed, its issue was labelled again), with the reason in its history."""
     return noted(retry(record), "requeued", reason, now)
+
+
+def dependents_to_rerun(
+    records: Mapping[str, TaskRecord], rerun: Collection[str]
+) -> dict[str, str]:
+    """The tasks that must run again because the tasks ``rerun`` will: every finished one
+    (complete or failed) that depends on them, directly or through other tasks, since it
+    built on results that are about to change. Maps each to why (for its history, with
+    :func:`requeue`). Cancelled tasks stay cancelled; pending and running ones are left
+    alone (a pending one will build on the new results anyway)."""
+    dependents: dict[str, set[str]] = {}
+    for task_id, record in records.items():
+        # A task blocked by another waited for it, whether or not its record still says so.
+        blocker = record.get("blockedBy")
+        for dependency in [*(record.get("dependsOn") or []), *([blocker] if blocker else [])]:
+            dependents.setdefault(dependency, set()).add(task_id)
+    reasons: dict[str, str] = {}
+    seen = set(rerun)
+    frontier = sorted(seen)
+    while frontier:
+        current = frontier.pop(0)
+        for task_id in sorted(dependents.get(current, ())):
+            if task_id in seen:
+                continue
+            seen.add(task_id)
+            frontier.append(task_id)
+            if records[task_id]["status"] in ("complete", "failed"):
+                reasons[task_id] = f"its dependency {current!r} runs again"
+    return reasons
 
 
 def retire(record: TaskRecord, reason: str, now: datetime) -> TaskRecord:

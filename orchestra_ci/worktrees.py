@@ -1,8 +1,10 @@
 """Task isolation with git worktrees: one worktree and branch per task, changes out as patches.
 
 Each task runs in ``.orchestra/worktrees/<id>`` on branch ``orchestra/<id>``, created from
-the run's base commit. Afterwards everything the agent left there is committed on that
-branch with a fixed identity, the branch's changes since the base are exported as
+its base: the run's base commit (``HEAD``, a snapshot of the working tree, or a ref), or,
+for a task with dependencies, their result branches (merged when there are several).
+Afterwards everything the agent left there is committed on that branch with a fixed
+identity, the branch's changes since the task's base are exported as
 ``patches/<id>.patch`` and the worktree is removed; the branch stays for pull requests.
 
 Only the ``git`` binary is used, through ``subprocess`` with argv lists (never a shell).
@@ -25,6 +27,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -95,6 +98,30 @@ class _GitMissing(WorktreeError):
 
 
 @dataclass(frozen=True)
+class Dependency:
+    """A dependency of a task, with what its record says of its result: the commit it
+    started from and its patch, to rebuild the result from when its branch is not in this
+    repository (a queue carried over from an earlier run in another checkout)."""
+
+    task_id: str
+    base_commit: str | None = None
+    patch: Path | None = None
+
+
+class MergeConflict(WorktreeError):
+    """The results of a task's dependencies do not merge: the task cannot start."""
+
+
+@dataclass(frozen=True)
+class Base:
+    """Where a task's worktree starts: ``ref`` as it was asked for (a branch, ``HEAD``,
+    ``worktree``, the dependencies' branches) and the commit it resolved to."""
+
+    ref: str
+    commit: str
+
+
+@dataclass(frozen=True)
 class Collected:
     """What a task changed relative to the run's base commit."""
 
@@ -130,15 +157,18 @@ def _one_line(stderr: bytes) -> str:
 
 
 def _git_once(
-    cwd: Path, args: Sequence[str], ok: tuple[int, ...]
+    cwd: Path, args: Sequence[str], ok: tuple[int, ...], index: Path | None = None
 ) -> subprocess.CompletedProcess[bytes]:
     argv = ["git", "-C", str(cwd)]
     for setting in _CONFIG:
         argv += ["-c", setting]
     argv += args
+    env = _env()
+    if index is not None:  # a private index: the user's own is never read or written
+        env["GIT_INDEX_FILE"] = str(index)
     try:
         proc = subprocess.run(
-            argv, capture_output=True, stdin=subprocess.DEVNULL, env=_env(), check=False
+            argv, capture_output=True, stdin=subprocess.DEVNULL, env=env, check=False
         )
     except FileNotFoundError:
         raise _GitMissing("git is not installed or not on PATH") from None
@@ -152,7 +182,9 @@ def _git_once(
     return proc
 
 
-def _git(cwd: Path, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess[bytes]:
+def _git(
+    cwd: Path, *args: str, ok: tuple[int, ...] = (0,), index: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """Run ``git -C cwd ARGS``; raise :class:`WorktreeError` unless its exit code is in ``ok``.
 
     Git takes its ``.lock`` files without waiting; if another git process holds one, the
@@ -164,7 +196,7 @@ def _git(cwd: Path, *args: str, ok: tuple[int, ...] = (0,)) -> subprocess.Comple
         wait=tenacity.wait_exponential(multiplier=0.05, max=1.0) + tenacity.wait_random(0, 0.05),
         reraise=True,
     )
-    return retrying(_git_once, cwd, args, ok)
+    return retrying(_git_once, cwd, args, ok, index)
 
 
 def git_output(cwd: Path, *args: str) -> bytes:
@@ -242,6 +274,17 @@ def find_repo(root: Path) -> Path | None:
     return Path(top) if head.returncode == 0 else None
 
 
+def no_repo_reason(root: Path) -> str:
+    """Why :func:`find_repo` found no repository at ``root``, in a few words."""
+    try:
+        proc = _git_once(Path(root), ["rev-parse", "--show-toplevel"], ok=(0, 1, 128, 129))
+    except _GitMissing:
+        return "git is not installed"
+    if proc.returncode != 0 or not proc.stdout.strip():
+        return "it is not in a git repository"
+    return "its git repository has no commits yet"
+
+
 def branch_name(task_id: str) -> str:
     """``orchestra/<id>``; ids that are not a valid ref component (``a..b``, ``x.lock``,
     ``.x``, ``x.``) get their dots replaced and a hash of the id appended instead."""
@@ -264,24 +307,163 @@ def _checked(task_id: str) -> str:
 
 
 class Isolation:
-    """The worktrees of one run: all branches start from :attr:`base_commit`."""
+    """The worktrees of one run: branches start from :attr:`base` (the run's ``base``
+    setting) unless a task names its own base or depends on other tasks."""
 
     def __init__(self, repo_top: Path, orchestra_dir: Path, base: str | None = None) -> None:
         self.repo_top = Path(repo_top).resolve()
         self.orchestra_dir = Path(orchestra_dir).resolve()
         self.worktrees_dir = self.orchestra_dir / "worktrees"
         self._thread_lock = threading.Lock()
-        revision = base or "HEAD"
+        self._resolve_lock = threading.RLock()  # a snapshot resolves `head` first
+        self._bases: dict[str, Base] = {}
+        self.base = self.resolve(base or "head")
+        self.base_commit = self.base.commit
+
+    # -- bases ----------------------------------------------------------------------------
+
+    def resolve(self, base: str) -> Base:
+        """The commit a ``base`` value names: ``head`` (HEAD, reported under its branch's
+        name), ``worktree`` (a snapshot of the working tree, see :meth:`snapshot`) or any
+        revision. Resolved once per run: every task asking for one base gets one commit."""
+        with self._resolve_lock:
+            if base not in self._bases:
+                self._bases[base] = self._resolve(base)
+            return self._bases[base]
+
+    def _resolve(self, base: str) -> Base:
+        if base == "worktree":
+            return Base("worktree", self.snapshot())
+        revision = "HEAD" if base == "head" else base
         if revision.startswith("-"):
             raise WorktreeError(f"invalid base revision {revision!r}")
         proc = _git(
             self.repo_top, "rev-parse", "--verify", "-q", f"{revision}^{{commit}}", ok=(0, 1, 128)
         )
         if proc.returncode != 0:
-            what = "the repository has no commits yet" if base is None else "no such commit"
+            what = "the repository has no commits yet" if base == "head" else "no such commit"
             detail = _one_line(proc.stderr) or what
             raise WorktreeError(f"cannot use {revision!r} as base in {self.repo_top}: {detail}")
-        self.base_commit = os.fsdecode(proc.stdout).strip()
+        ref = revision
+        if revision == "HEAD":
+            branch = _git(self.repo_top, "symbolic-ref", "-q", "--short", "HEAD", ok=(0, 1))
+            ref = os.fsdecode(branch.stdout).strip() or "HEAD"
+        return Base(ref, os.fsdecode(proc.stdout).strip())
+
+    def _outside_queue(self) -> list[str]:
+        """A pathspec that leaves the queue directory (and the worktrees in it) out."""
+        try:
+            inside = self.orchestra_dir.relative_to(self.repo_top).as_posix()
+        except ValueError:
+            return ["."]
+        return [".", f":(exclude){inside}"]
+
+    def uncommitted(self) -> list[str]:
+        """Files of the working tree that differ from HEAD: changed, deleted, and untracked
+        ones that are not ignored (the queue directory left out). Agents starting from HEAD
+        do not see them."""
+        out = _git(
+            self.repo_top,
+            "status",
+            "--porcelain",
+            "-z",
+            "--untracked-files=all",
+            "--no-renames",
+            "--",
+            *self._outside_queue(),
+        ).stdout
+        return sorted(entry[3:] for entry in _paths(out))
+
+    def snapshot(self) -> str:
+        """A commit of the working tree as it is: HEAD plus its uncommitted changes and its
+        untracked files that are not ignored (the queue directory left out), or HEAD itself
+        when there are none. It is built in a private index: the user's index, HEAD and
+        files stay as they are."""
+        head = self.resolve("head").commit
+        with tempfile.TemporaryDirectory(prefix="orchestra-index-") as tmp:
+            index = Path(tmp) / "index"
+            _git(self.repo_top, "read-tree", head, index=index)
+            _git(self.repo_top, "add", "--all", "--", *self._outside_queue(), index=index)
+            tree = os.fsdecode(_git(self.repo_top, "write-tree", index=index).stdout).strip()
+        if tree == _out(self.repo_top, "rev-parse", f"{head}^{{tree}}"):
+            return head
+        message = "orchestra-ci: snapshot of the working tree"
+        return _out(self.repo_top, "commit-tree", tree, "-p", head, "-m", message)
+
+    def start(
+        self, task_id: str, dependencies: Sequence[Dependency], base: str | None = None
+    ) -> Base:
+        """Where the task's worktree starts. With dependencies: the result branch of the
+        one, or a merge of the several made here (:class:`MergeConflict` names the files
+        and tasks when they do not merge). Without: ``base``, or the run's base."""
+        if not dependencies:
+            return self.resolve(base) if base else self.base
+        tips = [(self.branch(dep.task_id), self._result(dep)) for dep in dependencies]
+        if len(tips) == 1:
+            return Base(*tips[0])
+        names = [dep.task_id for dep in dependencies]
+        return Base(" + ".join(b for b, _ in tips), self._merge(task_id, names, tips))
+
+    def _commit(self, revision: str) -> str | None:
+        proc = _git(
+            self.repo_top, "rev-parse", "--verify", "-q", f"{revision}^{{commit}}", ok=(0, 1, 128)
+        )
+        return os.fsdecode(proc.stdout).strip() if proc.returncode == 0 else None
+
+    def _result(self, dependency: Dependency) -> str:
+        """The dependency's result commit: its branch, else rebuilt from its patch on the
+        commit it started from (and its branch set to it, for its dependents and PRs)."""
+        branch = self.branch(dependency.task_id)
+        tip = self._commit(f"refs/heads/{branch}")
+        if tip is not None:
+            return tip
+        base = self._commit(dependency.base_commit) if dependency.base_commit else None
+        patch = dependency.patch
+        if base is None or (patch is not None and not patch.is_file()):
+            raise WorktreeError(
+                f"the result of dependency {dependency.task_id!r} is not in this repository "
+                f"(no branch {branch}, and no patch and base commit to rebuild it from)"
+            )
+        tip = base
+        if patch is not None:
+            with tempfile.TemporaryDirectory(prefix="orchestra-index-") as tmp:
+                index = Path(tmp) / "index"
+                _git(self.repo_top, "read-tree", base, index=index)
+                _git(self.repo_top, "apply", "--cached", "--binary", str(patch), index=index)
+                tree = os.fsdecode(_git(self.repo_top, "write-tree", index=index).stdout).strip()
+            message = f"orchestra-ci: {dependency.task_id} (rebuilt from its patch)"
+            tip = _out(self.repo_top, "commit-tree", tree, "-p", base, "-m", message)
+        with self._locked():
+            _git(self.repo_top, "update-ref", f"refs/heads/{branch}", tip)
+        return tip
+
+    def _merge(
+        self, task_id: str, dependencies: Sequence[str], tips: Sequence[tuple[str, str]]
+    ) -> str:
+        """One commit merging the dependencies' results, made without a work tree."""
+        commit = tips[0][1]
+        for number, (_, tip) in enumerate(tips[1:], start=1):
+            proc = _git(
+                self.repo_top,
+                "merge-tree",
+                "--write-tree",
+                "--name-only",
+                "--no-messages",
+                "-z",
+                commit,
+                tip,
+                ok=(0, 1),
+            )
+            tree, *conflicted = _paths(proc.stdout)
+            if proc.returncode == 1:
+                merged = ", ".join(repr(d) for d in dependencies[: number + 1])
+                files = ", ".join(sorted(set(conflicted)))
+                raise MergeConflict(f"the results of its dependencies {merged} conflict in {files}")
+            message = f"orchestra-ci: merge the dependencies of {task_id}"
+            commit = _out(
+                self.repo_top, "commit-tree", tree, "-p", commit, "-p", tip, "-m", message
+            )
+        return commit
 
     # -- naming ---------------------------------------------------------------------------
 
@@ -359,11 +541,12 @@ class Isolation:
                 removed.append(entry.name)
         return removed
 
-    def create(self, task_id: str) -> Path:
-        """A fresh worktree for the task on ``orchestra/<id>`` at the base commit.
+    def create(self, task_id: str, start: str | None = None) -> Path:
+        """A fresh worktree for the task on ``orchestra/<id>`` at ``start`` (a commit, from
+        :meth:`start`; default the run's base commit).
 
         Whatever an earlier attempt left (its worktree, commits on its branch) is
-        replaced, so every attempt starts from the base. Safe to call from several
+        replaced, so every attempt starts from its base. Safe to call from several
         threads at once for different tasks.
         """
         path = self.path(task_id)
@@ -388,14 +571,15 @@ class Isolation:
                 "-B",
                 branch,
                 str(path),
-                self.base_commit,
+                start or self.base_commit,
             )
         # Writing the files touches only this worktree: done outside the lock, in parallel.
         _git(path, "reset", "--hard", "--quiet")
         return path
 
-    def collect(self, task_id: str, patches_dir: Path) -> Collected:
-        """Commit what the agent left, export the branch's changes since the base.
+    def collect(self, task_id: str, patches_dir: Path, base: str | None = None) -> Collected:
+        """Commit what the agent left, export the branch's changes since ``base`` (the
+        commit the worktree started from; default the run's base commit).
 
         Everything in the worktree is staged (new, modified and deleted files; ignored
         files stay out as usual) and committed as ``orchestra-ci: <id>``; commits the
@@ -410,55 +594,26 @@ class Isolation:
         staged = _git(path, "diff", "--cached", "--quiet", "--no-ext-diff", ok=(0, 1))
         if staged.returncode == 1:
             _git(path, "commit", "--quiet", "--no-verify", "-m", f"orchestra-ci: {task_id}")
+        base = base or self.base_commit
         head = _out(path, "rev-parse", "--verify", "HEAD^{commit}")
         current = _git(path, "symbolic-ref", "-q", "HEAD", ok=(0, 1))
         if os.fsdecode(current.stdout).strip() != f"refs/heads/{branch}":
             # The agent switched branches or detached HEAD: its work is where HEAD is.
             _git(path, "update-ref", "-m", "orchestra-ci: collect", f"refs/heads/{branch}", head)
-        commits = int(_out(path, "rev-list", "--count", f"{self.base_commit}..{head}"))
-        diff = _git(path, "diff", "--name-only", "-z", "--no-renames", self.base_commit, head, "--")
+        commits = int(_out(path, "rev-list", "--count", f"{base}..{head}"))
+        diff = _git(path, "diff", "--name-only", "-z", "--no-renames", base, head, "--")
         changed = _paths(diff.stdout)
         patch_path = Path(patches_dir) / f"{_checked(task_id)}.patch"
         if not changed:
             patch_path.unlink(missing_ok=True)
             return Collected(None, [], commits)
-        data = self._format_patch(path, head, task_id)
+        data = _format_patch(path, base, head, task_id)
         try:
             patch_path.parent.mkdir(parents=True, exist_ok=True)
             atomic.write_bytes(patch_path, data)
         except OSError as exc:
             raise WorktreeError(f"cannot write {patch_path}: {exc.strerror or exc}") from None
         return Collected(patch_path, changed, commits)
-
-    def _format_patch(self, cwd: Path, head: str, task_id: str) -> bytes:
-        """``git format-patch`` of base..head, one mail per commit, binary-safe.
-
-        A history ``git am`` could not replay on the base (merge commits, or the agent
-        reset below the base) is exported as one commit of the net change instead; that
-        commit object is never referenced by a branch.
-        """
-        merges = _out(cwd, "rev-list", "--merges", f"{self.base_commit}..{head}")
-        linear = _git(cwd, "merge-base", "--is-ancestor", self.base_commit, head, ok=(0, 1))
-        tip = head
-        if merges or linear.returncode != 0:
-            tree = _out(cwd, "rev-parse", f"{head}^{{tree}}")
-            message = f"orchestra-ci: {task_id}"
-            tip = _out(cwd, "commit-tree", tree, "-p", self.base_commit, "-m", message)
-        return _git(
-            cwd,
-            "format-patch",
-            "--stdout",
-            "--binary",
-            "--full-index",
-            "-U3",
-            "--no-signature",
-            "--no-color",
-            "--no-ext-diff",
-            "--no-textconv",
-            "--src-prefix=a/",
-            "--dst-prefix=b/",
-            f"{self.base_commit}..{tip}",
-        ).stdout
 
     def remove(self, task_id: str) -> None:
         """Remove the task's worktree, changes and all; its branch is kept. Idempotent."""
@@ -467,3 +622,34 @@ class Isolation:
             registered = os.path.realpath(path) in self._registered()
             if registered or os.path.lexists(path):
                 self._discard(path, registered)
+
+
+def _format_patch(cwd: Path, base: str, head: str, task_id: str) -> bytes:
+    """``git format-patch`` of base..head, one mail per commit, binary-safe.
+
+    A history ``git am`` could not replay on the base (merge commits, or the agent
+    reset below the base) is exported as one commit of the net change instead; that
+    commit object is never referenced by a branch.
+    """
+    merges = _out(cwd, "rev-list", "--merges", f"{base}..{head}")
+    linear = _git(cwd, "merge-base", "--is-ancestor", base, head, ok=(0, 1))
+    tip = head
+    if merges or linear.returncode != 0:
+        tree = _out(cwd, "rev-parse", f"{head}^{{tree}}")
+        message = f"orchestra-ci: {task_id}"
+        tip = _out(cwd, "commit-tree", tree, "-p", base, "-m", message)
+    return _git(
+        cwd,
+        "format-patch",
+        "--stdout",
+        "--binary",
+        "--full-index",
+        "-U3",
+        "--no-signature",
+        "--no-color",
+        "--no-ext-diff",
+        "--no-textconv",
+        "--src-prefix=a/",
+        "--dst-prefix=b/",
+        f"{base}..{tip}",
+    ).stdout

@@ -9,8 +9,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
+from orchestra_ci import process_table
+from orchestra_ci.process_table import Features, ProcessTable
 from orchestra_ci.store import Store
 from tests.doubles.fake_github import FakeGitHub
 
@@ -80,10 +83,27 @@ def records(root: Path) -> dict[str, dict[str, Any]]:
 def alive(pid: int) -> bool:
     """True if ``pid`` is a live process (zombies waiting to be reaped do not count)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
         return False
-    return state != "Z"
+
+
+@pytest.fixture
+def without_linux_extras(monkeypatch: pytest.MonkeyPatch) -> ProcessTable:
+    """The process code as it runs on macOS: no /proc, no pidfds, no child subreaper."""
+    table = ProcessTable(Features(proc=False, pidfd=False, subreaper=False))
+    monkeypatch.setattr(process_table, "SYSTEM", table)
+    return table
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``linux_only`` tests check what only Linux has (/proc, prctl); elsewhere they skip."""
+    if sys.platform.startswith("linux"):
+        return
+    skip = pytest.mark.skip(reason="linux_only: needs /proc or prctl")
+    for item in items:
+        if "linux_only" in item.keywords:
+            item.add_marker(skip)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:

@@ -127,6 +127,11 @@ def ensure_image(root: Path = REPO, timeout: float = 1800) -> str:
     tag = f"orchestra-ci:test-{digest[:16]}"
     if have_image(tag):
         return tag
+    # Images of earlier contexts are stale: dropped, or a few builds fill the disk (the lab's
+    # vfs driver stores every layer whole). Their build stages stay: they are the cache.
+    stale = docker("images", "--quiet", "--filter", f"label={LABEL}", check=False).stdout.split()
+    if stale:
+        docker("rmi", "--force", *sorted(set(stale)), check=False)
     ensure_base_images(root)
     build = docker(
         "build",

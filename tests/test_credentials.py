@@ -96,6 +96,7 @@ def _environ_readable_by_a_child(hide: bool) -> bool:
     return code == 0
 
 
+@pytest.mark.linux_only
 def test_the_runners_environment_is_unreadable_to_what_it_starts() -> None:
     assert _environ_readable_by_a_child(hide=False)  # the probe can see a readable one
     assert not _environ_readable_by_a_child(hide=True)

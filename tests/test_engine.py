@@ -568,3 +568,17 @@ def test_a_stalled_attempt_is_retried(root: Path) -> None:
     run_in_process(root, stall_timeout="1s", timeout="60s", grace="0.2s")
     attempts = records(root)["once"]["attempts"]
     assert [a["outcome"] for a in attempts] == ["stalled", "stalled"]
+
+
+def test_as_on_macos_a_run_says_it_has_no_subreaper_and_still_stops_a_daemon(
+    root: Path, without_linux_extras: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # No /proc, no pidfd, no prctl: the daemon the agent leaves behind is found by its
+    # attempt marker through psutil and stopped when its attempt ends.
+    store = Store(root).ensure()
+    store.create(new_record("d", "fake", "daemon exit=0"))
+    outcome = run_in_process(root)
+    assert outcome.exit_code == 0
+    assert not alive(int((root / "daemon.pid").read_text()))
+    out = capsys.readouterr()
+    assert "this system has no child subreaper" in out.out + out.err

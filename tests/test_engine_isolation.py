@@ -8,16 +8,16 @@ from pathlib import Path
 from orchestra_ci.record import TaskRecord
 from orchestra_ci.store import Store
 from tests.conftest import FAKE_AGENT, cli_env, records, write_agents, write_tasks
-from tests.doubles.fake_github import FakeGitHub, Fault
+from tests.doubles.fake_github import FakeGitHub, Fault, Repo
 
 
-def run_cli(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_cli(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "orchestra_ci", "--root", str(root), *args],
         capture_output=True,
         text=True,
         timeout=120,
-        env=cli_env(),
+        env=cli_env(**env),
         check=False,
     )
 
@@ -111,23 +111,17 @@ def test_isolation_none_runs_in_the_root(git_repo: Path) -> None:
     (git_repo / ".orchestra").mkdir()
     write_agents(git_repo, {"fake": FAKE_AGENT})
     write_tasks(git_repo, "tasks:\n  - {id: here, agent: fake, prompt: 'write=here.txt'}\n")
-    env = cli_env(ORCHESTRA_ISOLATION="none")
-    result = subprocess.run(
-        [sys.executable, "-m", "orchestra_ci", "--root", str(git_repo), "run"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    result = run_cli(git_repo, "run", ORCHESTRA_ISOLATION="none")
     assert result.returncode == 0, result.stderr
     assert (git_repo / "here.txt").exists()
     assert records(git_repo)["here"].get("branch") is None
 
 
-def test_pull_request_per_task_pushed_to_a_bare_remote(
+def _pushing_to_a_remote(
     git_repo: Path, tmp_path: Path, fake_github: FakeGitHub
-) -> None:
+) -> tuple[Repo, dict[str, str]]:
+    """``origin`` is a bare repository holding ``main``; the fake GitHub's repository takes
+    any branch; the fake agent is configured. Returns that repository and the run's env."""
     remote = tmp_path / "remote.git"
     subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
     git(git_repo, "remote", "add", "origin", str(remote))
@@ -136,27 +130,38 @@ def test_pull_request_per_task_pushed_to_a_bare_remote(
     repo.create_missing_refs = True
     (git_repo / ".orchestra").mkdir()
     write_agents(git_repo, {"fake": FAKE_AGENT})
+    env = cli_env(
+        **fake_github.env("octo/widgets"),
+        ORCHESTRA_GITHUB_MIN_INTERVAL="0",
+        ORCHESTRA_GITHUB_WRITE_INTERVAL="0",
+    )
+    return repo, env
+
+
+def _run_with_prs(root: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestra_ci", "--root", str(root), "run", "--create-prs"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+def test_pull_request_per_task_pushed_to_a_bare_remote(
+    git_repo: Path, tmp_path: Path, fake_github: FakeGitHub
+) -> None:
+    repo, env = _pushing_to_a_remote(git_repo, tmp_path, fake_github)
     write_tasks(
         git_repo,
         "defaults: {agent: fake}\ntasks:\n"
         "  - {id: feature, prompt: 'write=feature.txt'}\n"
         "  - {id: empty, prompt: 'exit=0'}\n",
     )
-    env = cli_env(
-        **fake_github.env("octo/widgets"),
-        ORCHESTRA_GITHUB_MIN_INTERVAL="0",
-        ORCHESTRA_GITHUB_WRITE_INTERVAL="0",
-    )
 
     def run() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "orchestra_ci", "--root", str(git_repo), "run", "--create-prs"],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-            check=False,
-        )
+        return _run_with_prs(git_repo, env)
 
     result = run()
     assert result.returncode == 0, result.stderr
@@ -166,7 +171,7 @@ def test_pull_request_per_task_pushed_to_a_bare_remote(
     assert pr.head == "orchestra/feature" and pr.base == "main" and pr.draft
     assert "feature.txt" in (repo.issues[pr.number].body or "")
     pushed = subprocess.run(
-        ["git", "--git-dir", str(remote), "show", "orchestra/feature:feature.txt"],
+        ["git", "--git-dir", str(tmp_path / "remote.git"), "show", "orchestra/feature:feature.txt"],
         capture_output=True,
         text=True,
         check=True,
@@ -256,3 +261,158 @@ def test_an_attempt_that_changes_nothing_fails_when_the_task_asks_for_a_change(
     assert tasks["fix"]["status"] == "complete" and tasks["fix"]["changedFiles"] == ["f.txt"]
     retry = {**tasks["idle"], "status": "pending"}
     assert "ended without changing any file" in with_feedback(retry)  # type: ignore[arg-type]
+
+
+# -- dependencies build on each other's work ------------------------------------------------
+
+
+def _queue(root: Path, tasks: str) -> None:
+    """``root``'s queue: the fake agent and these tasks."""
+    (root / ".orchestra").mkdir()
+    write_agents(root, {"fake": FAKE_AGENT})
+    write_tasks(root, tasks)
+
+
+def _report(root: Path) -> dict[str, dict[str, object]]:
+    report = json.loads((root / ".orchestra/results.json").read_text())
+    return {t["id"]: t for t in report["tasks"]}
+
+
+def test_dependents_start_from_their_dependencies_results_and_patches_stack(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    _queue(
+        git_repo,
+        "defaults: {agent: fake, max_retries: 0}\ntasks:\n"
+        "  - {id: first, prompt: 'write=made-by-first.txt'}\n"
+        "  - {id: other, prompt: 'write=src/other.py'}\n"
+        "  - id: second\n    prompt: 'need=made-by-first.txt write=made-by-second.txt'\n"
+        "    depends_on: [first]\n"
+        "  - id: both\n    prompt: 'need=made-by-second.txt write=README.md'\n"
+        "    depends_on: [second, other]\n",
+    )
+    base = git(git_repo, "rev-parse", "HEAD").strip()
+
+    result = run_cli(git_repo, "run", "--parallel", "4")
+
+    assert result.returncode == 0, result.stderr
+    tasks = _report(git_repo)
+    assert {t["status"] for t in tasks.values()} == {"complete"}
+    assert tasks["first"]["baseRef"] == "main" and tasks["first"]["baseCommit"] == base
+    first_tip = git(git_repo, "rev-parse", "orchestra/first").strip()
+    second_tip = git(git_repo, "rev-parse", "orchestra/second").strip()
+    assert tasks["second"]["baseRef"] == "orchestra/first"
+    assert tasks["second"]["baseCommit"] == first_tip
+    assert tasks["second"]["changedFiles"] == ["made-by-second.txt"]  # its own change only
+    # two dependencies: a merge of both results, made before the agent started
+    assert tasks["both"]["baseRef"] == "orchestra/second + orchestra/other"
+    merge = str(tasks["both"]["baseCommit"])
+    parents = git(git_repo, "rev-list", "--parents", "-n1", merge).split()[1:]
+    assert parents == [second_tip, git(git_repo, "rev-parse", "orchestra/other").strip()]
+    assert tasks["both"]["changedFiles"] == ["README.md"]
+    for name in ("made-by-first.txt", "made-by-second.txt", "src/other.py"):
+        git(git_repo, "cat-file", "-e", f"orchestra/both:{name}")
+    # the patches apply in dependency order on the run's base commit
+    clone = tmp_path / "replay"
+    git(git_repo.parent, "clone", "-q", str(git_repo), str(clone))
+    git(clone, "checkout", "-q", "--detach", base)
+    for task_id in ("first", "other", "second", "both"):
+        patch = git_repo / str(tasks[task_id]["patch"])
+        git(clone, "apply", "--check", str(patch))
+        git(clone, "-c", "user.name=T", "-c", "user.email=t@e.invalid", "am", "-q", str(patch))
+    assert (clone / "README.md").read_text() == "written by both\n"
+    assert (clone / "made-by-first.txt").is_file() and (clone / "src/other.py").is_file()
+
+
+def test_dependencies_whose_results_conflict_fail_the_task_before_its_agent_runs(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": FAKE_AGENT})
+    ran = tmp_path / "ran.jsonl"
+    write_tasks(
+        git_repo,
+        "defaults: {agent: fake, max_retries: 3}\ntasks:\n"
+        "  - {id: left, prompt: 'write=shared.txt'}\n"
+        "  - {id: right, prompt: 'write=shared.txt'}\n"
+        f"  - {{id: joined, prompt: 'record={ran} write=j.txt', depends_on: [left, right]}}\n",
+    )
+
+    result = run_cli(git_repo, "run")
+
+    assert result.returncode == 1
+    joined = records(git_repo)["joined"]
+    assert joined["status"] == "failed"
+    assert len(joined["attempts"]) == 1 and joined["retryCount"] == 0  # not retried
+    error = joined["errorMessage"] or ""
+    assert "'left', 'right'" in error and "shared.txt" in error and "conflict" in error
+    assert not ran.exists()  # no agent ran
+    assert not (git_repo / ".orchestra/patches/joined.patch").exists()
+
+
+def test_base_worktree_gives_the_agents_uncommitted_and_untracked_files(git_repo: Path) -> None:
+    _queue(
+        git_repo,
+        "defaults: {agent: fake, max_retries: 0}\ntasks:\n"
+        "  - {id: snap, prompt: 'need=untracked.txt write=out.txt', base: worktree}\n"
+        "  - {id: plain, prompt: 'write=plain.txt'}\n",
+    )
+    (git_repo / "README.md").write_text("edited, not committed\n")
+    (git_repo / "untracked.txt").write_text("new\n")
+    status_before = git(git_repo, "status", "--porcelain")
+    head_before = git(git_repo, "rev-parse", "HEAD").strip()
+
+    result = run_cli(git_repo, "run")
+
+    assert result.returncode == 0, result.stderr
+    # one notice: `plain` runs from HEAD and does not see the two files
+    notices = [line for line in result.stderr.splitlines() if "will not see" in line]
+    assert len(notices) == 1 and "README.md" in notices[0] and "untracked.txt" in notices[0]
+    tasks = _report(git_repo)
+    assert tasks["snap"]["baseRef"] == "worktree" and tasks["plain"]["baseRef"] == "main"
+    snapshot = str(tasks["snap"]["baseCommit"])
+    assert git(git_repo, "show", f"{snapshot}:README.md") == "edited, not committed\n"
+    assert git(git_repo, "show", f"{snapshot}:untracked.txt") == "new\n"
+    assert git(git_repo, "rev-parse", f"{snapshot}^").strip() == head_before
+    assert tasks["snap"]["changedFiles"] == ["out.txt"]  # relative to the snapshot
+    # the user's tree, index and HEAD are as they were
+    assert git(git_repo, "status", "--porcelain") == status_before
+    assert git(git_repo, "rev-parse", "HEAD").strip() == head_before
+
+
+def test_a_stacked_pull_request_targets_its_dependencys_branch(
+    git_repo: Path, tmp_path: Path, fake_github: FakeGitHub
+) -> None:
+    repo, env = _pushing_to_a_remote(git_repo, tmp_path, fake_github)
+    write_tasks(
+        git_repo,
+        "defaults: {agent: fake}\ntasks:\n"
+        "  - {id: lint, prompt: 'write=lint.txt'}\n"
+        "  - {id: changelog, prompt: 'need=lint.txt write=CHANGES.md', depends_on: [lint]}\n",
+    )
+    result = _run_with_prs(git_repo, env)
+    assert result.returncode == 0, result.stderr
+    pulls = {p.head: p for p in repo.pulls.values()}
+    assert pulls["orchestra/lint"].base == "main"
+    stacked = pulls["orchestra/changelog"]
+    assert stacked.base == "orchestra/lint"
+    body = repo.issues[stacked.number].body or ""
+    assert "`CHANGES.md`" in body and "lint.txt" not in body and "`lint`" in body
+
+
+def test_outside_a_repository_one_notice_and_with_isolation_worktree_an_error(
+    git_repo: Path, tmp_path: Path
+) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    _queue(plain, "tasks:\n  - {id: here, agent: fake, prompt: 'write=here.txt'}\n")
+    result = run_cli(plain, "run")
+    assert result.returncode == 0, result.stderr
+    notices = [line for line in result.stderr.splitlines() if "not each in its own" in line]
+    assert len(notices) == 1 and "not in a git repository" in notices[0]
+    assert (plain / "here.txt").is_file()
+
+    git(plain, "init", "-q")  # a repository without commits
+    result = run_cli(plain, "run", ORCHESTRA_ISOLATION="worktree")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].endswith("its git repository has no commits yet")

@@ -175,3 +175,28 @@ def test_tasks_loaded_together_keep_their_file_order(store: Store) -> None:
     ids = ["w2", "w10", "w1", "a"]
     enqueue(store, [spec(i) for i in ids], agents(store))
     assert [r["taskId"] for r in sorted(store.all(), key=sort_key)] == ids
+
+
+def test_a_requeued_task_takes_the_tasks_built_on_it_along(store: Store) -> None:
+    queued(store, spec("a"), "failed", "2026-05-01T00:00:00Z")
+    queued(store, spec("b", depends_on=["a"]), "complete", "2026-05-01T00:00:00Z")
+    result = enqueue(
+        store, [spec("a", "exit=0 # fixed"), spec("b", depends_on=["a"])], agents(store), now=NOW
+    )
+    assert sorted(result.requeued) == ["a", "b"]
+    b = store.get("b")
+    assert b["status"] == "pending"
+    assert b["history"] == [
+        {"at": iso(NOW), "event": "requeued", "reason": "its dependency 'a' runs again"}
+    ]
+
+
+def test_a_load_of_many_tasks_is_flushed_once_for_all(store: Store) -> None:
+    """Group commit: their data, then the directory, not two fsyncs per task."""
+    store.ensure()
+    flushes = store._commit.flushes
+    enqueue(store, [spec(f"t{i}") for i in range(50)], agents(store))
+    assert store._commit.flushes - flushes == 2
+    enqueue(store, [spec(f"t{i}", "exit=1") for i in range(50)], agents(store))
+    assert store._commit.flushes - flushes == 4
+    assert {r["prompt"] for r in store.all()} == {"exit=1"}

@@ -461,3 +461,23 @@ def test_records_stay_json_objects_after_operations(store: Store) -> None:
     set_timeout(store, "t", 5.0)
     data = json.loads(store.record_path("t").read_text())
     assert data["taskId"] == "t" and data["status"] == "cancelled" and data["timeout"] == 5.0
+
+
+def test_retrying_a_dependency_requeues_the_tasks_that_built_on_it(store: Store) -> None:
+    put(store, "lint", "failed", errorMessage="boom")
+    put(store, "changelog", "complete", dependsOn=["lint"])
+    put(store, "release", "failed", dependsOn=["changelog"], errorMessage="flaky")
+    put(store, "dropped", "cancelled", dependsOn=["lint"])
+    for task_id in ("lint", "changelog", "release"):
+        touch_files(store, task_id)
+
+    assert retry_tasks(store, "lint") == ["changelog", "lint", "release"]
+
+    changelog = store.get("changelog")
+    assert changelog["status"] == "pending" and changelog["completedAt"] is None
+    assert changelog["history"][-1]["event"] == "requeued"
+    assert changelog["history"][-1]["reason"] == "its dependency 'lint' runs again"
+    assert store.get("release")["history"][-1]["reason"] == "its dependency 'changelog' runs again"
+    assert not store.sentinel("changelog", "done").exists()
+    assert "history" not in store.get("lint")  # retried as asked, nothing to explain
+    assert store.get("dropped")["status"] == "cancelled"

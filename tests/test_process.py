@@ -58,6 +58,15 @@ def run(
     return asyncio.run(main()), started
 
 
+@pytest.fixture(params=["linux", "without_linux_extras"])
+def system(request: pytest.FixtureRequest) -> str:
+    """Each stopping test twice: with what Linux offers, and as on macOS (no /proc, no
+    pidfds, no subreaper), where psutil answers and exits are polled."""
+    if request.param == "without_linux_extras":
+        request.getfixturevalue("without_linux_extras")
+    return str(request.param)
+
+
 def test_exit_code_and_log(tmp_path: Path) -> None:
     result, started = run(launch(tmp_path, [*FAKE, "exit=7"]))
     assert result.exit_code == 7 and result.stop_reason is None and result.spawn_error is None
@@ -68,20 +77,22 @@ def test_exit_code_and_log(tmp_path: Path) -> None:
     assert b"fake agent: done" in result.tail
 
 
-def test_timeout_kills_the_whole_group_including_sigterm_ignoring_child(tmp_path: Path) -> None:
+def test_timeout_kills_the_whole_group_including_sigterm_ignoring_child(
+    tmp_path: Path, system: str
+) -> None:
     result, _ = run(launch(tmp_path, [*FAKE, "child_ignores_term hang"], timeout=1.0))
     assert result.stop_reason == "timeout"
     assert not alive(result.pid or 0)
     assert not alive(int((tmp_path / "child.pid").read_text()))
 
 
-def test_timeout_kills_a_daemon_that_left_the_group(tmp_path: Path) -> None:
+def test_timeout_kills_a_daemon_that_left_the_group(tmp_path: Path, system: str) -> None:
     result, _ = run(launch(tmp_path, [*FAKE, "daemon hang"], timeout=1.0))
     assert result.stop_reason == "timeout"
     assert not alive(int((tmp_path / "daemon.pid").read_text()))
 
 
-def test_children_left_behind_by_an_exited_agent_are_stopped(tmp_path: Path) -> None:
+def test_children_left_behind_by_an_exited_agent_are_stopped(tmp_path: Path, system: str) -> None:
     result, _ = run(launch(tmp_path, [*FAKE, "child_ignores_term exit=0"]))
     assert result.exit_code == 0
     assert not alive(int((tmp_path / "child.pid").read_text()))
@@ -99,6 +110,7 @@ open(sys.argv[1], "w").write(str(daemon.pid))
 
 @pytest.fixture
 def adopting() -> Iterator[Supervisor]:
+    """A supervisor that is the child subreaper (Linux only)."""
     supervisor = Supervisor()
     if not supervisor.adopt(True):
         pytest.skip("no child subreaper on this system")
@@ -109,6 +121,7 @@ def adopting() -> Iterator[Supervisor]:
         supervisor.adopt(False)
 
 
+@pytest.mark.linux_only
 def test_a_marked_daemon_left_by_an_exited_agent_is_found_among_adopted_orphans(
     tmp_path: Path, adopting: Supervisor
 ) -> None:
@@ -119,6 +132,7 @@ def test_a_marked_daemon_left_by_an_exited_agent_is_found_among_adopted_orphans(
     assert daemon not in (adopting.adopted() or [])  # stopped and reaped: no zombie is kept
 
 
+@pytest.mark.linux_only
 def test_orphans_without_the_marker_are_stopped_at_the_end_of_the_run(
     tmp_path: Path, adopting: Supervisor
 ) -> None:
@@ -134,13 +148,20 @@ def test_orphans_without_the_marker_are_stopped_at_the_end_of_the_run(
     assert not alive(daemon) and not Path(f"/proc/{daemon}").exists()
 
 
-def test_cancel_through_control(tmp_path: Path) -> None:
+def test_without_a_subreaper_the_supervisor_adopts_nothing(without_linux_extras: object) -> None:
+    supervisor = Supervisor()
+    assert supervisor.adopt(True) is False and supervisor.adopting is False
+
+
+def test_cancel_through_control(tmp_path: Path, system: str) -> None:
     result, _ = run(launch(tmp_path, [*FAKE, "hang"]), stop_after=0.5)
     assert result.stop_reason == "cancelled"
     assert not alive(result.pid or 0)
 
 
-def test_agent_that_closes_its_output_and_runs_on_still_times_out(tmp_path: Path) -> None:
+def test_agent_that_closes_its_output_and_runs_on_still_times_out(
+    tmp_path: Path, system: str
+) -> None:
     script = "import os, time; print('bye', flush=True); os.close(1); os.close(2); time.sleep(60)"
     result, _ = run(launch(tmp_path, [sys.executable, "-c", script], timeout=1.0))
     assert result.stop_reason == "timeout"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestra_ci.errors import TaskNotFound, UsageError
+from orchestra_ci.errors import StoreError, TaskNotFound, UsageError
 from orchestra_ci.record import TaskRecord, new_record, parse_time
 from orchestra_ci.store import RunnerLease, Store
 from tests.conftest import alive
@@ -69,6 +69,67 @@ def test_create_refuses_an_existing_id_and_keeps_the_original(store: Store) -> N
     assert store.create(other) is False
     assert store.get("dup")["agent"] == "fake"
     assert store.get("dup")["prompt"] == "prompt of dup"
+
+
+def test_records_created_together_are_flushed_together(store: Store) -> None:
+    add(store, "old")
+    flushes = store._commit.flushes
+    records = [new_record(f"n{i}", "fake", "p") for i in range(20)]
+    records.append(new_record("old", "other-agent", "another prompt"))
+    created = store.create_many(records)
+    assert created == [True] * 20 + [False]
+    assert store._commit.flushes - flushes == 2  # their data, then the directory
+    assert store.get("old")["agent"] == "fake"
+    assert sorted(store.ids()) == sorted(["old", *(f"n{i}" for i in range(20))])
+    assert sorted(os.listdir(store.tasks_dir)) == sorted(f"{i}.json" for i in store.ids())
+
+
+def test_records_written_together_are_flushed_together(store: Store) -> None:
+    records = [add(store, f"w{i}") for i in range(5)]
+    for record in records:
+        record["status"] = "cancelled"
+    flushes = store._commit.flushes
+    store.write_many(records)
+    assert store._commit.flushes - flushes == 2
+    assert {r["status"] for r in store.all()} == {"cancelled"}
+
+
+def test_a_failed_write_of_many_records_leaves_no_temp_file(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = [add(store, f"w{i}") for i in range(3)]
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store._commit, "_flush", full)
+    for record in records:
+        record["status"] = "cancelled"
+    with pytest.raises(StoreError, match="No space left"):
+        store.write_many(records)
+    with pytest.raises(StoreError, match="No space left"):
+        store.create_many([new_record("new", "fake", "p")])
+    monkeypatch.undo()
+    assert {r["status"] for r in store.all()} == {"pending"}
+    assert sorted(os.listdir(store.tasks_dir)) == ["w0.json", "w1.json", "w2.json"]
+
+
+def test_stale_temp_files_of_dead_writers_go_from_tasks_and_beside_the_report(
+    store: Store,
+) -> None:
+    """A runner killed while writing run.json or results.json leaves its temp file there."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.ensure()
+    stale = [
+        store.tasks_dir / f".t.json.{dead.pid}.0a1b2c3d.tmp",
+        store.dir / f".run.json.{dead.pid}.0a1b2c3d.tmp",
+        store.dir / f".results.json.{dead.pid}.0a1b2c3d.tmp",
+    ]
+    for path in stale:
+        path.write_text("{")
+    assert store.remove_stale_temp_files() == 3
+    assert not [p for p in stale if p.exists()]
 
 
 def test_ids_ignore_sentinels_logs_and_temp_files(store: Store) -> None:
@@ -332,6 +393,7 @@ def test_an_interrupted_lock_wait_leaves_the_lock_usable_and_free(
     assert not queue_lock_is_held(store)
 
 
+@pytest.mark.linux_only
 def test_the_lock_file_is_opened_once_and_closed_with_the_store(root: Path) -> None:
     store = Store(root)
     for _ in range(3):
@@ -555,6 +617,7 @@ def test_lease_in_this_process_and_release(store: Store) -> None:
     lease.release()  # twice is harmless
 
 
+@pytest.mark.linux_only
 def test_lease_descriptor_is_not_inherited_by_children(store: Store) -> None:
     lease = RunnerLease(store, "parent")
     lock = (store.runners_dir / "parent.lock").resolve()

@@ -418,3 +418,17 @@ def test_first_bad_task_fails_the_whole_file(project: Path) -> None:
           - {id: bad, prompt: p, timeout: never}
         """,
     )
+
+
+def test_base_comes_from_the_task_or_the_defaults_and_must_be_one_ref(project: Path) -> None:
+    specs = load(
+        project,
+        "defaults: {base: worktree}\ntasks:\n"
+        "  - {id: a, prompt: x}\n"
+        "  - {id: b, prompt: x, base: origin/release}\n",
+    )
+    assert [s.base for s in specs] == ["worktree", "origin/release"]
+    assert load(project, "tasks:\n  - {id: a, prompt: x}\n")[0].base is None  # the setting's
+    for bad in ("--all", "two words", ""):
+        error = load_error(project, f"tasks:\n  - {{id: a, prompt: x, base: {bad!r}}}\n")
+        assert "task 'a'" in error and "field 'base'" in error and "git ref" in error

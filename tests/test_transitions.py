@@ -246,3 +246,33 @@ def test_retry_gives_a_fresh_allowance_and_keeps_the_history() -> None:
     assert record["completedAt"] is None and record["nextAttemptAt"] is None
     assert record["retryHistory"] == [{"attempt": 1}]
     assert failed["status"] == "failed"
+
+
+def test_dependents_of_a_task_that_runs_again_run_again_too() -> None:
+    def task(task_id: str, status: str, *deps: str) -> TaskRecord:
+        record = new_record(task_id, "fake", "p", depends_on=list(deps))
+        record["status"] = status  # type: ignore[typeddict-item]
+        return record
+
+    records = {
+        r["taskId"]: r
+        for r in (
+            task("lint", "failed"),
+            task("changelog", "complete", "lint"),
+            task("release", "failed", "changelog"),
+            task("waiting", "pending", "lint"),
+            task("after-waiting", "complete", "waiting"),
+            task("dropped", "cancelled", "lint"),
+            task("other", "complete"),
+        )
+    }
+    again = transitions.dependents_to_rerun(records, {"lint"})
+    assert again == {
+        "changelog": "its dependency 'lint' runs again",
+        "release": "its dependency 'changelog' runs again",
+        "after-waiting": "its dependency 'waiting' runs again",
+    }
+    requeued = transitions.requeue(records["changelog"], again["changelog"], NOW)
+    assert requeued["status"] == "pending"
+    assert requeued["history"][-1]["reason"] == "its dependency 'lint' runs again"
+    assert transitions.dependents_to_rerun(records, {"other"}) == {}

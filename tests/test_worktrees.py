@@ -14,7 +14,9 @@ from orchestra_ci.worktrees import (
     COMMIT_EMAIL,
     COMMIT_NAME,
     Collected,
+    Dependency,
     Isolation,
+    MergeConflict,
     WorktreeError,
     branch_name,
     find_repo,
@@ -567,3 +569,90 @@ def test_git_errors_are_one_line_orchestra_errors(git_repo: Path, iso: Isolation
     assert "\n" not in message
     assert message.startswith("git worktree add failed")
     assert "orchestra/blocked" in message
+
+
+# -- bases: the working tree, dependencies ------------------------------------------------
+
+
+def test_the_snapshot_holds_uncommitted_and_untracked_files_not_ignored_ones(
+    git_repo: Path, orchestra: Path
+) -> None:
+    (git_repo / ".gitignore").write_text("*.log\n")
+    git(git_repo, "add", ".gitignore")
+    git(git_repo, *AGENT_IDENTITY, "commit", "-q", "-m", "ignore logs")
+    clean = Isolation(git_repo, orchestra, base="worktree")
+    assert clean.base_commit == head(git_repo)  # nothing uncommitted: HEAD itself
+    (git_repo / "README.md").write_text("edited\n")
+    (git_repo / "old.txt").unlink()
+    (git_repo / "new.txt").write_text("untracked\n")
+    (git_repo / "debug.log").write_text("ignored\n")
+    (orchestra / "tasks").mkdir(parents=True)
+    (orchestra / "tasks" / "t.json").write_text("{}")
+    index_before = (git_repo / ".git" / "index").read_bytes()
+
+    iso = Isolation(git_repo, orchestra, base="worktree")
+
+    assert iso.base.ref == "worktree"
+    assert sorted(iso.uncommitted()) == ["README.md", "new.txt", "old.txt"]
+    path = iso.create("t1", iso.base_commit)
+    assert (path / "README.md").read_text() == "edited\n"
+    assert (path / "new.txt").read_text() == "untracked\n"
+    assert not (path / "old.txt").exists()
+    assert not (path / "debug.log").exists() and not (path / ".orchestra").exists()
+    assert (git_repo / ".git" / "index").read_bytes() == index_before
+    assert head(git_repo, f"{iso.base_commit}^") == head(git_repo)
+
+
+def test_a_dependent_starts_from_its_dependencys_branch_or_a_merge_of_several(
+    git_repo: Path, iso: Isolation
+) -> None:
+    for task_id, name in (("a", "a.txt"), ("b", "b.txt")):
+        path = iso.create(task_id)
+        (path / name).write_text(f"{task_id}\n")
+        iso.collect(task_id, git_repo / ".orchestra" / "patches")
+        iso.remove(task_id)
+    one = iso.start("c", [Dependency("a")])
+    assert one.ref == "orchestra/a" and one.commit == head(git_repo, "orchestra/a")
+    both = iso.start("c", [Dependency("a"), Dependency("b")])
+    assert both.ref == "orchestra/a + orchestra/b"
+    path = iso.create("c", both.commit)
+    assert (path / "a.txt").is_file() and (path / "b.txt").is_file()
+    (path / "c.txt").write_text("c\n")
+    collected = iso.collect("c", git_repo / ".orchestra" / "patches", both.commit)
+    assert collected.changed_files == ["c.txt"]
+    assert iso.start("c", [], "HEAD").commit == iso.base_commit
+
+
+def test_conflicting_dependencies_and_a_missing_result_are_named(
+    git_repo: Path, iso: Isolation
+) -> None:
+    for task_id in ("x", "y"):
+        path = iso.create(task_id)
+        (path / "README.md").write_text(f"rewritten by {task_id}\n")
+        (path / f"{task_id}.txt").write_text("own\n")
+        iso.collect(task_id, git_repo / ".orchestra" / "patches")
+        iso.remove(task_id)
+    with pytest.raises(MergeConflict, match=r"'x', 'y' conflict in README.md$"):
+        iso.start("z", [Dependency("x"), Dependency("y")])
+    with pytest.raises(WorktreeError, match=r"dependency 'gone' .*no branch orchestra/gone"):
+        iso.start("z", [Dependency("gone")])
+
+
+def test_a_dependency_result_from_another_checkout_is_rebuilt_from_its_patch(
+    git_repo: Path, iso: Isolation
+) -> None:
+    patches = git_repo / ".orchestra" / "patches"
+    path = iso.create("lint")
+    (path / "src" / "app.py").write_text("def main() -> int:\n    return 1\n")
+    (path / "blob.bin").write_bytes(BINARY)
+    collected = iso.collect("lint", patches)
+    iso.remove("lint")
+    expected_tree = head(git_repo, "orchestra/lint^{tree}")
+    git(git_repo, "branch", "-D", "orchestra/lint")  # as in a fresh checkout of a later run
+
+    start = iso.start("changelog", [Dependency("lint", iso.base_commit, collected.patch)])
+
+    assert head(git_repo, f"{start.commit}^{{tree}}") == expected_tree
+    assert head(git_repo, "orchestra/lint") == start.commit  # for its other dependents
+    unchanged = iso.start("x", [Dependency("quiet", iso.base_commit, None)])
+    assert unchanged.commit == iso.base_commit  # it changed nothing: its result is its base

@@ -6,6 +6,7 @@ Directives (space separated, applied in this order):
 
 ``record=FILE``       append a JSON line {task, attempt, pid, event} at start and end
 ``argv=FILE``         write this process's argv as JSON (to check exact argument passing)
+``need=PATH``         exit 1 as ``cat`` does unless PATH exists (relative to the working directory)
 ``fail_times=N``      exit 1 on the first N calls for this task, then carry on
 ``ratelimit[=S]``     print a rate-limit error like Claude Code's (asking to retry after S
                       seconds when given) and exit 1
@@ -84,6 +85,9 @@ def main(argv: list[str]) -> int:
         Path(d["argv"]).write_text(json.dumps(argv), encoding="utf-8")
     if not quiet:
         print(f"fake agent: task {task} attempt {os.environ.get('ORCHESTRA_ATTEMPT')}", flush=True)
+    if "need" in d and not Path(d["need"]).exists():
+        print(f"cat: {d['need']}: No such file or directory", flush=True)
+        return 1
     if "fail_times" in d:
         calls = _count_call(task, "fail")
         if calls <= int(d["fail_times"]):

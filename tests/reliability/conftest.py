@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from orchestra_ci import process_table
 from tests.conftest import alive, cli_env
 
 ORCHESTRA = [sys.executable, "-m", "orchestra_ci"]
@@ -36,18 +37,13 @@ def processes_of(root: Path) -> list[int]:
     """Live processes started for tasks of the queue at ``root``: every agent gets
     ``ORCHESTRA_ROOT`` in its environment and whatever it starts inherits it (unless it
     scrubs its environment on purpose)."""
-    needle = f"ORCHESTRA_ROOT={root.resolve()}\0".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            environ = Path(f"/proc/{entry}/environ").read_bytes()
-        except OSError:
-            continue
-        if needle in environ and alive(int(entry)):
-            found.append(int(entry))
-    return found
+    table = process_table.SYSTEM
+    where = str(root.resolve())
+    return [
+        pid
+        for pid in table.pids()
+        if table.has_variable(pid, "ORCHESTRA_ROOT", where) and alive(pid)
+    ]
 
 
 def kill_leftovers(pids: list[int]) -> None:

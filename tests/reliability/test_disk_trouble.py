@@ -224,6 +224,7 @@ def tiny_tmpfs(where: Path, size: str = "2m") -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
 
 
+@pytest.mark.linux_only
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_an_agent_filling_a_real_disk(tmp_path: Path) -> None:
     with tiny_tmpfs(tmp_path / "disk") as root:
