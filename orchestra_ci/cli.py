@@ -235,7 +235,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     try:
         while True:
-            table = status_view.table(store.all(), store.quarantined())
+            # Sized to the screen each time round: the header stays when there are more
+            # tasks than rows, and a resized window is followed.
+            size = os.get_terminal_size(1) if sys.stdout.isatty() else None
+            table = status_view.table(store.all(), store.quarantined(), size)
             sys.stdout.write("\x1b[H\x1b[2J" + table)
             sys.stdout.flush()
             time.sleep(1)
@@ -318,8 +321,14 @@ def cmd_clean(args: argparse.Namespace) -> int:
     from orchestra_ci.operations import clean_tasks
 
     statuses = [s.strip() for s in args.status.split(",") if s.strip()]
-    removed = clean_tasks(_store(args), statuses, args.older_than)
-    print(f"removed {len(removed)} task(s)")
+    cleaned = clean_tasks(_store(args), statuses, args.older_than, branches=args.branches)
+    branches = f" and {len(cleaned.branches)} branch(es)" if args.branches else ""
+    print(f"removed {len(cleaned.tasks)} task(s){branches}")
+    for source, ids in cleaned.from_files.items():
+        print(
+            f"note: {', '.join(ids)} came from {source}: "
+            "the next load or run queues them again while they are in it"
+        )
     return 0
 
 
@@ -447,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("clean", cmd_clean, "remove finished tasks with their files")
     p.add_argument("--status", default="complete,failed,cancelled")
     p.add_argument("--older-than", type=_duration)
+    p.add_argument("--branches", action="store_true")
     return parser
 
 

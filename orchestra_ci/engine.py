@@ -156,6 +156,7 @@ class Engine:
         self._slots_used = 0  # of --parallel: tasks being claimed or running processes
         self.failed: set[str] = set()
         self.stop_signal: int | None = None
+        self.grace_skipped = False  # a second signal: agents are killed without waiting
         self.internal_errors = 0
         self.cost_usd = 0.0
         self.isolation: Isolation | None = None
@@ -243,7 +244,8 @@ class Engine:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
             if adopting:
-                await asyncio.to_thread(self.supervisor.stop_adopted, self.settings.grace)
+                grace = 0.0 if self.grace_skipped else self.settings.grace
+                await asyncio.to_thread(self.supervisor.stop_adopted, grace)
                 self.supervisor.adopt(False)
             lease.release()
         code = self._exit_code()
@@ -873,10 +875,27 @@ class Engine:
     # -- stopping -----------------------------------------------------------------------
 
     def _on_signal(self, signum: int) -> None:
-        first = self.stop_signal is None
-        self.stop_signal = signum
-        log.warning("stopping", signal=signal.Signals(signum).name, running=len(self.running))
-        self._stop_all(self.settings.grace if first else 0.0)
+        name = signal.Signals(signum).name
+        if self.stop_signal is None:
+            self.stop_signal = signum
+            log.warning(
+                "stopping",
+                signal=name,
+                running=len(self.running),
+                grace=format_duration(self.settings.grace),
+                hint="signal again to kill the agents at once",
+            )
+            self._stop_all(self.settings.grace)
+        else:
+            # A second signal (Ctrl-C again): the attempts already wait out their grace
+            # period, so their process groups are killed here; the attempts then end.
+            self.grace_skipped = True
+            agents = list(self.supervisor.agents)
+            log.warning(f"second {name}: grace period skipped, killing {len(agents)} agent(s) now")
+            self._stop_all(0.0)
+            for pgid in agents:  # each agent leads its own process group
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
         self._wake.set()
 
     def _stop_all(self, grace: float) -> None:

@@ -5,6 +5,7 @@ Kept free of pydantic and structlog so that ``start``, ``cancel`` and friends st
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -171,10 +172,26 @@ def set_timeout(store: Store, task_id: str, seconds: float) -> None:
     store.update(task_id, apply)
 
 
+@dataclass(frozen=True)
+class Cleaned:
+    """What ``clean`` removed: the tasks, the tasks among them that a tasks file queued
+    (file -> ids: the next load queues them again while they are in it), and their
+    branches when asked to delete those too."""
+
+    tasks: list[str]
+    from_files: dict[str, list[str]] = field(default_factory=dict)
+    branches: list[str] = field(default_factory=list)
+
+
 def clean_tasks(
-    store: Store, statuses: Iterable[str], older_than: float | None = None
-) -> list[str]:
-    """Delete finished tasks (and their files) in ``statuses``, optionally only old ones."""
+    store: Store,
+    statuses: Iterable[str],
+    older_than: float | None = None,
+    *,
+    branches: bool = False,
+) -> Cleaned:
+    """Delete finished tasks (and their files) in ``statuses``, optionally only old ones;
+    with ``branches``, their ``orchestra/<id>`` branches as well."""
     wanted = set(statuses)
     bad = wanted - FINISHED
     if bad:
@@ -182,8 +199,9 @@ def clean_tasks(
             f"--status: can only clean finished tasks ({', '.join(sorted(FINISHED))}), "
             f"not {', '.join(sorted(bad))}"
         )
+    repo = _repository(store) if branches else None
     cutoff = time.time() - older_than if older_than is not None else None
-    removed = []
+    removed: list[TaskRecord] = []
     with store.locked():
         for record in store.all():
             if record["status"] not in wanted or _still_stopping(store, record):
@@ -193,5 +211,36 @@ def clean_tasks(
                 if finished is None or finished > cutoff:
                     continue  # only tasks known to be old enough
             store.delete(record["taskId"])
-            removed.append(record["taskId"])
-    return sorted(removed)
+            removed.append(record)
+    ids = sorted(r["taskId"] for r in removed)
+    from_files: dict[str, list[str]] = {}
+    for record in sorted(removed, key=lambda r: r["taskId"]):
+        if record.get("sourceFile"):
+            from_files.setdefault(str(record["sourceFile"]), []).append(record["taskId"])
+    deleted = _delete_branches(repo, ids) if repo is not None else []
+    return Cleaned(ids, from_files, deleted)
+
+
+def _repository(store: Store) -> Path:
+    from orchestra_ci.worktrees import find_repo  # git is needed only for --branches
+
+    repo = find_repo(store.root)
+    if repo is None:
+        raise UsageError(f"--branches: {store.root} is not in a git repository with commits")
+    return repo
+
+
+def _delete_branches(repo: Path, task_ids: Iterable[str]) -> list[str]:
+    """Delete the tasks' branches that exist; the worktrees of removed tasks are pruned
+    first (git keeps a branch whose worktree is registered, even with its folder gone)."""
+    from orchestra_ci.worktrees import BRANCH_PREFIX, branch_name, git_output
+
+    listed = git_output(
+        repo, "for-each-ref", "--format=%(refname:short)", f"refs/heads/{BRANCH_PREFIX}"
+    )
+    existing = set(listed.decode(errors="replace").split())
+    names = sorted(name for name in map(branch_name, task_ids) if name in existing)
+    if names:
+        git_output(repo, "worktree", "prune")
+        git_output(repo, "branch", "-D", *names)
+    return names

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from orchestra_ci.durations import format_duration
 from orchestra_ci.errors import TaskNotFound
-from orchestra_ci.record import TaskRecord, sort_key, timestamp
+from orchestra_ci.record import FINISHED, TaskRecord, sort_key, timestamp
 from orchestra_ci.store import Store, check_task_id_or_missing
 
 
@@ -52,11 +52,12 @@ def raw_json_object(store: Store, task_id: str) -> bytes:
 
 
 def _age(record: TaskRecord) -> str:
-    start = timestamp(record.get("startedAt"))
+    """Wall time since the task was queued, up to when it finished (for a finished task)."""
+    start = timestamp(record.get("createdAt"))
     if start is None:
         return "-"
-    end = timestamp(record.get("completedAt")) if record["status"] != "running" else None
-    return format_duration((end or time.time()) - start)
+    end = timestamp(record.get("completedAt")) if record["status"] in FINISHED else None
+    return format_duration(max(0.0, (end or time.time()) - start))
 
 
 def _oneline(text: str, width: int) -> str:
@@ -67,20 +68,43 @@ def _oneline(text: str, width: int) -> str:
 def _quarantine_lines(quarantined: Sequence[tuple[str, str]]) -> list[str]:
     if not quarantined:
         return []
-    lines = [f"\n{len(quarantined)} quarantined (in .orchestra/quarantine/, not run):"]
+    lines = ["", f"{len(quarantined)} quarantined (in .orchestra/quarantine/, not run):"]
     lines += [f"  {name}: {_oneline(reason, 100)}" for name, reason in quarantined]
     return lines
 
 
-def table(records: Sequence[TaskRecord], quarantined: Sequence[tuple[str, str]] = ()) -> str:
+def table(
+    records: Sequence[TaskRecord],
+    quarantined: Sequence[tuple[str, str]] = (),
+    size: os.terminal_size | None = None,
+) -> str:
+    """The queue, one line per task. Given the terminal's ``size`` it fits that screen:
+    the header and the summary stay, the top tasks that fit are shown and a last line
+    says how many more there are (``status --watch`` redraws it in place)."""
     if not records:
         return "\n".join(["no tasks in the queue", *_quarantine_lines(quarantined)]) + "\n"
     order = {"running": 0, "pending": 1, "failed": 2, "cancelled": 3, "complete": 4}
     rows = sorted(records, key=lambda r: (order.get(r["status"], 9), sort_key(r)))
-    width = max(40, os.get_terminal_size(2).columns if os.isatty(2) else 100)
+    if size is not None:
+        width = max(40, size.columns)
+    else:
+        width = max(40, os.get_terminal_size(2).columns if os.isatty(2) else 100)
     id_w = min(40, max(len(r["taskId"]) for r in rows))
-    lines = [f"{'ID':<{id_w}}  {'STATUS':<9}  {'AGENT':<8}  TRIES  {'TIME':>6}  DETAIL"]
-    for r in rows:
+    header = f"{'ID':<{id_w}}  {'STATUS':<9}  {'AGENT':<8}  TRIES  {'TIME':>6}  DETAIL"
+    counts: Counter[str] = Counter(r["status"] for r in records)
+    summary = ", ".join(f"{counts[s]} {s}" for s in order if counts[s])
+    tail = ["", f"{len(records)} tasks: {summary}", *_quarantine_lines(quarantined)]
+    shown = len(rows)
+    if size is not None:
+        # The cursor ends on the line after the text: one line fewer than the screen,
+        # or the terminal scrolls the header away.
+        room = size.lines - 1 - 1  # the header
+        if len(rows) + len(tail) > room:
+            tail = [*tail[:2], *tail[3:4]]  # the quarantine count without its list
+        if len(rows) + len(tail) > room:
+            shown = max(0, room - len(tail) - 1)  # and a "... N more" line
+    lines = [header]
+    for r in rows[:shown]:
         tries = len(r.get("attempts") or []) or (
             1 + (r.get("retryCount") or 0) if r["status"] != "pending" else 0
         )
@@ -90,10 +114,11 @@ def table(records: Sequence[TaskRecord], quarantined: Sequence[tuple[str, str]] 
             f"{_oneline(r['agent'], 8):<8}  {tries:>5}  {_age(r):>6}  "
         )
         lines.append(head + _oneline(detail, max(10, width - len(head))))
-    counts: Counter[str] = Counter(r["status"] for r in records)
-    summary = ", ".join(f"{counts[s]} {s}" for s in order if counts[s])
-    lines.append(f"\n{len(records)} tasks: {summary}")
-    lines += _quarantine_lines(quarantined)
+    if shown < len(rows):
+        lines.append(f"... {len(rows) - shown} more")
+    lines += tail
+    if size is not None:
+        lines = [line[:width] for line in lines]  # a wrapped line would push the header off
     return "\n".join(lines) + "\n"
 
 

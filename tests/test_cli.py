@@ -64,6 +64,99 @@ def background(root: Path, *args: str, **env: str) -> "subprocess.Popen[str]":
     )
 
 
+class Terminal:
+    """A command run as a person runs it in a terminal: on a pseudo-terminal of a given
+    size, in its own session with that terminal as its controlling one, so that a Ctrl-C
+    typed into it is SIGINT from the terminal driver to the command's process group."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], rows: int = 24, columns: int = 100):
+        import fcntl
+        import pty
+        import struct
+        import termios
+
+        self.fd, secondary = pty.openpty()
+        fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+
+        def take_the_terminal() -> None:  # runs in the child, after its setsid()
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            # As an interactive shell does: a test run started in the background has
+            # SIGINT ignored, and the command would inherit that.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=secondary,
+            stdout=secondary,
+            stderr=secondary,
+            env=env,
+            start_new_session=True,
+            preexec_fn=take_the_terminal,
+        )
+        os.close(secondary)
+        self.output = b""
+
+    def _read(self, deadline: float) -> bool:
+        """Read what is there (waiting until ``deadline``); False once the command is gone."""
+        import select
+        import time
+
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise AssertionError(f"no output in time; so far: {self.output[-3000:]!r}")
+        try:
+            chunk = os.read(self.fd, 65536)
+        except OSError:  # the other end closed
+            return False
+        self.output += chunk
+        return bool(chunk)
+
+    def read_until(self, text: str) -> str:
+        """The output up to and including the first ``text`` after what was read so far."""
+        import time
+
+        deadline = time.monotonic() + DEADLINE
+        start = len(self.output)
+        while text.encode() not in self.output[start:]:
+            if not self._read(deadline):
+                raise AssertionError(f"{text!r} never came: {self.output[-3000:]!r}")
+        return self.output.decode(errors="replace")
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.fd, keys)
+
+    def close(self) -> int:
+        """Read to the end; the command's exit code."""
+        import time
+
+        deadline = time.monotonic() + DEADLINE
+        while self._read(deadline):
+            pass
+        os.close(self.fd)
+        return self.proc.wait(timeout=DEADLINE)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def ignores_sigterm(pid: int) -> bool:
+    """Has the process set SIGTERM to be ignored (yet)?"""
+    status = Path(f"/proc/{pid}/status").read_text()
+    ignored = int(re.search(r"^SigIgn:\s*([0-9a-f]+)$", status, re.M).group(1), 16)  # type: ignore[union-attr]
+    return bool(ignored & (1 << (signal.SIGTERM - 1)))
+
+
+def plain(text: str) -> str:
+    """Terminal output without its colours."""
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def cli_argv(root: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "orchestra_ci", "--root", str(root), *args]
+
+
 # -- start ---------------------------------------------------------------------------------
 
 
@@ -960,3 +1053,83 @@ def test_a_zero_timeout_is_refused(root: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr == "orchestra-ci: error: ORCHESTRA_TIMEOUT: Input should be greater than 0\n"
+
+
+def test_status_watch_fits_the_screen_and_keeps_its_header(root: Path, cli: CliRunner) -> None:
+    for n in range(30):
+        start(cli, "fake", f"exit=0 n={n}", "--id", f"t{n:02}")
+    screen = Terminal(cli_argv(root, "status", "--watch"), cli_env(), rows=12, columns=70)
+    try:
+        screen.read_until("30 tasks: 30 pending")
+        screen.type(b"\x03")
+        assert screen.close() == 0
+    finally:
+        screen.kill()
+    frame = screen.output.decode().split("\x1b[H\x1b[2J")[1]
+    lines = frame.split("\r\n")
+    assert len(lines) == 12  # eleven lines and the cursor on the last row: nothing scrolls
+    assert lines[0].split() == ["ID", "STATUS", "AGENT", "TRIES", "TIME", "DETAIL"]
+    assert [line.split()[0] for line in lines[1:8]] == [f"t{n:02}" for n in range(7)]
+    assert lines[8:11] == ["... 23 more", "", "30 tasks: 30 pending"]
+    assert all(len(line) <= 70 for line in lines)
+
+
+def test_a_second_ctrl_c_skips_the_grace_period(root: Path, cli: CliRunner) -> None:
+    """The agent's child ignores SIGTERM, so after the first Ctrl-C the run would wait out
+    its hour of grace; the second kills the agents at once and the run ends."""
+    start(cli, "fake", "child_ignores_term hang", "--id", "stubborn")
+    env = cli_env(CI="", ORCHESTRA_LOG_FORMAT="console")
+    run = Terminal(cli_argv(root, "run", "--grace", "1h"), env)
+    try:
+        wait_for(lambda: (root / "child.pid").exists(), "the agent's child to start")
+        child = int((root / "child.pid").read_text())
+        wait_for(lambda: ignores_sigterm(child), "the child to ignore SIGTERM")
+        run.type(b"\x03")
+        first = plain(run.read_until("signal again to kill the agents at once"))
+        assert "stopping" in first and "grace=1h" in first
+        assert alive(child)  # it ignored the SIGTERM: the run is waiting out the grace period
+        run.type(b"\x03")
+        second = plain(run.read_until("now"))
+        assert run.close() == 130
+    finally:
+        run.kill()
+    assert "second SIGINT: grace period skipped, killing 1 agent(s) now" in second
+    assert "Traceback" not in run.output.decode()
+    wait_for(lambda: not alive(child), "the child to die")
+    assert stored(root, "stubborn")["status"] == "pending"  # interrupted, not failed
+
+
+def test_clean_branches_deletes_the_task_branches_and_names_what_comes_back(
+    git_repo: Path,
+) -> None:
+    from tests.conftest import write_agents
+
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": FAKE_AGENT})
+    write_tasks(git_repo, "tasks:\n  - {id: a, agent: fake, prompt: write=a.txt}\n")
+    for args in (["run"], ["start", "fake", "write=b.txt", "--id", "b"], ["run"]):
+        ran = subprocess.run(
+            cli_argv(git_repo, *args), capture_output=True, text=True, env=cli_env(), check=False
+        )
+        assert ran.returncode == 0, ran.stderr
+    branches = ["git", "-C", str(git_repo), "branch", "--list", "orchestra/*"]
+    assert subprocess.run(branches, capture_output=True, text=True, check=True).stdout.split() == [
+        "orchestra/a",
+        "orchestra/b",
+    ]
+
+    cleaned = subprocess.run(
+        cli_argv(git_repo, "clean", "--branches"),
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        check=False,
+    )
+
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert cleaned.stdout.splitlines() == [
+        "removed 2 task(s) and 2 branch(es)",
+        "note: a came from .orchestra/tasks.yml: the next load or run queues them again "
+        "while they are in it",
+    ]
+    assert subprocess.run(branches, capture_output=True, text=True, check=True).stdout == ""

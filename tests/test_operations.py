@@ -346,7 +346,7 @@ def test_clean_removes_finished_tasks_with_every_file(store: Store) -> None:
 
     removed = clean_tasks(store, ["complete", "failed", "cancelled"])
 
-    assert removed == ["cancelled", "complete", "failed"]
+    assert removed.tasks == ["cancelled", "complete", "failed"]
     assert sorted(r["taskId"] for r in store.all()) == ["pending", "running"]
     for path in files["complete"] + files["failed"]:
         assert not path.exists(), path
@@ -362,7 +362,7 @@ def test_clean_by_age_uses_completion_time_then_creation_time(store: Store) -> N
     put(store, "old-created", "failed", createdAt=old, completedAt=None)
     put(store, "legacy", "failed", createdAt="2020-01-01T00:00:00", completedAt=None)
 
-    assert clean_tasks(store, ["complete", "failed"], older_than=3600) == [
+    assert clean_tasks(store, ["complete", "failed"], older_than=3600).tasks == [
         "legacy",
         "old",
         "old-created",
@@ -374,8 +374,8 @@ def test_clean_by_age_keeps_tasks_of_unknown_age(store: Store) -> None:
     put(store, "unreadable", "complete", completedAt="last tuesday")
     put(store, "old", "complete", completedAt=(datetime.now(UTC) - timedelta(days=2)).isoformat())
 
-    assert clean_tasks(store, ["complete"], older_than=3600) == ["old"]
-    assert clean_tasks(store, ["complete"]) == ["unreadable"]
+    assert clean_tasks(store, ["complete"], older_than=3600).tasks == ["old"]
+    assert clean_tasks(store, ["complete"]).tasks == ["unreadable"]
 
 
 @pytest.mark.parametrize("statuses", [["pending"], ["running"], ["complete", "bogus"]])
@@ -391,18 +391,67 @@ def test_clean_leaves_a_cancelled_task_its_runner_is_still_stopping(store: Store
     try:
         put(store, "stopping", "cancelled", runnerId="r-live")
         put(store, "stale", "cancelled", runnerId="r-gone")
-        assert clean_tasks(store, ["cancelled"]) == ["stale"]
+        assert clean_tasks(store, ["cancelled"]).tasks == ["stale"]
     finally:
         lease.release()
-    assert clean_tasks(store, ["cancelled"]) == ["stopping"]
+    assert clean_tasks(store, ["cancelled"]).tasks == ["stopping"]
 
 
 def test_clean_goes_on_past_a_corrupt_record(store: Store) -> None:
     put(store, "fine", "complete")
     store.record_path("broken").write_text("{not json")
-    assert clean_tasks(store, ["complete"]) == ["fine"]
+    assert clean_tasks(store, ["complete"]).tasks == ["fine"]
     assert not store.record_path("fine").exists()
     assert [name for name, _ in store.quarantined()] == ["broken.json"]
+
+
+def _branches(repo: Path) -> set[str]:
+    listed = subprocess.run(
+        ["git", "-C", str(repo), "for-each-ref", "--format=%(refname:short)", "refs/heads/"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return set(listed.stdout.split())
+
+
+def test_clean_with_branches_deletes_the_branches_of_the_cleaned_tasks(git_repo: Path) -> None:
+    store = Store(git_repo).ensure()
+    for task_id, status in (("done", "complete"), ("broke", "failed"), ("waiting", "pending")):
+        put(store, task_id, status)
+        subprocess.run(["git", "-C", str(git_repo), "branch", f"orchestra/{task_id}"], check=True)
+    put(store, "never-ran", "cancelled")  # no branch: nothing to delete
+    # The worktree of "done" was removed without telling git: its branch still goes.
+    worktree = store.worktrees_dir / "done"
+    subprocess.run(
+        ["git", "-C", str(git_repo), "worktree", "add", "-q", str(worktree), "orchestra/done"],
+        check=True,
+    )
+
+    cleaned = clean_tasks(store, FINISHED, branches=True)
+
+    assert cleaned.tasks == ["broke", "done", "never-ran"]
+    assert cleaned.branches == ["orchestra/broke", "orchestra/done"]
+    assert _branches(git_repo) == {"main", "orchestra/waiting"}
+
+
+def test_clean_with_branches_outside_a_repository_removes_nothing(store: Store) -> None:
+    put(store, "done", "complete")
+    with pytest.raises(UsageError, match=r"--branches: .* not in a git repository"):
+        clean_tasks(store, ["complete"], branches=True)
+    assert [r["taskId"] for r in store.all()] == ["done"]
+
+
+def test_clean_names_the_tasks_a_tasks_file_queued(store: Store) -> None:
+    put(store, "a", "complete", source="file", sourceFile=".orchestra/tasks.yml")
+    put(store, "b", "failed", source="file", sourceFile=".orchestra/tasks.yml")
+    put(store, "c", "complete", source="file", sourceFile="more.json")
+    put(store, "by-hand", "complete")
+
+    cleaned = clean_tasks(store, FINISHED)
+
+    assert cleaned.from_files == {".orchestra/tasks.yml": ["a", "b"], "more.json": ["c"]}
+    assert cleaned.branches == []
 
 
 def test_records_stay_json_objects_after_operations(store: Store) -> None:

@@ -1,6 +1,7 @@
 """Rendering the queue for ``status``: raw JSON as stored, and the tables for people."""
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -106,7 +107,15 @@ def _rows(text: str) -> dict[str, list[str]]:
 
 
 def test_table_rows_summary_and_order(store: Store) -> None:
-    put(store, "done", "complete", startedAt=ago(130), completedAt=ago(5), attempts=[{"number": 1}])
+    put(
+        store,
+        "done",
+        "complete",
+        createdAt=ago(130),
+        startedAt=ago(60),
+        completedAt=ago(5),
+        attempts=[{"number": 1}],
+    )
     put(
         store,
         "broke",
@@ -129,9 +138,57 @@ def test_table_rows_summary_and_order(store: Store) -> None:
     assert rows["broke"][1:4] == ["failed", "fake", "2"]
     assert "agent exited with code 3" in text
     assert rows["busy"][1:4] == ["running", "fake", "1"]
-    assert rows["waiting"][1:5] == ["pending", "fake", "0", "-"]
+    assert rows["waiting"][1:4] == ["pending", "fake", "0"]
     assert "do the thing" in text  # one line per task
     assert lines[-1] == "5 tasks: 1 running, 1 pending, 1 failed, 1 cancelled, 1 complete"
+
+
+def test_table_time_is_wall_time_since_the_task_was_queued() -> None:
+    """Not the attempt's time: a task retried or kept waiting shows how long it has been
+    in the queue; a finished one stops counting when it finished."""
+    waiting = new_record("waiting", "fake", "p")
+    waiting["createdAt"] = ago(600)
+    retried = new_record("retried", "fake", "p")
+    retried.update(  # type: ignore[typeddict-item]
+        {"status": "running", "createdAt": ago(3 * 3600), "startedAt": ago(7200)}
+    )
+    retried["attempts"] = [{"number": 1}, {"number": 2, "startedAt": ago(30)}]  # type: ignore[typeddict-item]
+    failed = new_record("failed", "fake", "p")
+    failed.update({"status": "failed", "createdAt": ago(400), "completedAt": ago(100)})  # type: ignore[typeddict-item]
+
+    rows = _rows(table([waiting, retried, failed]))
+
+    assert rows["waiting"][4] in ("10m00s", "10m01s")
+    assert rows["retried"][4].startswith("3h0")
+    assert rows["failed"][4] == "5m00s"
+
+
+def _screen(lines: int, columns: int = 80) -> os.terminal_size:
+    return os.terminal_size((columns, lines))
+
+
+def test_table_fits_a_screen_with_the_header_and_a_count_of_the_rest(store: Store) -> None:
+    records = [new_record(f"t{n:02}", "fake", f"prompt {n}") for n in range(30)]
+
+    text = table(records, [("bad.json", "not valid JSON")], size=_screen(12, 60))
+
+    lines = text.splitlines()
+    assert len(lines) == 11  # one short of the screen: the cursor's line does not scroll
+    assert lines[0].split() == ["ID", "STATUS", "AGENT", "TRIES", "TIME", "DETAIL"]
+    assert [line.split()[0] for line in lines[1:7]] == [f"t{n:02}" for n in range(6)]
+    assert lines[7:] == [
+        "... 24 more",
+        "",
+        "30 tasks: 30 pending",
+        "1 quarantined (in .orchestra/quarantine/, not run):",
+    ]
+    assert all(len(line) <= 60 for line in lines)
+
+
+def test_table_that_fits_its_screen_is_shown_whole() -> None:
+    records = [new_record(f"t{n}", "fake", "p") for n in range(3)]
+    assert table(records, size=_screen(7)) == table(records)  # 6 lines and the cursor
+    assert "... 2 more" in table(records, size=_screen(6))
 
 
 def test_table_counts_tries_of_records_written_by_agent_orchestrator() -> None:
