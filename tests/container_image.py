@@ -128,10 +128,10 @@ def ensure_image(root: Path = REPO, timeout: float = 1800) -> str:
     if have_image(tag):
         return tag
     # Images of earlier contexts are stale: dropped, or a few builds fill the disk (the lab's
-    # vfs driver stores every layer whole). Their build stages stay: they are the cache.
+    # vfs driver stores every layer whole). Their parent layers stay: they are the cache.
     stale = docker("images", "--quiet", "--filter", f"label={LABEL}", check=False).stdout.split()
     if stale:
-        docker("rmi", "--force", *sorted(set(stale)), check=False)
+        docker("rmi", "--force", "--no-prune", *sorted(set(stale)), check=False)
     ensure_base_images(root)
     build = docker(
         "build",
