@@ -20,7 +20,12 @@ from orchestra_ci.duration_type import Duration
 from orchestra_ci.errors import UsageError
 from orchestra_ci.final_result import ResultFormat
 from orchestra_ci.outcome import NO_CHANGES
-from orchestra_ci.presets import DEFAULT_FATAL_PATTERNS, DEFAULT_RATE_LIMIT_PATTERNS, PRESETS
+from orchestra_ci.presets import (
+    DEFAULT_FATAL_PATTERNS,
+    DEFAULT_QUOTA_PATTERNS,
+    DEFAULT_RATE_LIMIT_PATTERNS,
+    PRESETS,
+)
 from orchestra_ci.providers import Provider
 from orchestra_ci.record import TaskRecord
 from orchestra_ci.sanitize import fence
@@ -28,6 +33,7 @@ from orchestra_ci.validation import describe
 
 ARG_PLACEHOLDERS = frozenset({"prompt", "taskId", "agent", "worktree", "doneFile", "errorFile"})
 PROXY_PLACEHOLDERS = frozenset({"proxyBaseUrl", "proxyKey"})
+TURNS_PLACEHOLDERS = frozenset({"maxTurns"})
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -67,6 +73,7 @@ class AgentSpec(BaseModel):
     fallback: list[str] = Field(default_factory=list)
     rate_limit_patterns: list[str] = Field(default_factory=list, alias="rateLimitPatterns")
     fatal_patterns: list[str] = Field(default_factory=list, alias="fatalPatterns")
+    quota_patterns: list[str] = Field(default_factory=list, alias="quotaPatterns")
     success_patterns: list[str] = Field(default_factory=list, alias="successPatterns")
     # How the CLI writes its final result, for those whose exit code alone does not tell.
     result_format: ResultFormat | None = Field(default=None, alias="resultFormat")
@@ -83,6 +90,12 @@ class AgentSpec(BaseModel):
     # `{prompt}`, else "none": args without a placeholder run as written, as
     # agent-orchestrator runs them.
     prompt: Literal["arg", "stdin", "none"] | None = None
+    # At most this many of its attempts run at once across the run's workers (a provider's
+    # concurrency limit); the other agents' tasks use the free slots meanwhile.
+    max_concurrent: int | None = Field(default=None, alias="maxConcurrent", ge=1)
+    # How the CLI takes a task's max_turns (Claude Code: `--max-turns {maxTurns}`); without
+    # them, max_turns is enforced from the turns the agent reports.
+    max_turns_args: list[str] = Field(default_factory=list, alias="maxTurnsArgs")
 
     @property
     def prompt_via(self) -> Literal["arg", "stdin", "none"]:
@@ -101,7 +114,12 @@ class AgentSpec(BaseModel):
     def _proxy_placeholders(cls, args: list[str]) -> list[str]:
         return _known_placeholders(args, ARG_PLACEHOLDERS | PROXY_PLACEHOLDERS)
 
-    @field_validator("command", "args", "env", "proxy_args", "proxy_env")
+    @field_validator("max_turns_args")
+    @classmethod
+    def _turns_placeholders(cls, args: list[str]) -> list[str]:
+        return _known_placeholders(args, ARG_PLACEHOLDERS | TURNS_PLACEHOLDERS)
+
+    @field_validator("command", "args", "env", "proxy_args", "proxy_env", "max_turns_args")
     @classmethod
     def _no_nul(cls, value: str | list[str] | dict[str, str]) -> str | list[str] | dict[str, str]:
         """A NUL byte cannot be passed to a program: refuse it when the config loads."""
@@ -112,7 +130,7 @@ class AgentSpec(BaseModel):
             raise ValueError("contains a NUL byte, which cannot be passed to a program")
         return value
 
-    @field_validator("rate_limit_patterns", "fatal_patterns", "success_patterns")
+    @field_validator("rate_limit_patterns", "fatal_patterns", "quota_patterns", "success_patterns")
     @classmethod
     def _patterns(cls, patterns: list[str]) -> list[str]:
         """Reject a bad regular expression now, not when an agent's output is scanned."""
@@ -133,11 +151,12 @@ class AgentConfigFile(BaseModel):
 _DEFAULTS = {
     ("rateLimitPatterns", "rate_limit_patterns"): DEFAULT_RATE_LIMIT_PATTERNS,
     ("fatalPatterns", "fatal_patterns"): DEFAULT_FATAL_PATTERNS,
+    ("quotaPatterns", "quota_patterns"): DEFAULT_QUOTA_PATTERNS,
 }
 
 
 def _defaults(fields: dict[str, object]) -> dict[str, object]:
-    """A new agent's generic rate-limit and fatal patterns, each unless it sets its own
+    """A new agent's generic rate-limit, quota and fatal patterns, each unless it sets its own
     (under either name; ``[]`` turns them off)."""
     return {
         alias: list(patterns)
@@ -250,11 +269,19 @@ def render_prompt(spec: AgentSpec, prompt: str, values: dict[str, str], root: Pa
 
 
 def render_argv(
-    spec: AgentSpec, prompt: str, values: dict[str, str], extra: Sequence[str] = ()
+    spec: AgentSpec,
+    prompt: str,
+    values: dict[str, str],
+    extra: Sequence[str] = (),
+    max_turns: int | None = None,
 ) -> list[str]:
     """The argv list for one attempt; the prompt is always one element, never shell text
     (and not in argv at all unless ``spec.prompt_via`` is ``arg``). ``extra`` arguments (the
-    proxy's) go just before the argument holding the prompt."""
+    proxy's) and the agent's ``maxTurnsArgs`` (when the task has ``max_turns``) go just
+    before the argument holding the prompt."""
+    if max_turns is not None:
+        turns = {**values, "maxTurns": str(max_turns)}
+        extra = [*extra, *(substitute(arg, turns) for arg in spec.max_turns_args)]
     via = spec.prompt_via
     full = {**values, "prompt": prompt if via == "arg" else ""}
     args = [substitute(arg, full) for arg in spec.args]

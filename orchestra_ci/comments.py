@@ -58,13 +58,21 @@ def status_comment_body(record: TaskRecord, links: Links, log_tail: str = "") ->
     attempts = record.get("attempts") or []
     agent = attempts[-1]["agent"] if attempts else record["agent"]
     head = f"{marker(task_id)}\n### orchestra-ci · "
+    outcome = attempts[-1].get("outcome") if attempts else None
     if status == "running":
         text = f"⏳ running\n\nAttempt {len(attempts)} with agent **{agent}**."
+    elif status == "pending" and outcome == "quota_exhausted":
+        error = record.get("errorMessage") or "quota exhausted"
+        text = (
+            f"⏸️ waiting for quota\n\nAgent **{agent}** has no quota left: {error}. "
+            "The task stays queued, not failed, and runs once the quota resets."
+        )
     elif status == "pending" and record.get("retryCount"):
         error = record.get("errorMessage") or ""
+        ended = "was stopped" if outcome in ("stalled", "timeout") else "failed"
         text = (
             f"🔁 retry {record['retryCount']} of {record.get('maxRetries', 0)}\n\n"
-            f"The last attempt with **{agent}** failed: {error}"
+            f"The last attempt with **{agent}** {ended}: {error}"
         )
     elif status == "pending":
         text = "🕐 queued\n\nThe task is waiting for a free agent."

@@ -14,6 +14,7 @@ import os
 import secrets
 import signal
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from orchestra_ci import atomic, report, transitions
+from orchestra_ci import atomic, caps, quota, report, transitions
 from orchestra_ci.agent_env import Place, agent_environment
 from orchestra_ci.agent_pool import AgentPool
 from orchestra_ci.agents import (
@@ -61,7 +62,7 @@ from orchestra_ci.process import (
 )
 from orchestra_ci.record import Attempt, TaskRecord, iso, timestamp
 from orchestra_ci.redact import Redactor
-from orchestra_ci.retry_policy import Decision, decide
+from orchestra_ci.retry_policy import SWITCHABLE, Decision, decide
 from orchestra_ci.schedule import Blocked, Scheduler
 from orchestra_ci.settings import Settings
 from orchestra_ci.store import RunnerLease, Store
@@ -79,6 +80,10 @@ log = structlog.get_logger("orchestra_ci")
 
 _REPORT_EVERY = 2.0
 _POLL_OTHERS = 1.0
+# What the scheduler holds for tasks that are pending on disk but not offered: their agents
+# are out of quota for the run, or run their maxConcurrent attempts already.
+_OUT_OF_QUOTA = "out of quota"
+_WAITING = "waiting for its agent"
 
 
 @dataclass
@@ -102,6 +107,8 @@ class _Claim:
     claimed: bool = False
     cooling_until: float | None = None  # its agent is cooling down until then (epoch)
     failed: str | None = None  # no usable agent: the task was failed with this error
+    out_of_quota: bool = False  # its agents are out of quota for the run: it stays pending
+    busy: str | None = None  # its agent runs its maxConcurrent attempts already
 
 
 @dataclass
@@ -163,13 +170,21 @@ class Engine:
         self._subdir = Path()
         if self.settings.isolation != "none":
             self._isolate()
-        self.pool = AgentPool({n: s.fallback for n, s in self.agents.items()}, self.clock)
         self.supervisor = Supervisor()
         self.started_at = iso(self._now())
         self._t0 = self.started if self.started is not None else time.monotonic()
         self.deadline: float | None = (
             self._t0 + self.settings.time_budget if self.settings.time_budget is not None else None
         )
+        self.pool = AgentPool(
+            {n: s.fallback for n, s in self.agents.items()},
+            self.clock,
+            limits={n: s.max_concurrent for n, s in self.agents.items()},
+            horizon=None
+            if self.deadline is None
+            else self.clock() + (self.deadline - time.monotonic()),
+        )
+        self._waiting: dict[str, deque[str]] = {}  # agent -> tasks waiting for a free slot
         self._wake = asyncio.Event()
         self._report_due = self._t0 + _REPORT_EVERY  # a short run writes only its final report
         self._progress_due = 0.0 if self.on_progress else self._t0 + self.settings.progress_interval
@@ -419,6 +434,8 @@ class Engine:
     async def _task(self, task_id: str, control: Control) -> None:
         released = False
 
+        agent: str | None = None  # the agent whose maxConcurrent slot the attempt holds
+
         def release_slot() -> None:
             """The slot is free once the task's processes have ended: the next task is
             claimed while this one's result is being written."""
@@ -426,6 +443,9 @@ class Engine:
             if not released:
                 released = True
                 self._slots_used -= 1
+                if agent is not None:
+                    self.pool.release(agent)
+                    self._offer_waiting(agent)
                 self._wake.set()
 
         try:
@@ -440,6 +460,7 @@ class Engine:
                 return
             record = self._claimed(task_id, claim)
             if record is not None:
+                agent = record["attempts"][-1]["agent"]
                 await self._attempt(record, control, release_slot)
         finally:
             release_slot()
@@ -462,6 +483,13 @@ class Engine:
                 agent, unusable = None, missing_agent(record["agent"])
             else:
                 unusable = self.pool.unusable()
+            if agent is None and self.pool.waits_for_quota(record):
+                return _Claim(record, out_of_quota=True)
+            capped = caps.cost_reached(
+                caps.spent(record.get("attempts") or []), record.get("maxCostUsd")
+            )
+            if capped is not None:
+                agent, unusable = None, f"not started: {capped}"
             if agent is None:
                 message = self.redactor(unusable)
                 record = transitions.fail(record, message, now)
@@ -471,10 +499,16 @@ class Engine:
             until = self.pool.cooling_until(agent)
             if until is not None:
                 return _Claim(record, cooling_until=until)
-            record = transitions.claim(record, agent=agent, runner_id=self.runner_id, now=now)
-            self.store.sentinel(task_id, "done").unlink(missing_ok=True)
-            self.store.sentinel(task_id, "error").unlink(missing_ok=True)
-            self.store.write(record, durable=False)
+            if not self.pool.acquire(agent):
+                return _Claim(record, busy=agent)
+            try:
+                record = transitions.claim(record, agent=agent, runner_id=self.runner_id, now=now)
+                self.store.sentinel(task_id, "done").unlink(missing_ok=True)
+                self.store.sentinel(task_id, "error").unlink(missing_ok=True)
+                self.store.write(record, durable=False)
+            except BaseException:
+                self.pool.release(agent)
+                raise
         # Durable before its agent starts, flushed outside the lock with the round's others.
         self.store.commit(task_id)
         return _Claim(record, claimed=True)
@@ -501,9 +535,26 @@ class Engine:
         elif claim.cooling_until is not None:
             # The provider asked everyone to wait: leave the task queued until then.
             self.scheduler.finished(task_id, "pending", claim.cooling_until)
+        elif claim.out_of_quota:
+            # Pending on disk for a later run; this one does not offer it again.
+            self.scheduler.finished(task_id, _OUT_OF_QUOTA)
+            log.info("task left pending: its agents are out of quota", task=task_id)
+        elif claim.busy is not None:
+            # Offered again when one of that agent's attempts ends (see _offer_waiting).
+            self.scheduler.finished(task_id, _WAITING)
+            self._waiting.setdefault(claim.busy, deque()).append(task_id)
+            if self.pool.acquire(claim.busy):  # an attempt ended while this claim was made
+                self.pool.release(claim.busy)
+                self._offer_waiting(claim.busy)
         else:
             self._remember(record)
         return None
+
+    def _offer_waiting(self, agent: str) -> None:
+        """One of ``agent``'s slots is free: offer the task that waited longest for it."""
+        waiting = self._waiting.get(agent)
+        if waiting:
+            self.scheduler.finished(waiting.popleft(), "pending")
 
     # -- one attempt --------------------------------------------------------------------
 
@@ -546,7 +597,8 @@ class Engine:
             )
             with self._access(task_id, spec) as access:
                 env = self._environment(task_id, attempt, workdir, spec, access)
-                argv = render_argv(spec, prompt, values, access.args if access else ())
+                max_turns = record.get("maxTurns") or self.settings.max_turns
+                argv = render_argv(spec, prompt, values, access.args if access else (), max_turns)
                 stdin = prompt.encode() if spec.prompt_via == "stdin" else None
                 result = await self._run(
                     task_id, attempt, argv, workdir, env, header, timeout, control, stdin, stall
@@ -580,11 +632,21 @@ class Engine:
                     record.get("source") or "",
                 )
                 verdict = require_change(verdict, extra.get("changedFiles"), required)
+            verdict, final = caps.checked(
+                verdict,
+                turns=usage.turns,
+                max_turns=max_turns,
+                enforced=not spec.max_turns_args,
+                spent=caps.spent(record["attempts"][:-1]) + (usage.cost_usd or 0.0),
+                max_cost=record.get("maxCostUsd"),
+            )
             release_slot()
             shown = [self.redactor(part) for part in argv]
             await self._finish(
                 task_id,
-                _Ending(verdict, result.exit_code, result.pid, result.tail, usage, extra, shown),
+                _Ending(
+                    verdict, result.exit_code, result.pid, result.tail, usage, extra, shown, final
+                ),
             )
         except Exception as exc:
             # An engine fault (e.g. the disk is full) fails the attempt, never loops on it;
@@ -617,7 +679,7 @@ class Engine:
         fatal, limited = spec.fatal_patterns, spec.rate_limit_patterns
         if proxied:
             fatal, limited = [*fatal, *FATAL_PATTERNS], [*limited, *UNAVAILABLE_PATTERNS]
-        return classify(
+        verdict = classify(
             AttemptResult(
                 exit_code=result.exit_code,
                 stop_reason=result.stop_reason,
@@ -626,12 +688,16 @@ class Engine:
                 error_sentinel=self.store.read_error(task_id, clean=self.redactor),
                 timeout=limits[0],
                 stall_timeout=limits[1],
-                output=read_output(tail, limited, fatal),
+                output=read_output(tail, limited, fatal, spec.quota_patterns),
                 reported_success=looks_successful(tail, spec.success_patterns),
                 reported=read_result(spec.result_format, tail),
             ),
             spec.completion,
         )
+        if verdict.outcome == "quota_exhausted":
+            now = self._now()
+            verdict = quota.exhausted(verdict, quota.reset_at(tail, now), now.timestamp())
+        return verdict
 
     @contextlib.contextmanager
     def _access(self, task_id: str, spec: AgentSpec) -> Iterator[_Access | None]:
@@ -757,6 +823,10 @@ class Engine:
         cooling = self.pool.note(agent, verdict, self.settings.backoff)
         if verdict.outcome == "fatal":
             log.error("agent disabled for this run", agent=agent, error=verdict.error)
+        elif verdict.outcome == "quota_exhausted":
+            paused = cooling is not None
+            event = "agent paused until its quota resets" if paused else "agent out of quota"
+            log.warning(event, agent=agent, error=verdict.error)
         elif cooling is not None:
             log.warning("agent cooling down", agent=agent, seconds=round(cooling, 1))
 
@@ -783,6 +853,8 @@ class Engine:
         }.get(status_after, "task requeued")
         if status_after == "pending" and next_at is not None:
             event = "task will retry"
+        elif status_after == "pending" and outcome == "quota_exhausted":
+            event = "task left pending: its agent is out of quota"
         level = log.warning if status_after == "failed" else log.info
         level(
             event,
@@ -825,7 +897,7 @@ class Engine:
                     record.get("backoffMax") or self.settings.backoff_max,
                     retry_after=verdict.retry_after,
                     fallback=self.pool.fallback(record, record["attempts"][-1]["agent"])
-                    if outcome in ("rate_limited", "fatal")
+                    if outcome in SWITCHABLE
                     else None,
                 )
             )
@@ -935,7 +1007,9 @@ class Engine:
                 self._progress_due = now + self.settings.progress_interval
 
     def _counts(self) -> dict[str, int]:
-        return {s: self.scheduler.count(s) for s in ("complete", "failed", "pending")}
+        counts = {s: self.scheduler.count(s) for s in ("complete", "failed", "pending")}
+        counts["pending"] += self.scheduler.count(_OUT_OF_QUOTA) + self.scheduler.count(_WAITING)
+        return counts
 
     def progress_line(self) -> str:
         counts = self._counts()
@@ -967,6 +1041,17 @@ class Engine:
             stopped_by=stopped_by,
             exit_code=exit_code,
             shard=self.shard,
+            quota=[
+                {
+                    "agent": agent,
+                    "resetsAt": None
+                    if spent.resets_at is None
+                    else iso(datetime.fromtimestamp(spent.resets_at, UTC)),
+                    "paused": spent.paused,
+                    "error": spent.error,
+                }
+                for agent, spent in sorted(self.pool.exhausted().items())
+            ],
         )
         with contextlib.suppress(OSError):
             report.write(self.store.results_path, built)

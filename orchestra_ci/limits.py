@@ -1,4 +1,5 @@
-"""Reading an agent's output for rate limits, fatal errors and success (pure).
+"""Reading an agent's output for rate limits, exhausted quotas, fatal errors and success
+(pure).
 
 Agent CLIs report provider trouble in text, not exit codes: Claude Code prints
 ``API Error: Request rejected (429)`` on stdout, Codex ``exceeded retry limit, last status:
@@ -6,6 +7,7 @@ Agent CLIs report provider trouble in text, not exit codes: Claude Code prints
 """
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -34,7 +36,7 @@ _DELAYS = [
     re.compile(r"\"retry_delay_ms\"\s*:\s*" + _NUM, re.I),
 ]
 
-Limit = Literal["fatal", "rate_limited"]
+Limit = Literal["fatal", "quota", "rate_limited"]
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class OutputVerdict:
     matched: str | None = None
 
 
-def _compiled(patterns: list[str]) -> list[re.Pattern[str]]:
+def _compiled(patterns: Sequence[str]) -> list[re.Pattern[str]]:
     return [re.compile(p, re.I | re.M) for p in patterns]
 
 
@@ -69,13 +71,22 @@ def retry_after(text: str) -> float | None:
 
 
 def read_output(
-    text: str, rate_limit_patterns: list[str], fatal_patterns: list[str]
+    text: str,
+    rate_limit_patterns: list[str],
+    fatal_patterns: list[str],
+    quota_patterns: Sequence[str] = (),
 ) -> OutputVerdict:
-    """Fatal patterns win over rate limits: a bad key will not get better by waiting."""
-    for pattern in _compiled(fatal_patterns):
-        match = pattern.search(text)
-        if match:
-            return OutputVerdict("fatal", None, match.group(0))
+    """Fatal patterns win over quotas, quotas over rate limits: a bad key will not get
+    better by waiting, and a spent quota not by waiting seconds."""
+    final: tuple[tuple[Limit, Sequence[str]], ...] = (
+        ("fatal", fatal_patterns),
+        ("quota", quota_patterns),
+    )
+    for kind, patterns in final:
+        for pattern in _compiled(patterns):
+            match = pattern.search(text)
+            if match:
+                return OutputVerdict(kind, None, match.group(0))
     for pattern in _compiled(rate_limit_patterns):
         match = pattern.search(text)
         if match:

@@ -48,6 +48,8 @@ def _spec_fields(spec: "TaskSpec") -> dict[str, object]:
         "requireChanges": spec.require_changes,
         "stallTimeout": spec.stall_timeout,
         "base": spec.base,
+        "maxCostUsd": spec.max_cost_usd,
+        "maxTurns": spec.max_turns,
     }
 
 
@@ -66,6 +68,8 @@ _KEPT = (
     "requireChanges",
     "stallTimeout",
     "base",
+    "maxCostUsd",
+    "maxTurns",
     "sourceFile",
     "source",
     "createdAt",

@@ -32,6 +32,7 @@ class Verdict:
     outcome: Outcome
     error: str | None = None
     retry_after: float | None = None
+    resets_at: float | None = None  # an exhausted quota's reset (epoch seconds), if known
 
 
 NO_CHANGES = "the agent made no changes"
@@ -78,7 +79,7 @@ def classify(result: AttemptResult, completion: str) -> Verdict:
     ``resultFormat``: Claude Code's ``is_error``, Codex's ``turn.failed``, Gemini CLI
     stopped before its JSON result, OpenCode after a rejected permission), or has success
     patterns none of which matched (Aider exits 0 after failing). Otherwise the output's
-    fatal and rate-limit patterns, or the kind its result reported (Claude Code's
+    fatal, quota and rate-limit patterns, or the kind its result reported (Claude Code's
     ``api_error_status``), name the failure, then the error the agent reported."""
     if result.spawn_error is not None:
         return Verdict("not_found", result.spawn_error)
@@ -116,9 +117,12 @@ def classify(result: AttemptResult, completion: str) -> Verdict:
 
 
 def _kind(matched: Limit | None, reported: Limit | None) -> Limit | None:
-    """Fatal wins, whether the output's patterns or the reported result say it."""
+    """Fatal wins, then a spent quota, whether the output's patterns or the reported result
+    say it."""
     if "fatal" in (matched, reported):
         return "fatal"
+    if "quota" in (matched, reported):
+        return "quota"
     return matched or reported
 
 
@@ -131,6 +135,8 @@ def _limited(kind: Limit, limit: OutputVerdict, reported: FinalResult | None) ->
         message = own
     if kind == "fatal":
         return Verdict("fatal", f"fatal agent error: {message}")
+    if kind == "quota":
+        return Verdict("quota_exhausted", f"quota exhausted: {message}")
     wait = limit.retry_after if limit.kind == "rate_limited" else None
     if wait is None and own is not None:
         wait = retry_after(own)

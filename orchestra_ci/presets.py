@@ -36,6 +36,15 @@ DEFAULT_RATE_LIMIT_PATTERNS = [
     r"\bretry[-_ ]after\W{0,3}\d+",
     r"\b(?:server|model|api|service) (?:is )?(?:currently )?overloaded\b",
 ]
+# A spent quota (a plan's usage limit, a daily cap, no credit left) lasts until the provider
+# resets it: waiting seconds does not help (see orchestra_ci.quota for the reset times read).
+DEFAULT_QUOTA_PATTERNS = [
+    r"\b(?:usage|quota) limit (?:reached|exceeded)\b",
+    r"\busage_limit_reached\b",
+    r"\binsufficient_quota\b",
+    r"\bexhausted your (?:daily|weekly|monthly) quota\b",
+    r"\byou(?:'ve| have) hit your (?:usage |weekly |daily |session )?limit\b",
+]
 DEFAULT_FATAL_PATTERNS = [
     r"\b(?:invalid|incorrect) api[ _-]?key\b",
     r"\bapi[ _-]?key (?:is )?(?:not valid|invalid|missing)\b",
@@ -59,14 +68,23 @@ PRESETS: dict[str, dict[str, object]] = {
         "env": _QUIET_CLAUDE,
         "provider": "anthropic",
         "resultFormat": "claude-json",
+        "maxTurnsArgs": ["--max-turns", "{maxTurns}"],
         "rateLimitPatterns": [
             r"API Error: Request rejected \(429\)",
             r"API Error: 529 Overloaded",
             r"\"api_error_status\"\s*:\s*(429|529)",
         ],
+        # Its plan limits print "Claude AI usage limit reached|<reset epoch>" or "You've
+        # hit your limit · resets 5pm (UTC)"; an API key out of credit "Credit balance is
+        # too low". None of them passes by backing off.
+        "quotaPatterns": [
+            r"usage limit reached",
+            r"You've hit your (?:\w+ )?limit",
+            r"(?:5-hour|weekly|daily|session) limit reached",
+            r"Credit balance is too low",
+        ],
         "fatalPatterns": [
             r"Invalid API key",
-            r"credit balance",
             r"\"api_error_status\"\s*:\s*401",
             r"cannot be used with root/sudo privileges",
         ],
@@ -110,7 +128,16 @@ PRESETS: dict[str, dict[str, object]] = {
             'model_providers.orchestra.wire_api="responses"',
         ],
         "rateLimitPatterns": [r"last status: 429", r"429 Too Many Requests"],
-        "fatalPatterns": [r"Quota exceeded", r"401 Unauthorized", r"Incorrect API key"],
+        # A plan's limit: "You've hit your usage limit. ... try again in 2 days 3 hours" (the
+        # backend's usage_limit_reached, with resets_in_seconds); an API key's billing quota:
+        # "Quota exceeded. Check your plan and billing details." (no reset time).
+        "quotaPatterns": [
+            r"usage_limit_reached",
+            r"You've hit your usage limit",
+            r"Quota exceeded",
+            r"insufficient_quota",
+        ],
+        "fatalPatterns": [r"401 Unauthorized", r"Incorrect API key"],
     },
     # Aider 0.86.2 exits 0 even when every API call failed: success is read from its output.
     # It reads OPENAI_API_BASE, and litellm ANTHROPIC_BASE_URL, so the proxy's variables do.
@@ -132,18 +159,18 @@ PRESETS: dict[str, dict[str, object]] = {
         "provider": "openai",
         "successPatterns": [r"^Applied edit to ", r"^Commit [0-9a-f]{7,}"],
         "rateLimitPatterns": ["The API provider has rate limited you"],
-        "fatalPatterns": [
-            "The API provider is not able to authenticate you",
-            "You exceeded your current quota",
-        ],
+        # litellm reports OpenAI's insufficient_quota as a RateLimitError: the words decide.
+        "quotaPatterns": ["You exceeded your current quota", "insufficient_quota"],
+        "fatalPatterns": ["The API provider is not able to authenticate you"],
     },
     # Gemini CLI 0.61.0 headless mode: `gemini -p PROMPT --yolo` (auto-approves tools);
     # --skip-trust, else --yolo is downgraded and it exits 55. Its exit code is the HTTP
     # status mod 256 on an API error, but 0 when stopped by SIGTERM: success is its `-o json`
     # result holding a `response`. One process (by default it relaunches itself as a child,
     # and the parent ignores SIGTERM). Its own retries are bounded by `general.maxAttempts`
-    # in ~/.gemini/settings.json (the Action writes it). A daily quota is final: fatal, so
-    # fallbacks take over; a per-minute one is a rate limit.
+    # in ~/.gemini/settings.json (the Action writes it). A daily quota is spent until the
+    # next day (it names no reset time); a per-minute one ("You exceeded your current quota,
+    # ... Please retry in 2.0s") is a rate limit.
     "gemini": {
         "command": "gemini",
         "args": ["-p", "{prompt}", "--yolo", "--skip-trust", "-o", "json"],
@@ -155,8 +182,8 @@ PRESETS: dict[str, dict[str, object]] = {
             r"The model is overloaded",
             r"\"code\"\s*:\s*(429|503)\b",
         ],
+        "quotaPatterns": [r"exhausted your daily quota"],
         "fatalPatterns": [
-            r"exhausted your daily quota",
             r"API key not valid",
             r"must specify the GEMINI_API_KEY",
             r"Invalid auth method selected",
@@ -181,9 +208,9 @@ PRESETS: dict[str, dict[str, object]] = {
             )
         },
         "rateLimitPatterns": [r"Rate limit reached", r"\"statusCode\"\s*:\s*429\b"],
+        "quotaPatterns": [r"You exceeded your current quota", r"insufficient_quota"],
         "fatalPatterns": [
             r"Incorrect API key provided",
-            r"You exceeded your current quota",
             r"\"statusCode\"\s*:\s*401\b",
         ],
     },

@@ -22,6 +22,7 @@ Outcome = Literal[
     "interrupted",
     "cancelled",
     "rate_limited",
+    "quota_exhausted",
     "fatal",
 ]
 
@@ -97,6 +98,8 @@ class TaskRecord(TypedDict, total=False):
     verify: str | None
     requireChanges: bool | None
     stallTimeout: float | None
+    maxCostUsd: float | None
+    maxTurns: int | None
     verifyOutput: str | None
     base: str | None  # the task's own `base` (head, worktree or a ref); None: the setting's
     baseRef: str | None  # what its worktree started from (a branch, `worktree`, ...)

@@ -87,6 +87,8 @@ class RunReport(ReportModel):
     cost_usd: float | None = Field(default=None, alias="costUsd")
     restored_from: dict[str, Any] | None = Field(default=None, alias="restoredFrom")
     quarantined: list[dict[str, str]] = Field(default_factory=list)  # {file, reason}
+    # Agents whose quota ran out: {agent, resetsAt (ISO or null), paused, error}.
+    quota: list[dict[str, Any]] = Field(default_factory=list)
     tasks: list[TaskReport]
 
 
@@ -153,6 +155,7 @@ def build(
     stopped_by: str | None = None,
     exit_code: int | None = None,
     shard: str | None = None,
+    quota: Sequence[Mapping[str, Any]] = (),
 ) -> RunReport:
     tasks = sorted((task_report(r) for r in records), key=lambda t: t.id)
     shared = overlaps({t.id: t.changed_files for t in tasks if t.changed_files})
@@ -173,6 +176,7 @@ def build(
         },
         cost_usd=_total([t.cost_usd for t in tasks]),
         shard=shard,
+        quota=[dict(q) for q in quota],
         tasks=tasks,
     )
 

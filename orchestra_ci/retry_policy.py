@@ -12,7 +12,7 @@ import tenacity
 from orchestra_ci.record import Outcome
 
 RETRYABLE: frozenset[Outcome] = frozenset({"failed", "timeout", "stalled", "rate_limited"})
-SWITCHABLE: frozenset[Outcome] = frozenset({"rate_limited", "fatal"})
+SWITCHABLE: frozenset[Outcome] = frozenset({"rate_limited", "quota_exhausted", "fatal"})
 
 DEFAULT_BACKOFF = 10.0
 DEFAULT_BACKOFF_MAX = 600.0
@@ -20,7 +20,7 @@ DEFAULT_BACKOFF_MAX = 600.0
 
 @dataclass(frozen=True)
 class Decision:
-    action: Literal["complete", "retry", "fail", "requeue", "cancel", "switch"]
+    action: Literal["complete", "retry", "fail", "requeue", "wait", "cancel", "switch"]
     delay: float = 0.0
     agent: str | None = None
 
@@ -53,15 +53,19 @@ def decide(
 ) -> Decision:
     """``retry_count`` is the number of retries already performed for this task.
 
-    A rate-limited or fatally failing agent hands the task to ``fallback`` (when there is
-    one) at once, without using up a retry; a rate-limited retry waits at least as long as
-    the agent's output asked (``retry_after``)."""
+    A rate-limited, out-of-quota or fatally failing agent hands the task to ``fallback``
+    (when there is one) at once, without using up a retry; a rate-limited retry waits at
+    least as long as the agent's output asked (``retry_after``); without a fallback, a task
+    whose agent's quota ran out waits, pending, for that agent (a quota that resets is no
+    failure of the task)."""
     if outcome in SWITCHABLE and fallback is not None:
         return Decision("switch", 0.0, fallback)
     if outcome == "success":
         return Decision("complete")
     if outcome == "interrupted":
         return Decision("requeue")
+    if outcome == "quota_exhausted":
+        return Decision("wait")
     if outcome == "cancelled":
         return Decision("cancel")
     if outcome not in RETRYABLE:

@@ -71,6 +71,7 @@ class Settings(BaseSettings):
     daemon_interval: Duration = 2.0
     max_retries: int = Field(default=3, ge=0, le=100)
     max_cost_usd: float | None = Field(default=None, ge=0)
+    max_turns: int | None = Field(default=None, ge=1)  # for each task that sets none
     isolation: Literal["auto", "worktree", "none"] = "auto"
     # Where worktrees start: HEAD, a snapshot of the working tree, or a ref.
     base: BaseValue = "head"

@@ -24,6 +24,7 @@ def text(report: RunReport, results_path: str) -> str:
     for task in report.tasks:
         if task.status == "failed":
             lines.append(f"  failed  {task.id}: {task.error or 'failed'}")
+    lines += [f"  quota   {line}" for line in quota_lines(report)]
     lines.append(f"report: {results_path}")
     return "\n".join(lines) + "\n"
 
@@ -42,6 +43,19 @@ def cell(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     text = text if len(text) <= limit else text[: limit - 1] + "…"
     return text.replace("\\", "\\\\").replace("|", "\\|")
+
+
+def quota_lines(report: RunReport) -> list[str]:
+    """One line per agent whose quota ran out: until when, and what the run did about it."""
+    return [
+        f"{q['agent']}: {q['error']} ("
+        + (
+            "paused until then)"
+            if q.get("paused")
+            else "not used again in this run; its tasks stay pending)"
+        )
+        for q in report.quota
+    ]
 
 
 def _gantt_name(text: str) -> str:
@@ -64,6 +78,7 @@ def gantt(report: RunReport) -> str:
                 "failed": "crit, ",
                 "timeout": "crit, ",
                 "stalled": "crit, ",
+                "quota_exhausted": "active, ",
             }.get(attempt.outcome or "", "")
             name = _gantt_name(f"{attempt.agent} #{attempt.number} {attempt.outcome or ''}")
             lines.append(
@@ -128,6 +143,9 @@ def markdown(
     if report.quarantined:
         out += ["", "### Quarantined", "", "Moved to `.orchestra/quarantine/` and not run:", ""]
         out += [cell(f"- `{q['file']}`: {q['reason']}", 500) for q in report.quarantined]
+    if report.quota:
+        out += ["", "### Quota", ""]
+        out += [cell(f"- {line}", 500) for line in quota_lines(report)]
     chart = gantt(report)
     if chart:
         out += ["", "### Timeline", "", chart]

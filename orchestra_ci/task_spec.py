@@ -32,8 +32,10 @@ class TaskSpec(BaseModel):
     priority: int
     source_file: str | None = None
     verify: str | None = None
-    require_changes: bool | None = None
-    stall_timeout: float | None = None  # None: the setting, else on for issue tasks
+    require_changes: bool | None = None  # None: the setting, else on for issue tasks
+    stall_timeout: float | None = None  # None: the agent's, else the setting's
+    max_cost_usd: float | None = None  # no attempt starts once its attempts cost this much
+    max_turns: int | None = None  # None: the setting's
     source: str = "file"
     issue_number: int | None = None
     labeled_at: str | None = None  # when the issue last got the trigger label

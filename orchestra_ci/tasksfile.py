@@ -30,6 +30,8 @@ class Defaults(_Strict):
     require_changes: bool | None = None
     stall_timeout: Duration | None = None
     base: BaseValue | None = None
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_turns: int | None = Field(default=None, ge=1)
 
 
 class TaskEntry(_Strict):
@@ -47,6 +49,8 @@ class TaskEntry(_Strict):
     require_changes: bool | None = None
     stall_timeout: Duration | None = None
     base: BaseValue | None = None
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_turns: int | None = Field(default=None, ge=1)
 
     @field_validator("id", "depends_on")
     @classmethod
@@ -151,6 +155,12 @@ def load_tasks_file(
     file_max_retries = d.max_retries if "max_retries" in d.model_fields_set else default_max_retries
     source_file = source_name(path, root)  # resolved once, not per task
     for entry in parsed.tasks:
+
+        def inherited(name: str, entry: TaskEntry = entry) -> Any:
+            """The entry's own value of a field both have, else the defaults'."""
+            own = getattr(entry, name)
+            return own if own is not None else getattr(d, name)
+
         if entry.id in seen:
             raise UsageError(f"{path}: task {entry.id!r}: field 'id': duplicate id")
         seen.add(entry.id)
@@ -159,25 +169,21 @@ def load_tasks_file(
                 id=entry.id,
                 agent=entry.agent or d.agent or default_agent,
                 prompt=_resolve_prompt(entry, path, root),
-                timeout=entry.timeout if entry.timeout is not None else d.timeout,
+                timeout=inherited("timeout"),
                 max_retries=entry.max_retries
                 if entry.max_retries is not None
                 else file_max_retries,
-                backoff=entry.backoff if entry.backoff is not None else d.backoff,
-                backoff_max=entry.backoff_max if entry.backoff_max is not None else d.backoff_max,
+                backoff=inherited("backoff"),
+                backoff_max=inherited("backoff_max"),
                 depends_on=entry.depends_on,
-                priority=entry.priority if entry.priority is not None else d.priority,
+                priority=inherited("priority"),
                 source_file=source_file,
-                verify=entry.verify if entry.verify is not None else d.verify,
-                stall_timeout=(
-                    entry.stall_timeout if entry.stall_timeout is not None else d.stall_timeout
-                ),
-                require_changes=(
-                    entry.require_changes
-                    if entry.require_changes is not None
-                    else d.require_changes
-                ),
-                base=entry.base if entry.base is not None else d.base,
+                verify=inherited("verify"),
+                stall_timeout=inherited("stall_timeout"),
+                require_changes=inherited("require_changes"),
+                base=inherited("base"),
+                max_cost_usd=inherited("max_cost_usd"),
+                max_turns=inherited("max_turns"),
             )
         )
     return specs

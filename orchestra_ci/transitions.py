@@ -220,6 +220,8 @@ def finish(record: TaskRecord, end: AttemptEnd, decision: "Decision", now: datet
         new.update({"status": "pending", "errorMessage": error or ""})
     elif decision.action == "requeue":
         new["status"] = "pending"
+    elif decision.action == "wait":
+        new.update({"status": "pending", "errorMessage": error or ""})
     elif decision.action == "cancel":
         new.update({"status": "cancelled", "completedAt": record.get("completedAt") or stamp})
     else:

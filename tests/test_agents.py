@@ -18,7 +18,7 @@ from orchestra_ci.agents import (
     substitute,
 )
 from orchestra_ci.errors import UsageError
-from orchestra_ci.presets import PRESETS, agent_names
+from orchestra_ci.presets import DEFAULT_QUOTA_PATTERNS, PRESETS, agent_names
 
 VALUES = {"taskId": "t-1", "agent": "fake", "worktree": "/w/t-1"}
 NASTY_PROMPTS = [
@@ -137,6 +137,7 @@ def test_config_adds_new_agents_and_keeps_presets(tmp_path: Path) -> None:
         fallback=["claude"],
         rateLimitPatterns=["rate.?limit", "429"],
         fatalPatterns=["invalid api key"],
+        quotaPatterns=DEFAULT_QUOTA_PATTERNS,
         promptTemplateFile=".orchestra/prompts/auggie.txt",
     )
     assert agents["codex"] == load_agents(None)["codex"]

@@ -19,7 +19,7 @@ def agents(tmp_path: Path, defined: dict[str, dict[str, object]]) -> dict[str, A
 
 
 def verdict(spec: AgentSpec, exit_code: int, text: str) -> Verdict:
-    output = read_output(text, spec.rate_limit_patterns, spec.fatal_patterns)
+    output = read_output(text, spec.rate_limit_patterns, spec.fatal_patterns, spec.quota_patterns)
     return classify(AttemptResult(exit_code=exit_code, output=output), spec.completion)
 
 

@@ -32,7 +32,9 @@ def verdict(agent: str, exit_code: int, text: str) -> Verdict:
     spec = AGENTS[agent]
     result = AttemptResult(
         exit_code=exit_code,
-        output=read_output(text, spec.rate_limit_patterns, spec.fatal_patterns),
+        output=read_output(
+            text, spec.rate_limit_patterns, spec.fatal_patterns, spec.quota_patterns
+        ),
         reported=read_result(spec.result_format, text),
     )
     return classify(result, spec.completion)
@@ -69,10 +71,11 @@ def test_gemini_last_result_counts() -> None:
     assert read_result("gemini-json", text) == FinalResult(True)
 
 
-def test_gemini_daily_quota_is_fatal_so_fallbacks_take_over() -> None:
+def test_gemini_daily_quota_is_a_spent_quota_not_a_rate_limit() -> None:
     text = gemini_error("You have exhausted your daily quota on this model.", 429)
     outcome = verdict("gemini", 429 % 256, text)
-    assert outcome.outcome == "fatal"
+    assert outcome.outcome == "quota_exhausted"
+    assert outcome.error is not None and "exhausted your daily quota" in outcome.error
 
 
 def test_gemini_per_minute_quota_is_a_rate_limit_with_its_delay() -> None:
@@ -138,7 +141,10 @@ def test_opencode_run_that_asked_nothing_is_judged_by_its_exit_code() -> None:
     [
         ("Error: \x1b[0mRate limit reached for gpt-x in organization org-1.\n", "rate_limited"),
         ("Error: \x1b[0mIncorrect API key provided: sk-***. You can find ...\n", "fatal"),
-        ("Error: \x1b[0mYou exceeded your current quota, please check your plan.\n", "fatal"),
+        (
+            "Error: \x1b[0mYou exceeded your current quota, please check your plan.\n",
+            "quota_exhausted",
+        ),
         ("Error: \x1b[0mCannot connect to API: Unable to connect.\n", "failed"),
     ],
 )
@@ -257,7 +263,7 @@ def test_codex_turn_failed_at_exit_0_fails_with_its_message() -> None:
     [
         ("exceeded retry limit, last status: 429 Too Many Requests", "rate_limited"),
         ("unexpected status 401 Unauthorized: Incorrect API key provided: sk-***", "fatal"),
-        ("Quota exceeded. Check your plan and billing details.", "fatal"),
+        ("Quota exceeded. Check your plan and billing details.", "quota_exhausted"),
         ("Connection failed: error sending request", "failed"),
     ],
 )

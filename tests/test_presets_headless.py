@@ -92,7 +92,7 @@ def test_gemini_preset_completes_a_task_trusted_in_one_process_with_a_json_resul
             429,
             {"error": {"code": 429, "message": "Quota exceeded", "quotaId": "RequestsPerDay"}},
             173,
-            "fatal",
+            "quota_exhausted",
         ),
         (
             401,
@@ -115,8 +115,10 @@ def test_gemini_preset_reads_api_errors_from_its_json_error_and_exit_code(
     api.canned[GEMINI_PATH] = Canned(status, body=json.dumps(body).encode())
     record = run(git_repo, "gemini")
     attempt = record["attempts"][0]
+    # A spent quota is no failure of the task: it stays pending for a later run.
+    status_after = "pending" if outcome == "quota_exhausted" else "failed"
     assert (record["status"], attempt["exitCode"], attempt["outcome"]) == (
-        "failed",
+        status_after,
         exit_code,
         outcome,
     )
@@ -173,7 +175,7 @@ def test_opencode_permission_auto_rejected_fails_the_attempt_although_it_exited_
     ("status", "message", "outcome"),
     [
         (429, "Rate limit reached for gpt-fake in organization org-x.", "rate_limited"),
-        (429, "You exceeded your current quota, please check your plan.", "fatal"),
+        (429, "You exceeded your current quota, please check your plan.", "quota_exhausted"),
         (401, "Incorrect API key provided: sk-***.", "fatal"),
     ],
 )
