@@ -337,7 +337,13 @@ def cmd_clean(args: argparse.Namespace) -> int:
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the line breaks of the description and the examples; wraps option help."""
+    """Wraps the option help and one-line texts; keeps the lines of the texts that have
+    several (the examples and the notes under the top-level help)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
 
 
 _AGENT_CONFIG = (
@@ -580,7 +586,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--artifact",
         type=_positive_int,
         metavar="ID",
-        help="download the artifact with this id instead of a run's.",
+        help="the id of an artifact to download instead of RUN's (default: none; give "
+        "one of them).",
     )
     p.add_argument(
         "--force", action="store_true", help="replace a local queue that already holds tasks."
