@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from orchestra_ci import __version__
-from orchestra_ci.cli_help import TOP_EPILOG, epilog, setting
+from orchestra_ci.cli_help import (
+    AGENT_CONFIG,
+    DURATIONS,
+    PARALLEL,
+    TOP_EPILOG,
+    duration_help,
+    epilog,
+    setting,
+)
 from orchestra_ci.errors import OrchestraError, UsageError, one_line
 
 PROG = "orchestra-ci"
@@ -346,30 +354,6 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
         return argparse.HelpFormatter._fill_text(self, text, width, indent)
 
 
-_AGENT_CONFIG = (
-    "the agent definitions, JSON, that add to and override the built-in presets ("
-    + setting("ORCHESTRA_AGENT_CONFIG", ".orchestra/agent-config.json when it exists")
-    + ")."
-)
-_PARALLEL = (
-    "how many agents run at once, a count from 1 to 512 ("
-    + setting("ORCHESTRA_PARALLEL", "4")
-    + ")."
-)
-_DURATIONS = (
-    "a previous results.json whose task durations balance the shards ("
-    + setting("ORCHESTRA_DURATIONS_FILE", "none: shards are balanced by task count")
-    + ")."
-)
-
-
-def _duration_help(what: str, variable: str | None, fallback: str) -> str:
-    """``what`` (a phrase whose first clause names the duration), its unit and default."""
-    subject, _, rest = what.partition("; ")
-    where = setting(variable, fallback) if variable else f"default: {fallback}"
-    return f"{subject}, a duration{'; ' + rest if rest else ''} ({where})."
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -458,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--timeout",
         type=_duration,
         metavar="DURATION",
-        help=_duration_help(
+        help=duration_help(
             "longest time one attempt may run",
             None,
             "the agent's timeout, else $ORCHESTRA_TIMEOUT or .orchestra/config.yml, else 30m",
@@ -497,7 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
             + setting("ORCHESTRA_TASKS_FILE", ".orchestra/tasks.yml when it exists")
             + ").",
         )
-        p.add_argument("--agent-config", type=Path, metavar="FILE", help=_AGENT_CONFIG)
+        p.add_argument("--agent-config", type=Path, metavar="FILE", help=AGENT_CONFIG)
         issue_label(p, "also queue the open issues carrying this label")
         github(p)
 
@@ -506,12 +490,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("run", cmd_run, "load, then run until the queue is drained or the budget is spent")
     sources(p)
-    p.add_argument("--parallel", type=_positive_int, metavar="N", help=_PARALLEL)
+    p.add_argument("--parallel", type=_positive_int, metavar="N", help=PARALLEL)
     p.add_argument(
         "--time-budget",
         type=_duration,
         metavar="DURATION",
-        help=_duration_help(
+        help=duration_help(
             "wall time the run may take; after it no attempt starts and running agents are "
             "stopped, their tasks left pending",
             "ORCHESTRA_TIME_BUDGET",
@@ -522,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace",
         type=_duration,
         metavar="DURATION",
-        help=_duration_help(
+        help=duration_help(
             "how long a stopped agent has between SIGTERM and SIGKILL", "ORCHESTRA_GRACE", "10s"
         ),
     )
@@ -530,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--backoff",
         type=_duration,
         metavar="DURATION",
-        help=_duration_help(
+        help=duration_help(
             "delay before the first retry, doubled for each further one, with jitter",
             "ORCHESTRA_BACKOFF",
             "10s",
@@ -564,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         + setting("ORCHESTRA_SHARD", "every task")
         + ").",
     )
-    p.add_argument("--durations", type=Path, metavar="FILE", help=_DURATIONS)
+    p.add_argument("--durations", type=Path, metavar="FILE", help=DURATIONS)
     p.add_argument(
         "--dry-run",
         action="store_true",
@@ -595,20 +579,20 @@ def build_parser() -> argparse.ArgumentParser:
     github(p)
 
     p = add("daemon", cmd_daemon, "keep running and pick up tasks as they are queued")
-    p.add_argument("--agent-config", type=Path, metavar="FILE", help=_AGENT_CONFIG)
+    p.add_argument("--agent-config", type=Path, metavar="FILE", help=AGENT_CONFIG)
     p.add_argument(
         "--parallel",
         "--max-concurrent",
         dest="parallel",
         type=_positive_int,
         metavar="N",
-        help=_PARALLEL[:-2] + "; --max-concurrent is an older name).",
+        help=PARALLEL[:-2] + "; --max-concurrent is an older name).",
     )
     p.add_argument(
         "--interval",
         type=_duration,
         metavar="DURATION",
-        help=_duration_help(
+        help=duration_help(
             "how often to look for newly queued tasks", "ORCHESTRA_DAEMON_INTERVAL", "2s"
         ),
     )
@@ -621,7 +605,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="how many shards to split the queue into, a count (required).",
     )
-    p.add_argument("--durations", type=Path, metavar="FILE", help=_DURATIONS)
+    p.add_argument("--durations", type=Path, metavar="FILE", help=DURATIONS)
     sources(p)
 
     p = add("merge", cmd_merge, "merge the shards' results.json into one report")

@@ -1,5 +1,6 @@
-"""Texts of the command line's ``--help``: the examples of each command and the notes on
-durations and exit codes under the top-level help.
+"""Texts of the command line's ``--help``: the help of options that several commands take,
+the examples of each command and the notes on durations and exit codes under the top-level
+help.
 
 Plain strings only, so that building the parser stays cheap.
 """
@@ -14,6 +15,31 @@ DURATION_FORMAT = """\
 def setting(variable: str, fallback: str) -> str:
     """The default of an option read from a setting, as its help says it."""
     return f"default: ${variable} or .orchestra/config.yml, else {fallback}"
+
+
+def duration_help(what: str, variable: str | None, fallback: str) -> str:
+    """``what`` (a phrase whose first clause names the duration), its unit and default:
+    the setting ``variable``'s, else ``fallback``."""
+    subject, _, rest = what.partition("; ")
+    where = setting(variable, fallback) if variable else f"default: {fallback}"
+    return f"{subject}, a duration{'; ' + rest if rest else ''} ({where})."
+
+
+AGENT_CONFIG = (
+    "the agent definitions, JSON, that add to and override the built-in presets ("
+    + setting("ORCHESTRA_AGENT_CONFIG", ".orchestra/agent-config.json when it exists")
+    + ")."
+)
+PARALLEL = (
+    "how many agents run at once, a count from 1 to 512 ("
+    + setting("ORCHESTRA_PARALLEL", "4")
+    + ")."
+)
+DURATIONS = (
+    "a previous results.json whose task durations balance the shards ("
+    + setting("ORCHESTRA_DURATIONS_FILE", "none: shards are balanced by task count")
+    + ")."
+)
 
 
 TOP_EPILOG = f"""\
