@@ -12,6 +12,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from orchestra_ci import __version__
+from orchestra_ci.cli_help import (
+    AGENT_CONFIG,
+    DURATIONS,
+    PARALLEL,
+    TOP_EPILOG,
+    duration_help,
+    epilog,
+    setting,
+)
 from orchestra_ci.errors import OrchestraError, UsageError, one_line
 
 PROG = "orchestra-ci"
@@ -335,21 +344,56 @@ def cmd_clean(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps the option help and one-line texts; keeps the lines of the texts that have
+    several (the examples and the notes under the top-level help)."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:
+            return super()._fill_text(text, width, indent)
+        return argparse.HelpFormatter._fill_text(self, text, width, indent)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Run AI coding agents in batch, in CI or locally.")
+    parser = _Parser(
+        prog=PROG,
+        description="Run AI coding agents in batch, in CI or locally.",
+        epilog=TOP_EPILOG,
+        formatter_class=_Formatter,
+    )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument(
         "--root",
         type=Path,
         default=None,
-        help="directory holding .orchestra/ (default: $ORCHESTRA_ROOT or cwd)",
+        metavar="PATH",
+        help="directory holding .orchestra/ (default: $ORCHESTRA_ROOT, else the current "
+        "directory); may also follow the command.",
     )
-    parser.add_argument("--log-format", choices=["console", "json"], default=None)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser.add_argument(
+        "--log-format",
+        choices=["console", "json"],
+        default=None,
+        help="console lines or JSON lines ("
+        + setting("ORCHESTRA_LOG_FORMAT", "json when CI=true or not on a terminal, else console")
+        + "); may also follow the command.",
+    )
+    sub = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        parser_class=_Parser,
+        help=f"what to do; '{PROG} COMMAND --help' shows its options and examples.",
+    )
     sub.required = True
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_: str) -> Any:
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(
+            name,
+            help=help_,
+            description=help_[0].upper() + help_[1:] + ".",
+            epilog=epilog(name),
+            formatter_class=_Formatter,
+        )
         p.set_defaults(func=func)
         # The global options are taken after the command too (`status --root X`); SUPPRESS
         # keeps the one given before it when they are not repeated.
@@ -362,101 +406,298 @@ def build_parser() -> argparse.ArgumentParser:
         )
         return p
 
+    def github(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--repo",
+            metavar="OWNER/NAME",
+            help="the GitHub repository (default: $GITHUB_REPOSITORY or .orchestra/config.yml).",
+        )
+        p.add_argument(
+            "--github-token",
+            metavar="TOKEN",
+            help="the GitHub token (default: $ORCHESTRA_GITHUB_TOKEN, else $GITHUB_TOKEN).",
+        )
+
+    def issue_label(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument(
+            "--issue-label",
+            metavar="LABEL",
+            help=f"{what} ({setting('ORCHESTRA_ISSUE_LABEL', 'none')}).",
+        )
+
     p = add("start", cmd_start, "queue one task and print its id")
-    p.add_argument("agent")
-    p.add_argument("prompt")
-    p.add_argument("--id")
-    p.add_argument("--timeout", type=_duration)
-    p.add_argument("--max-retries", type=int, default=3)
-    p.add_argument("--priority", type=int, default=0)
+    p.add_argument(
+        "agent",
+        metavar="AGENT",
+        help="the agent to run: a built-in preset (claude, codex, opencode, aider, gemini, "
+        "demo) or one defined in the agent config.",
+    )
+    p.add_argument("prompt", metavar="PROMPT", help="what the agent is asked to do.")
+    p.add_argument(
+        "--id",
+        help="the task's id, [A-Za-z0-9._-]{1,100} and new to the queue (default: the agent, "
+        "the UTC time and a random suffix).",
+    )
+    p.add_argument(
+        "--timeout",
+        type=_duration,
+        metavar="DURATION",
+        help=duration_help(
+            "longest time one attempt may run",
+            None,
+            "the agent's timeout, else $ORCHESTRA_TIMEOUT or .orchestra/config.yml, else 30m",
+        ),
+    )
+    p.add_argument(
+        "--max-retries",
+        type=int,
+        default=3,
+        metavar="N",
+        help="how many times a failed attempt is retried, a count (default: %(default)s).",
+    )
+    p.add_argument(
+        "--priority",
+        type=int,
+        default=0,
+        metavar="N",
+        help="higher runs first among the tasks ready to start (default: %(default)s).",
+    )
     p.add_argument(
         "--depends-on",
         action="append",
         type=_ids,
         default=[],
         metavar="ID[,ID...]",
-        help="run after these tasks complete (repeat the flag or separate ids with commas)",
+        help="run after these tasks complete; repeat the flag or separate ids with commas "
+        "(default: no dependencies).",
     )
 
     def sources(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--tasks-file", type=Path)
-        p.add_argument("--agent-config", type=Path)
-        p.add_argument("--issue-label", help="also queue open issues carrying this label")
-        p.add_argument("--repo", metavar="OWNER/NAME", help="default: $GITHUB_REPOSITORY")
-        p.add_argument("--github-token", help="default: $GITHUB_TOKEN")
+        p.add_argument(
+            "--tasks-file",
+            type=Path,
+            metavar="FILE",
+            help="the tasks file, YAML or JSON ("
+            + setting("ORCHESTRA_TASKS_FILE", ".orchestra/tasks.yml when it exists")
+            + ").",
+        )
+        p.add_argument("--agent-config", type=Path, metavar="FILE", help=AGENT_CONFIG)
+        issue_label(p, "also queue the open issues carrying this label")
+        github(p)
 
     p = add("load", cmd_load, "queue tasks from the tasks file and labelled issues")
     sources(p)
 
     p = add("run", cmd_run, "load, then run until the queue is drained or the budget is spent")
     sources(p)
-    p.add_argument("--parallel", type=_positive_int)
-    p.add_argument("--time-budget", type=_duration)
-    p.add_argument("--grace", type=_duration)
-    p.add_argument("--backoff", type=_duration)
-    p.add_argument("--max-cost-usd", type=float, help="stop starting attempts at this cost")
-    p.add_argument("--create-prs", action="store_true", help="open a draft PR per completed task")
-    p.add_argument("--fail-on-pending", action="store_true")
-    p.add_argument("--shard", metavar="K/N", help="run only the K-th of N shards")
-    p.add_argument("--durations", type=Path, help="a previous results.json to balance shards")
-    p.add_argument("--dry-run", action="store_true")
-
-    p.add_argument("--resume", action="store_true", help="carry on from the last CI run's queue")
+    p.add_argument("--parallel", type=_positive_int, metavar="N", help=PARALLEL)
+    p.add_argument(
+        "--time-budget",
+        type=_duration,
+        metavar="DURATION",
+        help=duration_help(
+            "wall time the run may take; after it no attempt starts and running agents are "
+            "stopped, their tasks left pending",
+            "ORCHESTRA_TIME_BUDGET",
+            "no budget",
+        ),
+    )
+    p.add_argument(
+        "--grace",
+        type=_duration,
+        metavar="DURATION",
+        help=duration_help(
+            "how long a stopped agent has between SIGTERM and SIGKILL", "ORCHESTRA_GRACE", "10s"
+        ),
+    )
+    p.add_argument(
+        "--backoff",
+        type=_duration,
+        metavar="DURATION",
+        help=duration_help(
+            "delay before the first retry, doubled for each further one, with jitter",
+            "ORCHESTRA_BACKOFF",
+            "10s",
+        ),
+    )
+    p.add_argument(
+        "--max-cost-usd",
+        type=float,
+        metavar="USD",
+        help="stop starting attempts once the agents' reported cost reaches this many US "
+        "dollars (" + setting("ORCHESTRA_MAX_COST_USD", "no limit") + ").",
+    )
+    p.add_argument(
+        "--create-prs",
+        action="store_true",
+        help="open a draft pull request per completed task ("
+        + setting("ORCHESTRA_CREATE_PRS", "off")
+        + ").",
+    )
+    p.add_argument(
+        "--fail-on-pending",
+        action="store_true",
+        help="exit 1 when tasks are left pending, as by the time budget ("
+        + setting("ORCHESTRA_FAIL_ON_PENDING", "off")
+        + ").",
+    )
+    p.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N deterministic shards of the queue, K from 1 to N ("
+        + setting("ORCHESTRA_SHARD", "every task")
+        + ").",
+    )
+    p.add_argument("--durations", type=Path, metavar="FILE", help=DURATIONS)
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="load and check the sources and print what would run, in order, queueing and "
+        "starting nothing.",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="first restore the last CI run's queue from its artifact and carry on from it "
+        "(as $ORCHESTRA_STATE=artifact does; default: off).",
+    )
 
     p = add("pull", cmd_pull, "download a CI run's queue into .orchestra/ to replay it")
-    p.add_argument("run", nargs="?", metavar="RUN", help="a run id or run URL")
-    p.add_argument("--artifact", type=_positive_int, metavar="ID", help="an artifact id instead")
-    p.add_argument("--force", action="store_true", help="replace a queue that holds tasks")
-    p.add_argument("--repo", metavar="OWNER/NAME")
-    p.add_argument("--github-token")
+    p.add_argument(
+        "run", nargs="?", metavar="RUN", help="a workflow run id or run URL to take the queue of."
+    )
+    p.add_argument(
+        "--artifact",
+        type=_positive_int,
+        metavar="ID",
+        help="the id of an artifact to download instead of RUN's (default: none; give "
+        "one of them).",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace a local queue that already holds tasks."
+    )
+    github(p)
 
     p = add("daemon", cmd_daemon, "keep running and pick up tasks as they are queued")
-    p.add_argument("--agent-config", type=Path)
+    p.add_argument("--agent-config", type=Path, metavar="FILE", help=AGENT_CONFIG)
     p.add_argument(
         "--parallel",
         "--max-concurrent",
         dest="parallel",
         type=_positive_int,
-        help="how many agents run at once (default 4)",
+        metavar="N",
+        help=PARALLEL[:-2] + "; --max-concurrent is an older name).",
     )
-    p.add_argument("--interval", type=_duration)
+    p.add_argument(
+        "--interval",
+        type=_duration,
+        metavar="DURATION",
+        help=duration_help(
+            "how often to look for newly queued tasks", "ORCHESTRA_DAEMON_INTERVAL", "2s"
+        ),
+    )
 
     p = add("plan", cmd_plan, "print the strategy.matrix JSON for N shards")
-    p.add_argument("--shards", type=_positive_int, required=True)
-    p.add_argument("--durations", type=Path, help="a previous results.json to balance by")
+    p.add_argument(
+        "--shards",
+        type=_positive_int,
+        required=True,
+        metavar="N",
+        help="how many shards to split the queue into, a count (required).",
+    )
+    p.add_argument("--durations", type=Path, metavar="FILE", help=DURATIONS)
     sources(p)
 
     p = add("merge", cmd_merge, "merge the shards' results.json into one report")
-    p.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
-    p.add_argument("--shards", type=_positive_int, help="how many shards should have reported")
-    p.add_argument("--issue-label")
-    p.add_argument("--repo", metavar="OWNER/NAME")
-    p.add_argument("--github-token")
+    p.add_argument(
+        "dirs",
+        nargs="+",
+        type=Path,
+        metavar="DIR",
+        help="where the shards' artifacts were downloaded: results.json is looked for at any "
+        "depth under each DIR.",
+    )
+    p.add_argument(
+        "--shards",
+        type=_positive_int,
+        metavar="N",
+        help="how many shards should have reported, a count: a missing one fails the merge "
+        "(default: those found).",
+    )
+    issue_label(p, "the label of the issue tasks, whose comments and labels are updated")
+    github(p)
 
     p = add("status", cmd_status, "show the queue, or one task")
-    p.add_argument("task_id", nargs="?")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--watch", action="store_true")
+    p.add_argument(
+        "task_id", nargs="?", metavar="TASK_ID", help="show this task in detail instead."
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the records as stored: a JSON array sorted by id, or one object for a TASK_ID.",
+    )
+    p.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw the table every second, fitted to the screen, until Ctrl-C.",
+    )
 
     p = add("logs", cmd_logs, "print a task's log")
-    p.add_argument("task_id")
-    p.add_argument("--follow", "-f", action="store_true")
+    p.add_argument("task_id", metavar="TASK_ID", help="the task whose log to print.")
+    p.add_argument(
+        "--follow",
+        "-f",
+        action="store_true",
+        help="keep printing as the log grows, until the task finishes or Ctrl-C.",
+    )
 
     p = add("retry", cmd_retry, "put failed or cancelled tasks back to pending")
-    p.add_argument("task_id", nargs="?")
-    p.add_argument("--failed", action="store_true")
+    p.add_argument(
+        "task_id",
+        nargs="?",
+        metavar="TASK_ID",
+        help="the failed or cancelled task to put back, with the finished tasks that depend on it.",
+    )
+    p.add_argument(
+        "--failed",
+        action="store_true",
+        help="put every failed task back instead, with the finished tasks that depend on them.",
+    )
 
     p = add("cancel", cmd_cancel, "cancel a task; a running agent is stopped")
-    p.add_argument("task_id")
+    p.add_argument(
+        "task_id",
+        metavar="TASK_ID",
+        help="the task to cancel; when it runs, its agent's whole process tree is stopped.",
+    )
 
     p = add("timeout", cmd_timeout, "change a task's timeout")
-    p.add_argument("task_id")
-    p.add_argument("duration", type=_duration)
+    p.add_argument("task_id", metavar="TASK_ID", help="the task whose timeout to change.")
+    p.add_argument(
+        "duration",
+        type=_duration,
+        metavar="DURATION",
+        help="the new timeout, a duration; it applies from the task's next attempt.",
+    )
 
     p = add("clean", cmd_clean, "remove finished tasks with their files")
-    p.add_argument("--status", default="complete,failed,cancelled")
-    p.add_argument("--older-than", type=_duration)
-    p.add_argument("--branches", action="store_true")
+    p.add_argument(
+        "--status",
+        default="complete,failed,cancelled",
+        metavar="S,...",
+        help="the finished statuses to remove, separated by commas (default: %(default)s).",
+    )
+    p.add_argument(
+        "--older-than",
+        type=_duration,
+        metavar="DURATION",
+        help="only tasks that finished longer ago than this, a duration (default: any age).",
+    )
+    p.add_argument(
+        "--branches",
+        action="store_true",
+        help="also delete the tasks' orchestra/<id> branches.",
+    )
     return parser
 
 
