@@ -6,6 +6,7 @@ Agent CLIs report provider trouble in text, not exit codes: Claude Code prints
 429`` on stderr, and Aider exits 0 even when every call failed. Patterns per agent decide.
 """
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -86,12 +87,31 @@ def read_output(
         for pattern in _compiled(patterns):
             match = pattern.search(text)
             if match:
-                return OutputVerdict(kind, None, match.group(0))
+                said = _said(text, match) if kind == "quota" else match.group(0)
+                return OutputVerdict(kind, None, said)
     for pattern in _compiled(rate_limit_patterns):
         match = pattern.search(text)
         if match:
             return OutputVerdict("rate_limited", retry_after(text), match.group(0))
     return OutputVerdict()
+
+
+def _said(text: str, match: re.Match[str]) -> str:
+    """What the agent said where ``match`` is: its line (a JSON event's ``message``), since
+    a quota's message names the plan and the reset that the matched words alone do not."""
+    start = text.rfind("\n", 0, match.start()) + 1
+    end = text.find("\n", match.end())
+    line = text[start : end if end >= 0 else len(text)].strip()
+    if line.startswith("{"):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        message = event.get("message") if isinstance(event, dict) else None
+        if isinstance(message, str) and message.strip():
+            line = message.strip()
+    line = line.removeprefix("ERROR: ")
+    return line if len(line) <= 300 else line[:299] + "…"
 
 
 def looks_successful(text: str, success_patterns: list[str]) -> bool:

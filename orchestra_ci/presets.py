@@ -42,6 +42,7 @@ DEFAULT_QUOTA_PATTERNS = [
     r"\b(?:usage|quota) limit (?:reached|exceeded)\b",
     r"\busage_limit_reached\b",
     r"\binsufficient_quota\b",
+    r"\bquota (?:exceeded|exhausted)\b",
     r"\bexhausted your (?:daily|weekly|monthly) quota\b",
     r"\byou(?:'ve| have) hit your (?:usage |weekly |daily |session )?limit\b",
 ]

@@ -104,3 +104,56 @@ def test_an_agent_gone_from_the_config_has_no_fallback() -> None:
     agents = pool(Clock())
     assert agents.fallback(task("removed"), "removed") is None
     assert agents.fallback(task(), "claude", include_cooling=True) == "codex"
+
+
+def spent(resets_at: float | None) -> Verdict:
+    return Verdict("quota_exhausted", "quota exhausted: usage limit", resets_at=resets_at)
+
+
+def test_a_quota_that_resets_inside_the_budget_pauses_only_that_agent() -> None:
+    clock = Clock()
+    agents = AgentPool({"claude": [], "codex": []}, clock, horizon=clock.now + 3600)
+    assert agents.note("claude", spent(clock.now + 600), 10.0) == 600
+    assert agents.cooling_until("claude") == clock.now + 600
+    assert agents.cooling_until("codex") is None
+    assert agents.choose(task()) == "claude"  # its tasks wait for it
+    assert agents.exhausted()["claude"].paused
+    clock.now += 601
+    assert agents.cooling_until("claude") is None
+
+
+def test_a_quota_that_resets_after_the_budget_takes_the_agent_out_and_its_tasks_wait() -> None:
+    clock = Clock()
+    agents = AgentPool({"claude": [], "codex": []}, clock, horizon=clock.now + 3600)
+    assert agents.note("claude", spent(clock.now + 7200), 10.0) is None
+    assert agents.choose(task()) is None
+    assert agents.waits_for_quota(task())  # pending, not failed
+    assert not agents.waits_for_quota(task("codex"))
+    assert agents.disabled() == {}
+    assert "claude: quota exhausted" in agents.unusable()
+
+
+def test_a_task_whose_agent_is_out_of_quota_goes_to_its_fallback() -> None:
+    agents = pool(Clock())
+    agents.note("claude", spent(None), 10.0)
+    assert agents.choose(task()) == "codex"
+    assert agents.fallback(task(), "claude") == "codex"
+
+
+def test_a_task_with_only_broken_agents_does_not_wait_for_quota() -> None:
+    agents = pool(Clock())
+    agents.note("claude", spent(None), 10.0)
+    agents.note("codex", Verdict("fatal", "bad key"), 10.0)
+    agents.note("gemini", Verdict("fatal", "bad key"), 10.0)
+    assert agents.choose(task()) is None
+    assert agents.waits_for_quota(task())  # claude's quota comes back; the others do not
+    assert not agents.waits_for_quota(task("codex"))
+
+
+def test_max_concurrent_slots_are_taken_and_given_back() -> None:
+    agents = AgentPool({"claude": [], "codex": []}, Clock(), limits={"claude": 2, "codex": None})
+    assert agents.acquire("claude") and agents.acquire("claude")
+    assert not agents.acquire("claude")
+    assert all(agents.acquire("codex") for _ in range(10))  # no limit of its own
+    agents.release("claude")
+    assert agents.acquire("claude")

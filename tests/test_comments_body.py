@@ -283,3 +283,32 @@ def test_footer_with_only_the_run_link() -> None:
 def test_no_footer_without_links() -> None:
     body = status_comment_body(record("pending"), NO_LINKS)
     assert "workflow run" not in body and "logs and patches" not in body
+
+
+def test_a_task_waiting_for_quota_says_so_and_is_not_called_failed() -> None:
+    body = visible(
+        status_comment_body(
+            record(
+                "pending",
+                [attempt(1, "codex", 0, 10, "quota_exhausted")],
+                errorMessage="quota exhausted until 14:05 UTC: You've hit your usage limit",
+            ),
+            NO_LINKS,
+        )
+    )
+    assert "waiting for quota" in body
+    assert "**codex** has no quota left: quota exhausted until 14:05 UTC" in body
+    assert "❌" not in body and "retry" not in body
+
+
+def test_a_stalled_attempt_reads_as_stopped() -> None:
+    body = status_comment_body(
+        record(
+            "pending",
+            [attempt(1, "fake", 0, 10, "stalled")],
+            retryCount=1,
+            errorMessage="stalled: no output and no file change for 600s",
+        ),
+        NO_LINKS,
+    )
+    assert "The last attempt with **fake** was stopped: stalled: no output" in body

@@ -136,3 +136,9 @@ def test_retries_never_exceed_max_retries(
         assert counted_attempts == max_retries + 1
     else:
         assert counted_attempts <= max_retries
+
+
+def test_a_spent_quota_waits_without_using_a_retry_or_switches_to_a_fallback() -> None:
+    assert decide("quota_exhausted", 0, 3) == Decision("wait")
+    assert decide("quota_exhausted", 3, 3) == Decision("wait")  # no retries left: still waits
+    assert decide("quota_exhausted", 0, 3, fallback="codex") == Decision("switch", 0.0, "codex")

@@ -327,3 +327,41 @@ def test_a_summary_too_big_for_the_limit_is_cut_and_still_fits() -> None:
         "_Summary truncated to fit GitHub's 1 MiB limit; see results.json._"
     )
     assert md.startswith(fitted.split("\n\n_Summary truncated")[0])
+
+
+# --- quota ----------------------------------------------------------------------------
+
+SPENT = [
+    {
+        "agent": "codex",
+        "resetsAt": None,
+        "paused": False,
+        "error": "quota exhausted until 14:05 UTC: You've hit your usage limit",
+    },
+    {
+        "agent": "claude",
+        "resetsAt": None,
+        "paused": True,
+        "error": "quota exhausted until 09:40 UTC",
+    },
+]
+
+
+def with_quota() -> report.RunReport:
+    return build([task("a", "pending")]).model_copy(update={"quota": SPENT})
+
+
+def test_text_names_each_agent_out_of_quota_and_what_the_run_did() -> None:
+    lines = summary.text(with_quota(), "r.json").splitlines()
+    assert lines[1:3] == [
+        "  quota   codex: quota exhausted until 14:05 UTC: You've hit your usage limit "
+        "(not used again in this run; its tasks stay pending)",
+        "  quota   claude: quota exhausted until 09:40 UTC (paused until then)",
+    ]
+
+
+def test_markdown_has_a_quota_section_only_when_a_quota_ran_out() -> None:
+    md = summary.markdown(with_quota())
+    assert "### Quota" in md
+    assert "- codex: quota exhausted until 14:05 UTC: You've hit your usage limit" in md
+    assert "### Quota" not in summary.markdown(build([task("a", "pending")]))

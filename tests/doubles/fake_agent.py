@@ -12,6 +12,13 @@ Directives (space separated, applied in this order):
                       seconds when given) and exit 1
 ``ratelimit_times=N`` the same, only on the first N calls for this task
 ``fatal``             print Claude Code's invalid-key error and exit 1
+``quota[=S]``         print Codex's usage-limit error (resetting in S seconds, with its
+                      ``usage_limit_reached`` JSON event; without S its billing "Quota
+                      exceeded", which names no reset) and exit 1
+``quota_times=N``     the same, only on the first N calls for this task
+``exclusive=PATH``    hold PATH while running; finding it held, write ``PATH.overlap``
+``wait_for=PATH``     wait until PATH exists (exit 3 after 60 s)
+``touch=PATH``        create PATH
 ``child_ignores_term`` spawn a child that ignores SIGTERM and sleeps (pid in ``child.pid``)
 ``daemon``            fork a detached process (new session) that sleeps for a long time
 ``flood=BYTES``       print that many bytes of output
@@ -19,7 +26,8 @@ Directives (space separated, applied in this order):
 ``sleep=SECONDS``     take time
 ``hang``              sleep until killed
 ``done_sentinel``     write the task's .done sentinel; ``error_sentinel`` writes .error
-``cost=USD``          print a Claude-Code-like JSON result with this cost, 3 turns, tokens
+``cost=USD``          print a Claude-Code-like JSON result with this cost, 3 turns (or
+                      ``turns=N``), tokens
 ``crash``             die from SIGABRT
 ``silent``            print nothing
 ``exit=N``            exit with this code (default 0)
@@ -70,6 +78,23 @@ def _count_call(task: str, kind: str) -> int:
     return calls
 
 
+def _quota(resets_in: str) -> int:
+    """Codex CLI's ways of saying a quota is spent: a plan's usage limit with its reset, or
+    an API key's billing quota with none."""
+    if not resets_in:
+        print("ERROR: Quota exceeded. Check your plan and billing details.", file=sys.stderr)
+        return 1
+    seconds = int(float(resets_in))
+    message = (
+        "You've hit your usage limit. Upgrade to Pro (https://openai.com/chatgpt/pricing) "
+        f"or try again in {seconds} seconds."
+    )
+    event = {"type": "usage_limit_reached", "message": message, "resets_in_seconds": seconds}
+    print(json.dumps({"type": "error", "message": message, "error": event}), flush=True)
+    print(f"ERROR: {message}", file=sys.stderr, flush=True)
+    return 1
+
+
 def _tasks_dir() -> Path:
     return Path(os.environ["ORCHESTRA_ROOT"]) / ".orchestra" / "tasks"
 
@@ -104,6 +129,26 @@ def main(argv: list[str]) -> int:
     if "fatal" in d:
         print("Invalid API key · Fix external API key", flush=True)
         return 1
+    spent = "quota" in d
+    if "quota_times" in d:
+        spent = _count_call(task, "quota") <= int(d["quota_times"])
+    if spent:
+        return _quota(d.get("quota") or "")
+    held = Path(d["exclusive"]) if "exclusive" in d else None
+    if held is not None:
+        try:
+            held.touch(exist_ok=False)
+        except FileExistsError:
+            Path(f"{held}.overlap").write_text(task)
+            held = None
+    if "wait_for" in d:
+        deadline = time.monotonic() + 60
+        while not Path(d["wait_for"]).exists():
+            if time.monotonic() > deadline:
+                return 3
+            time.sleep(0.02)
+    if "touch" in d:
+        Path(d["touch"]).touch()
     if "child_ignores_term" in d:
         child = subprocess.Popen(
             [
@@ -150,7 +195,7 @@ def main(argv: list[str]) -> int:
             "type": "result",
             "subtype": "success",
             "is_error": False,
-            "num_turns": 3,
+            "num_turns": int(d.get("turns") or 3),
             "total_cost_usd": float(d["cost"]),
             "usage": {"input_tokens": 1200, "output_tokens": 300},
             "result": "done",
@@ -158,6 +203,8 @@ def main(argv: list[str]) -> int:
         print(json.dumps(result), flush=True)
     if "crash" in d:
         os.kill(os.getpid(), signal.SIGABRT)
+    if held is not None:
+        held.unlink()
     if "record" in d:
         _record(d["record"], "end")
     if not quiet:
