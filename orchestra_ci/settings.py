@@ -10,7 +10,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AfterValidator, AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -48,6 +48,14 @@ class _ConfigFile(YamlConfigSettingsSource):
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise ValueError(f"unknown setting {key!r}{hint}")
         return data
+
+
+def _check_shard(value: str) -> str:
+    """``K/N`` with 1 <= K <= N, refused as the option or variable that gave it."""
+    from orchestra_ci.sharding import parse_shard
+
+    parse_shard(value)
+    return value
 
 
 class Settings(BaseSettings):
@@ -104,7 +112,7 @@ class Settings(BaseSettings):
     github_min_interval: Duration = 0.25
     github_write_interval: Duration = 1.0
     artifact_name: str = "orchestra-results"
-    shard: str | None = None  # K/N: run only the K-th of N shards
+    shard: Annotated[str, AfterValidator(_check_shard)] | None = None  # K/N: only that shard
     durations_file: Path | None = None  # a previous results.json to balance shards by
     create_prs: bool = False
     pr_base: str | None = None

@@ -269,3 +269,15 @@ def test_a_bad_value_is_named_by_where_it_came_from(
     config(project, "parallel: 0\n")
     with pytest.raises(UsageError, match=r"config.yml: field 'parallel': Input should be"):
         load_settings(project)
+
+
+def test_a_bad_shard_is_named_by_where_it_came_from_before_anything_loads(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(UsageError, match=r"^--shard: invalid shard '5/2': K must be between"):
+        load_settings(project, shard="5/2")
+    monkeypatch.setenv("ORCHESTRA_SHARD", "two")
+    with pytest.raises(UsageError, match=r"^ORCHESTRA_SHARD: invalid shard 'two': use K/N"):
+        load_settings(project)
+    monkeypatch.setenv("ORCHESTRA_SHARD", "2/3")
+    assert load_settings(project).shard == "2/3"
