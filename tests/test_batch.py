@@ -92,10 +92,9 @@ def test_shard_keeps_exactly_the_plans_part_and_the_shards_cover_every_task(root
     assert sorted(seen) == ["a", "b", "c", "d", "e", "f"]
 
 
-def test_shard_names_a_bad_shard(root: Path) -> None:
-    b = new_batch(root, shard="4/3")
-    with pytest.raises(UsageError, match="shard: invalid shard '4/3'"):
-        batch.shard(b)
+def test_a_bad_shard_stops_the_batch_before_anything_is_loaded(root: Path) -> None:
+    with pytest.raises(UsageError, match=r"^--shard: invalid shard '4/3'"):
+        new_batch(root, shard="4/3")
 
 
 def test_no_shard_keeps_everything(root: Path) -> None:
