@@ -128,14 +128,14 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    from orchestra_ci import batch
+    from orchestra_ci import sources as where
     from orchestra_ci.loading import enqueue
     from orchestra_ci.store import Store
 
     settings = _settings(args)
-    ctx = batch.connect_github(settings) if settings.issue_label else None
-    sources = batch.load_sources(args.root, settings, ctx)
-    agents = batch.agents_for(args.root, settings)
+    ctx = where.connect_github(settings) if settings.issue_label else None
+    sources = where.load_sources(args.root, settings, ctx)
+    agents = where.agents_for(args.root, settings)
     result = enqueue(Store(args.root), sources.specs, agents, complete_sources=sources.complete)
     print(result)
     for number, reason in sources.skipped.items():

@@ -51,7 +51,7 @@ def pull(
     """Download run ``run``'s artifact (or the artifact ``artifact_id``) into ``.orchestra/``.
     A queue that already holds tasks is replaced only with ``force``."""
     from orchestra_ci import state
-    from orchestra_ci.batch import connect_github
+    from orchestra_ci.sources import connect_github
 
     if (run is None) == (artifact_id is None):
         raise UsageError("pull: give a run id or URL, or --artifact ID (one of them)")

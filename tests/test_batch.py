@@ -13,6 +13,7 @@ from orchestra_ci.record import Status, TaskRecord, new_record
 from orchestra_ci.redact import Redactor
 from orchestra_ci.report import RunReport
 from orchestra_ci.settings import Settings, load_settings
+from orchestra_ci.sources import GitHubContext, agents_for
 from orchestra_ci.store import Store
 from orchestra_ci.task_spec import TaskSpec
 from tests.conftest import LABEL, REPO, parse_outputs, records, write_tasks
@@ -43,7 +44,7 @@ def new_batch(root: Path, env: dict[str, str] | None = None, **flags: Any) -> ba
         env or {},
         Redactor([SECRET]),
         Store(root),
-        batch.agents_for(root, settings),
+        agents_for(root, settings),
     )
 
 
@@ -273,7 +274,7 @@ def test_close_issues_posts_the_final_state_then_moves_labels(
 
 def test_no_comments_setting_means_no_reporter(root: Path, fake_github: FakeGitHub) -> None:
     b = new_batch(root, comments=False)
-    b.github = batch.GitHubContext(gh=None, repo=None)
+    b.github = GitHubContext(gh=None, repo=None)
     batch.announce(b)
     assert b.reporter is None
 

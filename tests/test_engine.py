@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestra_ci.batch import agents_for
 from orchestra_ci.credential_proxy import CredentialProxy
 from orchestra_ci.engine import Engine, RunOutcome
 from orchestra_ci.record import new_record
 from orchestra_ci.redact import Redactor
 from orchestra_ci.settings import load_settings
+from orchestra_ci.sources import agents_for
 from orchestra_ci.store import Store
 from orchestra_ci.worktrees import Isolation
 from tests.conftest import (

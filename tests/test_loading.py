@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from orchestra_ci.batch import agents_for
 from orchestra_ci.loading import change_for, enqueue
 from orchestra_ci.record import Status, TaskRecord, iso, new_record
 from orchestra_ci.settings import Settings
+from orchestra_ci.sources import agents_for
 from orchestra_ci.store import Store
 from orchestra_ci.task_spec import TaskSpec
 
