@@ -12,7 +12,7 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import Field, ValidationError
 
@@ -329,7 +329,25 @@ def merge(
         failed_shards=failed,
         conflicts=conflicts,
         problems=problems,
+        quota=_quota([r for r, _ in given]),
     )
+
+
+def _quota(reports: Sequence[RunReport]) -> list[dict[str, Any]]:
+    """The agents whose quota ran out in any shard, each once: the shard whose reset is the
+    latest (an unknown reset counts as the latest: the agent was out for that shard's run)."""
+
+    def lateness(entry: dict[str, Any]) -> tuple[bool, float]:
+        resets = timestamp(entry.get("resetsAt"))
+        return (resets is None, resets or 0.0)
+
+    by_agent: dict[str, dict[str, Any]] = {}
+    for report in reports:
+        for entry in report.quota:
+            kept = by_agent.get(entry["agent"])
+            if kept is None or lateness(entry) > lateness(kept):
+                by_agent[entry["agent"]] = entry
+    return [by_agent[agent] for agent in sorted(by_agent)]
 
 
 def merge_dirs(dirs: Sequence[Path], expected_shards: int | None = None) -> MergedReport:

@@ -487,3 +487,28 @@ def test_three_shards_planned_run_and_merged(tmp_path: Path) -> None:
     assert {t.id for t in merged.tasks} == {s.id for s in specs} - lost
     text = merged_markdown(merged)
     assert "⚠️ 1 missing: 2/3" in text and f"no results.json under {dirs[1]}" in text
+
+
+def test_an_agent_out_of_quota_in_any_shard_is_named_once_with_its_latest_reset() -> None:
+    first, second, third = three_shards()
+    soon = {
+        "agent": "codex",
+        "resetsAt": at(200),
+        "paused": True,
+        "error": "quota exhausted until A",
+    }
+    later = {
+        "agent": "codex",
+        "resetsAt": at(900),
+        "paused": False,
+        "error": "quota exhausted until B",
+    }
+    unknown = {"agent": "claude", "resetsAt": None, "paused": False, "error": "quota exhausted"}
+    shards = [
+        first.model_copy(update={"quota": [soon]}),
+        second.model_copy(update={"quota": [later, unknown]}),
+        third,
+    ]
+    merged = merge.merge(shards, expected_shards=3)
+    assert merged.quota == [unknown, later]
+    assert merge.merge(list(reversed(shards)), 3).quota == [unknown, later]
