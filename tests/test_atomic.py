@@ -271,6 +271,7 @@ def _count_fsyncs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         real(fd)
 
     monkeypatch.setattr(os, "fsync", counting)
+    monkeypatch.setattr(atomic, "_datasync", counting)
     return calls
 
 
@@ -376,12 +377,16 @@ def test_a_failed_group_flush_raises_in_every_writer_of_its_batch(tmp_path: Path
     assert commit.flushes == 3
 
 
-def test_flush_is_one_syncfs_on_linux(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_large_batch_is_one_syncfs_on_linux(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if not sys.platform.startswith("linux"):
         pytest.skip("syncfs is Linux's")
     calls = _count_fsyncs(monkeypatch)
-    (tmp_path / "f").write_bytes(b"data")
-    atomic.flush(tmp_path, [tmp_path / "f", tmp_path])
+    files = [tmp_path / f"f{n}" for n in range(atomic.SYNCFS_BATCH)]
+    for path in files:
+        path.write_bytes(b"data")
+    atomic.flush(tmp_path, [*files, tmp_path])
     assert calls == []
 
 
@@ -390,6 +395,25 @@ def test_flush_without_syncfs_fsyncs_each_path(
 ) -> None:
     monkeypatch.setattr(atomic, "_syncfs", None)
     calls = _count_fsyncs(monkeypatch)
-    (tmp_path / "f").write_bytes(b"data")
-    atomic.flush(tmp_path, [tmp_path / "f", tmp_path])
-    assert sorted(calls) == ["dir", "file"]
+    files = [tmp_path / f"f{n}" for n in range(atomic.SYNCFS_BATCH)]
+    for path in files:
+        path.write_bytes(b"data")
+    atomic.flush(tmp_path, [*files, tmp_path])
+    assert sorted(calls) == ["dir"] + ["file"] * atomic.SYNCFS_BATCH
+
+
+def test_a_small_batch_is_flushed_file_by_file_and_a_large_one_with_one_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """syncfs waits for everything dirty on the file system (agents' builds, an image just
+    unpacked): only a batch large enough to be worth it pays for that."""
+    syncfs_calls: list[int] = []
+    monkeypatch.setattr(atomic, "syncfs_function", lambda: syncfs_calls.append)
+    fsyncs = _count_fsyncs(monkeypatch)
+    files = [tmp_path / f"f{n}" for n in range(atomic.SYNCFS_BATCH)]
+    for path in files:
+        path.write_bytes(b"x")
+    atomic.flush(tmp_path, [*files[:3], tmp_path])  # files and their directory
+    assert (syncfs_calls, sorted(fsyncs)) == ([], ["dir", "file", "file", "file"])
+    atomic.flush(tmp_path, files)
+    assert len(syncfs_calls) == 1 and len(fsyncs) == 4
