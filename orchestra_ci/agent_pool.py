@@ -110,19 +110,27 @@ class AgentPool:
     def waits_for_quota(self, record: TaskRecord) -> bool:
         """Whether a task with no usable agent left has one that is only out of quota: it
         stays pending for a later run rather than failing."""
-        chain = (record["agent"], *self._fallbacks.get(record["agent"], ()))
         with self._lock:
-            return any(name in self._exhausted and name not in self._disabled for name in chain)
+            return any(
+                name in self._exhausted and name not in self._disabled
+                for name in self._chain(record)
+            )
 
     # -- concurrency ------------------------------------------------------------------------
+
+    def _free(self, agent: str) -> bool:
+        return agent not in self._limits or self._busy.get(agent, 0) < self._limits[agent]
+
+    def has_free_slot(self, agent: str) -> bool:
+        with self._lock:
+            return self._free(agent)
 
     def acquire(self, agent: str) -> bool:
         """Take one of ``agent``'s ``maxConcurrent`` slots; False when all are in use."""
         with self._lock:
-            busy = self._busy.get(agent, 0)
-            if busy >= self._limits.get(agent, busy + 1):
+            if not self._free(agent):
                 return False
-            self._busy[agent] = busy + 1
+            self._busy[agent] = self._busy.get(agent, 0) + 1
             return True
 
     def release(self, agent: str) -> None:
@@ -135,16 +143,19 @@ class AgentPool:
         """The first agent in the task's chain (its own agent, then that agent's fallbacks)
         other than ``current`` that is configured, not disabled or out of quota and, unless
         ``include_cooling``, not cooling down."""
-        primary = record["agent"]
-        chain = (primary, *self._fallbacks[primary]) if primary in self._fallbacks else ()
         now = self._clock()
         with self._lock:
-            for name in chain:
+            for name in self._chain(record):
                 if name == current or self._out(name) or name not in self._fallbacks:
                     continue
                 if include_cooling or self._cooling.get(name, 0.0) <= now:
                     return name
         return None
+
+    def _chain(self, record: TaskRecord) -> tuple[str, ...]:
+        """The task's own agent, then that agent's fallbacks (none if it is not configured)."""
+        primary = record["agent"]
+        return (primary, *self._fallbacks[primary]) if primary in self._fallbacks else ()
 
     def unusable(self) -> str:
         """Why a task has no agent left, for its error message."""

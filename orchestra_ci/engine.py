@@ -543,8 +543,7 @@ class Engine:
             # Offered again when one of that agent's attempts ends (see _offer_waiting).
             self.scheduler.finished(task_id, _WAITING)
             self._waiting.setdefault(claim.busy, deque()).append(task_id)
-            if self.pool.acquire(claim.busy):  # an attempt ended while this claim was made
-                self.pool.release(claim.busy)
+            if self.pool.has_free_slot(claim.busy):  # an attempt ended during the claim
                 self._offer_waiting(claim.busy)
         else:
             self._remember(record)
@@ -1007,9 +1006,9 @@ class Engine:
                 self._progress_due = now + self.settings.progress_interval
 
     def _counts(self) -> dict[str, int]:
-        counts = {s: self.scheduler.count(s) for s in ("complete", "failed", "pending")}
-        counts["pending"] += self.scheduler.count(_OUT_OF_QUOTA) + self.scheduler.count(_WAITING)
-        return counts
+        counts = self.scheduler.counts()
+        waiting = counts["pending"] + counts[_OUT_OF_QUOTA] + counts[_WAITING]
+        return {"complete": counts["complete"], "failed": counts["failed"], "pending": waiting}
 
     def progress_line(self) -> str:
         counts = self._counts()

@@ -79,20 +79,20 @@ def read_output(
 ) -> OutputVerdict:
     """Fatal patterns win over quotas, quotas over rate limits: a bad key will not get
     better by waiting, and a spent quota not by waiting seconds."""
-    final: tuple[tuple[Limit, Sequence[str]], ...] = (
+    in_order: tuple[tuple[Limit, Sequence[str]], ...] = (
         ("fatal", fatal_patterns),
         ("quota", quota_patterns),
+        ("rate_limited", rate_limit_patterns),
     )
-    for kind, patterns in final:
+    for kind, patterns in in_order:
         for pattern in _compiled(patterns):
             match = pattern.search(text)
-            if match:
-                said = _said(text, match) if kind == "quota" else match.group(0)
-                return OutputVerdict(kind, None, said)
-    for pattern in _compiled(rate_limit_patterns):
-        match = pattern.search(text)
-        if match:
-            return OutputVerdict("rate_limited", retry_after(text), match.group(0))
+            if match is None:
+                continue
+            if kind == "rate_limited":
+                return OutputVerdict(kind, retry_after(text), match.group(0))
+            said = _said(text, match) if kind == "quota" else match.group(0)
+            return OutputVerdict(kind, None, said)
     return OutputVerdict()
 
 

@@ -6,7 +6,7 @@ which must fail because a dependency failed, and when to wake up next.
 """
 
 import heapq
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -159,6 +159,10 @@ class Scheduler:
 
     def count(self, status: str) -> int:
         return sum(1 for s in self.status.values() if s == status)
+
+    def counts(self) -> Counter[str]:
+        """How many tasks are in each status, in one pass."""
+        return Counter(self.status.values())
 
     # -- internals ----------------------------------------------------------------------
 
