@@ -94,24 +94,34 @@ def resolve(own: Mapping[str, str], environ: Mapping[str, str]) -> dict[str, str
     }
 
 
+def passed_environment(
+    environ: Mapping[str, str], withheld: Set[str] = frozenset()
+) -> dict[str, str]:
+    """What of the runner's environment ``environ`` reaches every agent: not the variables
+    that are never passed, not ``withheld`` (what the credential proxy holds: its key and
+    base-URL variables), not git's credential entries. The same for every attempt of a run,
+    so a run works it out once."""
+    return without_git_credentials(
+        {k: v for k, v in environ.items() if _passed(k) and k not in withheld}
+    )
+
+
 def agent_environment(
+    passed: Mapping[str, str],
     environ: Mapping[str, str],
     place: Place,
     *,
     own: Mapping[str, str],
-    withheld: Set[str] = frozenset(),
     proxied: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of one attempt's processes.
 
-    ``environ`` is the runner's; ``own`` the agent's ``env``; ``withheld`` what the
-    credential proxy holds (its key and base-URL variables); ``proxied`` the variables that
-    point the agent at the proxy, for an agent that speaks a provider (None otherwise). The
-    agent's own ``env`` wins over the proxy's variables; the task's variables and ``PWD``
-    (its working directory) win over everything."""
-    env = without_git_credentials(
-        {k: v for k, v in environ.items() if _passed(k) and k not in withheld}
-    )
+    ``passed`` is :func:`passed_environment` of the runner's ``environ``; ``own`` the
+    agent's ``env`` (its ``{env:NAME}`` references read ``environ``); ``proxied`` the
+    variables that point the agent at the proxy, for an agent that speaks a provider (None
+    otherwise). The agent's own ``env`` wins over the proxy's variables; the task's
+    variables and ``PWD`` (its working directory) win over everything."""
+    env = dict(passed)
     env.update(proxied or {})
     env.update(resolve(own, environ))
     env.update(

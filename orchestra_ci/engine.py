@@ -10,6 +10,7 @@ reports, and reacts to the clock and to signals.
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import os
 import secrets
 import signal
@@ -24,7 +25,7 @@ from typing import Any
 import structlog
 
 from orchestra_ci import atomic, caps, quota, report, transitions
-from orchestra_ci.agent_env import Place, agent_environment
+from orchestra_ci.agent_env import Place, agent_environment, passed_environment
 from orchestra_ci.agent_pool import AgentPool
 from orchestra_ci.agents import (
     AgentSpec,
@@ -65,7 +66,7 @@ from orchestra_ci.redact import Redactor
 from orchestra_ci.retry_policy import SWITCHABLE, Decision, decide
 from orchestra_ci.schedule import Blocked, Scheduler
 from orchestra_ci.settings import Settings
-from orchestra_ci.store import RunnerLease, Store
+from orchestra_ci.store import Rewrite, RunnerLease, Store
 from orchestra_ci.usage import Usage, parse_usage
 from orchestra_ci.worktrees import (
     Base,
@@ -472,45 +473,55 @@ class Engine:
 
     def _claim(self, task_id: str) -> "_Claim":
         """Take the task for this runner, if it is still pending and due, atomically.
-        Runs in a worker thread: it touches the store only; :meth:`_claimed` does the rest."""
-        with self.store.locked():
-            record = self.store.read(task_id)
-            now = self._now()
-            if record is None or not transitions.is_due(record, now):
-                return _Claim(record)
-            agent = self.pool.choose(record)
-            if record["agent"] not in self.agents:
-                agent, unusable = None, missing_agent(record["agent"])
-            else:
-                unusable = self.pool.unusable()
-            if agent is None and self.pool.waits_for_quota(record):
-                return _Claim(record, out_of_quota=True)
-            capped = caps.cost_reached(
-                caps.spent(record.get("attempts") or []), record.get("maxCostUsd")
-            )
-            if capped is not None:
-                agent, unusable = None, f"not started: {capped}"
-            if agent is None:
-                message = self.redactor(unusable)
-                record = transitions.fail(record, message, now)
-                self.store.write(record)
-                self.store.write_error(task_id, message)
-                return _Claim(record, failed=message)
-            until = self.pool.cooling_until(agent)
-            if until is not None:
-                return _Claim(record, cooling_until=until)
-            if not self.pool.acquire(agent):
-                return _Claim(record, busy=agent)
-            try:
-                record = transitions.claim(record, agent=agent, runner_id=self.runner_id, now=now)
-                self.store.sentinel(task_id, "done").unlink(missing_ok=True)
-                self.store.sentinel(task_id, "error").unlink(missing_ok=True)
-                self.store.write(record, durable=False)
-            except BaseException:
-                self.pool.release(agent)
-                raise
-        # Durable before its agent starts, flushed outside the lock with the round's others.
-        self.store.commit(task_id)
+        Runs in a worker thread: it touches the store only; :meth:`_claimed` does the rest.
+        The queue lock is held for the decision and a rename, no more: every claim and
+        finish of the run waits for it."""
+        with self.store.rewriting(task_id) as rewrite:
+            claim = self._decide_claim(task_id, rewrite)
+        if claim.claimed:
+            # What an earlier attempt left; no agent of the task runs until this returns.
+            self.store.sentinel(task_id, "done").unlink(missing_ok=True)
+            self.store.sentinel(task_id, "error").unlink(missing_ok=True)
+        if rewrite.placed:
+            # Durable before its agent starts, flushed outside the lock with the round's others.
+            self.store.commit(task_id)
+        return claim
+
+    def _decide_claim(self, task_id: str, rewrite: Rewrite) -> "_Claim":
+        """The claim's decision, under the queue lock; a changed record is put in place."""
+        record = rewrite.read()
+        now = self._now()
+        if record is None or not transitions.is_due(record, now):
+            return _Claim(record)
+        agent = self.pool.choose(record)
+        if record["agent"] not in self.agents:
+            agent, unusable = None, missing_agent(record["agent"])
+        else:
+            unusable = self.pool.unusable()
+        if agent is None and self.pool.waits_for_quota(record):
+            return _Claim(record, out_of_quota=True)
+        capped = caps.cost_reached(
+            caps.spent(record.get("attempts") or []), record.get("maxCostUsd")
+        )
+        if capped is not None:
+            agent, unusable = None, f"not started: {capped}"
+        if agent is None:
+            message = self.redactor(unusable)
+            record = transitions.fail(record, message, now)
+            rewrite.put(record)
+            self.store.write_error(task_id, message)
+            return _Claim(record, failed=message)
+        until = self.pool.cooling_until(agent)
+        if until is not None:
+            return _Claim(record, cooling_until=until)
+        if not self.pool.acquire(agent):
+            return _Claim(record, busy=agent)
+        try:
+            record = transitions.claim(record, agent=agent, runner_id=self.runner_id, now=now)
+            rewrite.put(record)
+        except BaseException:
+            self.pool.release(agent)
+            raise
         return _Claim(record, claimed=True)
 
     def _claimed(self, task_id: str, claim: "_Claim") -> TaskRecord | None:
@@ -726,12 +737,19 @@ class Engine:
     ) -> dict[str, str]:
         """The environment of the attempt's processes (see ``agent_env``)."""
         return agent_environment(
+            self._passed_env,
             os.environ,
             Place(task_id, attempt["number"], self.store.root, workdir),
             own=spec.env,
-            withheld=self.proxy.withheld if self.proxy is not None else frozenset(),
             proxied=access.env if access is not None else None,
         )
+
+    @functools.cached_property
+    def _passed_env(self) -> dict[str, str]:
+        """What of the runner's environment every attempt gets (the runner does not change
+        its own environment while it runs)."""
+        withheld = self.proxy.withheld if self.proxy is not None else frozenset()
+        return passed_environment(os.environ, withheld)
 
     async def _run(
         self,
@@ -904,8 +922,8 @@ class Engine:
 
         def sentinels(record: TaskRecord) -> None:
             status = record["status"]
-            if status == "complete" and not self.store.sentinel(task_id, "done").exists():
-                self.store.write_done(task_id)
+            if status == "complete":
+                self.store.write_done(task_id)  # leaves one the agent wrote as it is
             if status == "failed" and not self.store.sentinel(task_id, "error").exists():
                 details = self.redactor(ending.tail[-4000:].decode(errors="replace"))
                 self.store.write_error(task_id, end.error or "failed", details)

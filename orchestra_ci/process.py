@@ -326,9 +326,7 @@ class _LogPump:
             self.error = exc
 
     def _put(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._log, view) :]
+        atomic.write_all(self._log, data)
 
     def detach(self) -> None:
         if self._pipe >= 0:
@@ -402,9 +400,7 @@ def _stdin(data: bytes | None) -> int | None:
     fd, path = tempfile.mkstemp(prefix="orchestra-prompt-")
     os.unlink(path)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
+        atomic.write_all(fd, data)
         os.lseek(fd, 0, os.SEEK_SET)
     except BaseException:
         os.close(fd)

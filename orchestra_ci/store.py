@@ -313,8 +313,11 @@ class Store:
         try:
             temp = atomic.write_temp(path, atomic.dump_json(record), durable=False)
             self._commit.sync([temp])
-            with self.locked():
-                current = _read_or_fail(path)
+            with contextlib.ExitStack() as held, self.locked():
+                try:
+                    current = self._read_held(path, held)
+                except OSError as exc:
+                    raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
                 if current is None:
                     raise TaskNotFound(task_id)
                 if current == before:
@@ -332,6 +335,41 @@ class Store:
             if temp is not None:
                 temp.unlink(missing_ok=True)
         return record
+
+    def _read_held(self, path: Path, held: contextlib.ExitStack) -> bytes | None:
+        """``path``'s bytes (None if there is no such file), read through a descriptor that
+        stays open until ``held`` closes. A rename over the file before then leaves the
+        version it replaced to be freed at that close: its inode, and its blocks, which a
+        file system mounted with ``discard`` trims on the spot (~0.14 ms a file measured on
+        ext4). Closed after the queue lock is released, that is work the lock does not wait
+        for."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        held.callback(os.close, fd)
+        return atomic.read_fd(fd)
+
+    @contextlib.contextmanager
+    def rewriting(self, task_id: str) -> Iterator["Rewrite"]:
+        """A read-modify-write of one record holding the queue lock as briefly as it can:
+        the temp file for the new version is created before the lock is taken, the version
+        it replaces is freed after the lock is released. The block runs under the lock; a
+        :meth:`Rewrite.put` there is atomic, not durable: :meth:`commit` it after."""
+        path = self.record_path(task_id)
+        try:
+            fd, temp = atomic.open_temp(path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+        rewrite = Rewrite(self, task_id, path, fd, temp)
+        try:
+            with contextlib.ExitStack() as held, self.locked():
+                rewrite.held = held
+                yield rewrite
+        finally:
+            os.close(fd)
+            if not rewrite.placed:
+                temp.unlink(missing_ok=True)
 
     def files_of(self, task_id: str) -> list[Path]:
         """Every file that belongs to a task (its record last), present or not."""
@@ -426,6 +464,40 @@ class Store:
             os.close(fd)
         path.unlink(missing_ok=True)
         return False
+
+
+class Rewrite:
+    """One record's read-modify-write under the queue lock (see :meth:`Store.rewriting`)."""
+
+    def __init__(self, store: Store, task_id: str, path: Path, fd: int, temp: Path) -> None:
+        self.store = store
+        self.task_id = task_id
+        self.path = path
+        self.held = contextlib.ExitStack()  # replaced by the lock's own when it is taken
+        self.placed = False
+        self._fd = fd
+        self._temp = temp
+
+    def read(self) -> TaskRecord | None:
+        """The record as it is now (see :meth:`Store.read`: an unusable file is
+        quarantined)."""
+        try:
+            raw = self.store._read_held(self.path, self.held)
+        except OSError as exc:
+            self.store.quarantine(self.path, f"cannot be read: {exc.strerror or exc}")
+            return None
+        return None if raw is None else self.store._decode(self.path, self.task_id, raw)
+
+    def put(self, record: TaskRecord) -> None:
+        """Replace the record with ``record``, atomically; once."""
+        assert not self.placed, "a rewrite puts one new version"
+        record["updatedAt"] = now_iso()
+        try:
+            atomic.write_all(self._fd, atomic.dump_json(record))
+            os.replace(self._temp, self.path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {self.path}: {exc}") from exc
+        self.placed = True
 
 
 def _changed(record: TaskRecord, change: Callable[[TaskRecord], TaskRecord | None]) -> TaskRecord:

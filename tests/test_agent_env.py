@@ -10,6 +10,7 @@ from orchestra_ci.agent_env import (
     Place,
     agent_environment,
     is_git_credential,
+    passed_environment,
     resolve,
     without_git_credentials,
 )
@@ -35,7 +36,8 @@ def build(
     withheld: frozenset[str] = frozenset(),
     proxied: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    return agent_environment(RUNNER, PLACE, own=own or {}, withheld=withheld, proxied=proxied)
+    passed = passed_environment(RUNNER, withheld)
+    return agent_environment(passed, RUNNER, PLACE, own=own or {}, proxied=proxied)
 
 
 def test_the_runners_credentials_and_the_actions_inputs_never_reach_an_agent() -> None:

@@ -417,3 +417,21 @@ def test_a_small_batch_is_flushed_file_by_file_and_a_large_one_with_one_syncfs(
     assert (syncfs_calls, sorted(fsyncs)) == ([], ["dir", "file", "file", "file"])
     atomic.flush(tmp_path, files)
     assert len(syncfs_calls) == 1 and len(fsyncs) == 4
+
+
+def test_records_are_written_as_the_json_module_would_indent_them() -> None:
+    record = {
+        "taskId": "t-1",
+        "prompt": 'Fix "quoting" \\ tabs\tand newlines\n in caf\u00e9 \u2603 \U0001f600 \u2028',
+        "retryCount": 2,
+        "cost": 0.125,
+        "big": 10**20,
+        "pid": None,
+        "ok": True,
+        "dependsOn": [],
+        "results": {},
+        "attempts": [{"number": 1, "usage": {"turns": 3, "argv": ["claude", "-p"]}}],
+    }
+    expected = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
+    assert atomic.dump_json(record) == expected.encode()
+    assert json.loads(atomic.dump_json(record)) == record

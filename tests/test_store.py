@@ -234,6 +234,56 @@ def test_update_of_a_missing_task_raises(store: Store) -> None:
     assert not store.record_path("ghost").exists()
 
 
+def test_a_rewrite_puts_its_version_under_the_lock_and_frees_the_old_after_it(
+    store: Store,
+) -> None:
+    add(store, "t")
+    old = store.record_path("t").stat().st_ino
+    seen: list[tuple[str, bool, bool]] = []
+    with store.rewriting("t") as rewrite:
+        record = rewrite.read()
+        assert record is not None and queue_lock_is_held(store)
+        record["status"] = "running"
+        rewrite.put(record)
+        # The old version is still open here, so its inode cannot have been reused yet.
+        rewrite.held.callback(
+            lambda: seen.append(
+                (store.get("t")["status"], queue_lock_is_held(store), rewrite.placed)
+            )
+        )
+    assert seen == [("running", False, True)]  # released after the lock was
+    assert store.record_path("t").stat().st_ino != old
+    assert store.names() == {"t.json"}  # no temp file left
+    assert store.get("t")["updatedAt"] >= record["createdAt"]
+
+
+def test_a_rewrite_that_puts_nothing_leaves_the_record_and_no_temp_file(store: Store) -> None:
+    add(store, "t")
+    before = store.record_path("t").read_bytes()
+    with store.rewriting("t") as rewrite:
+        assert rewrite.read() is not None
+    with pytest.raises(RuntimeError), store.rewriting("t"):
+        raise RuntimeError("changed my mind")
+    assert store.record_path("t").read_bytes() == before
+    assert store.names() == {"t.json"}
+    assert not queue_lock_is_held(store)
+
+
+def test_a_rewrite_of_a_removed_record_reads_none(store: Store) -> None:
+    with store.rewriting("ghost") as rewrite:
+        assert rewrite.read() is None
+    assert store.names() == set()
+
+
+def test_a_rewrite_quarantines_a_record_it_cannot_use(store: Store) -> None:
+    add(store, "t")
+    store.record_path("t").write_text("{not json")
+    with store.rewriting("t") as rewrite:
+        assert rewrite.read() is None
+    assert [name for name, _ in store.quarantined()] == ["t.json"]
+    assert store.ids() == []
+
+
 def test_delete_removes_every_file_of_the_task(store: Store) -> None:
     add(store, "gone")
     add(store, "stays")

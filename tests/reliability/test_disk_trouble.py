@@ -1,10 +1,11 @@
 """Disk trouble: writes that fail with ENOSPC.
 
-A wrapper around the CLI's ``main`` makes ``orchestra_ci.atomic.write_bytes`` (every record,
-sentinel, pid file and report write goes through it) raise ENOSPC from its Nth call on, as a
-full disk would, and notes what each file held when its write failed. The run must report
-the error, every record must still hold its previous content, and a later run on a healthy
-disk finishes the queue. A variant fills a real (tiny) tmpfs when mounting one is allowed.
+A wrapper around the CLI's ``main`` makes ``orchestra_ci.atomic.open_temp`` (every record,
+sentinel and report write starts with its temp file) and the pid file's write raise ENOSPC
+from their Nth call on, as a full disk would, and notes what each file held when its write
+failed. The run must report the error, every record must still hold its previous content,
+and a later run on a healthy disk finishes the queue. A variant fills a real (tiny) tmpfs
+when mounting one is allowed.
 """
 
 import contextlib
@@ -47,18 +48,18 @@ def full(path):
                 log.write(json.dumps({"path": str(path), "before": before, "call": calls}) + "\\n")
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-real_temp = atomic.write_temp  # every replacing write of a file starts with its temp file
+real_temp = atomic.open_temp  # every replacing write of a file starts with its temp file
 real_pid = Store.write_pid  # written in place
 
-def write_temp(path, data, durable=True):
+def open_temp(path):
     full(Path(path))
-    return real_temp(path, data, durable)
+    return real_temp(path)
 
 def write_pid(self, task_id, pid):
     full(self.sentinel(task_id, "pid"))
     return real_pid(self, task_id, pid)
 
-atomic.write_temp = write_temp
+atomic.open_temp = open_temp
 Store.write_pid = write_pid
 sys.exit(main(sys.argv[1:]))
 """
