@@ -250,7 +250,7 @@ def create_bytes(path: Path, data: bytes) -> bool:
     return created
 
 
-def read_bytes(path: Path) -> bytes:
+def read_bytes(path: str | Path) -> bytes:
     """A whole small file in four system calls (``Path.read_bytes`` makes about seven:
     it also stats, seeks and asks whether the file is a terminal); scans of a large queue
     read every record."""

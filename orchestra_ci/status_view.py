@@ -7,24 +7,25 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from orchestra_ci import atomic
 from orchestra_ci.durations import format_duration
 from orchestra_ci.errors import TaskNotFound
 from orchestra_ci.record import FINISHED, TaskRecord, sort_key, timestamp
 from orchestra_ci.store import Store, check_task_id_or_missing
 
 
-def _read_object(store: Store, path: Path) -> bytes | None:
+def _read_object(store: Store, path: str) -> bytes | None:
     """A stored record's bytes (None if it is gone), checked to look like a JSON object; a
     file that does not is quarantined, as :meth:`Store.read` does."""
     try:
-        data = path.read_bytes().strip()
+        data = atomic.read_bytes(path).strip()
     except FileNotFoundError:
         return None
     except OSError as exc:
-        store.quarantine(path, f"cannot be read: {exc.strerror or exc}")
+        store.quarantine(Path(path), f"cannot be read: {exc.strerror or exc}")
         return None
     if not (data.startswith(b"{") and data.endswith(b"}")):
-        store.quarantine(path, "not a task record (not a JSON object)")
+        store.quarantine(Path(path), "not a task record (not a JSON object)")
         return None
     return data
 
@@ -33,10 +34,12 @@ def raw_json_array(store: Store) -> bytes:
     """Every record exactly as stored, as one JSON array, sorted by task id.
 
     Records are joined without being parsed, which keeps ``status --json`` fast on large
-    queues; each is still checked to look like a JSON object."""
+    queues; each is still checked to look like a JSON object. Paths are plain strings here:
+    a ``Path`` per record cost a sixth of the command at 2,000 tasks."""
     parts = []
+    directory = os.fspath(store.tasks_dir)
     for task_id in sorted(store.ids()):
-        data = _read_object(store, store.record_path(task_id))
+        data = _read_object(store, os.path.join(directory, f"{task_id}.json"))
         if data is not None:
             parts.append(data)
     return b"[" + b",\n".join(parts) + b"]\n"
@@ -45,7 +48,7 @@ def raw_json_array(store: Store) -> bytes:
 def raw_json_object(store: Store, task_id: str) -> bytes:
     """One record exactly as stored, newline-terminated."""
     check_task_id_or_missing(task_id)
-    data = _read_object(store, store.record_path(task_id))
+    data = _read_object(store, os.fspath(store.record_path(task_id)))
     if data is None:
         raise TaskNotFound(task_id)
     return data + b"\n"
