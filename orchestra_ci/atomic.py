@@ -1,14 +1,16 @@
 """Crash-safe file writes: unique temp file, fsync, rename, fsync of the directory; and
 :class:`GroupCommit`, which pays those flushes once per batch of writes."""
 
+import json
 import os
 import secrets
 import stat
+import sys
 import threading
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 
 def _temp_path(path: Path) -> Path:
@@ -270,13 +272,17 @@ def read_fd(fd: int) -> bytes:
 
 
 def dump_json(value: Any) -> bytes:
-    """``value`` as indented UTF-8 JSON, the bytes ``json.dumps(value, indent=2,
-    ensure_ascii=False)`` gives (floats aside: ``1e-7``, not ``1e-07``), by pydantic's
-    serializer: ten times faster here than the json module, whose C encoder does not
-    indent. A run writes every record twice, a ``load`` once."""
-    from pydantic_core import to_json  # here: readers of the queue (`status`) never load it
+    """``value`` as indented UTF-8 JSON: ``json.dumps(value, indent=2, ensure_ascii=False)``.
 
-    return to_json(value, indent=2) + b"\n"
+    Where pydantic is loaded (``run``, ``load``: every record written twice a run, or once),
+    its serializer writes the same bytes (floats aside: ``1e-7``, not ``1e-07``) ten times
+    faster than the json module, whose C encoder does not indent. Commands that write a
+    record or two without pydantic (``start``, ``cancel``) keep the json module: importing
+    pydantic-core would cost them more (~35 ms) than it saves."""
+    core = sys.modules.get("pydantic_core")
+    if core is not None:
+        return cast(bytes, core.to_json(value, indent=2)) + b"\n"
+    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode()
 
 
 def write_json(path: Path, value: Any, *, durable: bool = True) -> None:

@@ -419,7 +419,16 @@ def test_a_small_batch_is_flushed_file_by_file_and_a_large_one_with_one_syncfs(
     assert len(syncfs_calls) == 1 and len(fsyncs) == 4
 
 
-def test_records_are_written_as_the_json_module_would_indent_them() -> None:
+@pytest.mark.parametrize("pydantic_loaded", [True, False])
+def test_records_are_written_as_the_json_module_would_indent_them(
+    pydantic_loaded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pydantic_core
+
+    if pydantic_loaded:
+        monkeypatch.setitem(sys.modules, "pydantic_core", pydantic_core)
+    else:
+        monkeypatch.delitem(sys.modules, "pydantic_core")
     record = {
         "taskId": "t-1",
         "prompt": 'Fix "quoting" \\ tabs\tand newlines\n in caf\u00e9 \u2603 \U0001f600 \u2028',
