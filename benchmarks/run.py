@@ -39,6 +39,8 @@ Debian package ``parallel``, otherwise its rows are skipped.
 """
 
 import argparse
+import array
+import fcntl
 import json
 import os
 import platform
@@ -199,10 +201,7 @@ class ScratchArea:
 
     def __init__(self) -> None:
         self.path = Path(tempfile.mkdtemp(prefix="orchestra-bench-"))
-        with suppress(OSError, ImportError):
-            import array
-            import fcntl
-
+        with suppress(OSError):
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
             try:
                 flags = array.array("i", [0])

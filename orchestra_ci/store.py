@@ -361,10 +361,10 @@ class Store:
             fd, temp = atomic.open_temp(path)
         except OSError as exc:
             raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
-        rewrite = Rewrite(self, task_id, path, fd, temp)
+        held = contextlib.ExitStack()  # entered with the lock, closed after it
+        rewrite = Rewrite(self, task_id, path, fd, temp, held)
         try:
-            with contextlib.ExitStack() as held, self.locked():
-                rewrite.held = held
+            with held, self.locked():
                 yield rewrite
         finally:
             os.close(fd)
@@ -469,11 +469,19 @@ class Store:
 class Rewrite:
     """One record's read-modify-write under the queue lock (see :meth:`Store.rewriting`)."""
 
-    def __init__(self, store: Store, task_id: str, path: Path, fd: int, temp: Path) -> None:
+    def __init__(
+        self,
+        store: Store,
+        task_id: str,
+        path: Path,
+        fd: int,
+        temp: Path,
+        held: contextlib.ExitStack,
+    ) -> None:
         self.store = store
         self.task_id = task_id
         self.path = path
-        self.held = contextlib.ExitStack()  # replaced by the lock's own when it is taken
+        self.held = held  # what is released after the lock
         self.placed = False
         self._fd = fd
         self._temp = temp
