@@ -16,7 +16,7 @@ import secrets
 import signal
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +35,7 @@ from orchestra_ci.agents import (
     render_prompt,
     with_feedback,
 )
+from orchestra_ci.coalesce import Coalescer
 from orchestra_ci.credential_proxy import (
     FATAL_PATTERNS,
     UNAVAILABLE_PATTERNS,
@@ -66,7 +67,7 @@ from orchestra_ci.redact import Redactor
 from orchestra_ci.retry_policy import SWITCHABLE, Decision, decide
 from orchestra_ci.schedule import Blocked, Scheduler
 from orchestra_ci.settings import Settings
-from orchestra_ci.store import Rewrite, RunnerLease, Store
+from orchestra_ci.store import Change, Rewrite, RunnerLease, Store
 from orchestra_ci.usage import Usage, parse_usage
 from orchestra_ci.worktrees import (
     Base,
@@ -193,6 +194,9 @@ class Engine:
         # What the scheduler learns once a task's attempt is wholly over (its worktree
         # removed): a retry offered earlier would be claimed while the old attempt cleans up.
         self._settle: dict[str, tuple[str, float | None]] = {}
+        # The store work of claims and of finishes, each batched per round (see coalesce).
+        self._claims = Coalescer(self._claim_all)
+        self._finishes = Coalescer(self._record_finishes)
 
     def _isolate(self) -> None:
         """Worktrees for the tasks, from the ``base`` setting; outside a repository with
@@ -451,7 +455,7 @@ class Engine:
 
         try:
             try:
-                claim = await asyncio.to_thread(self._claim, task_id)
+                claim = await self._claims(task_id)
             except Exception as exc:
                 # The record cannot be read or written: the task is over for this run.
                 log.exception("claim failed", task=task_id, error=str(exc))
@@ -471,21 +475,37 @@ class Engine:
                 self.scheduler.finished(task_id, *settled)
             self._wake.set()
 
-    def _claim(self, task_id: str) -> "_Claim":
-        """Take the task for this runner, if it is still pending and due, atomically.
-        Runs in a worker thread: it touches the store only; :meth:`_claimed` does the rest.
-        The queue lock is held for the decision and a rename, no more: every claim and
+    def _claim_all(self, task_ids: Sequence[str]) -> list["_Claim | Exception"]:
+        """Take the tasks for this runner, those still pending and due, atomically: one
+        scheduling round's claims under one acquisition of the queue lock, made durable by
+        one flush. Runs in a worker thread: it touches the store only; :meth:`_claimed` does
+        the rest. The lock is held for the decisions and renames, no more: every claim and
         finish of the run waits for it."""
-        with self.store.rewriting(task_id) as rewrite:
-            claim = self._decide_claim(task_id, rewrite)
-        if claim.claimed:
-            # What an earlier attempt left; no agent of the task runs until this returns.
-            self.store.sentinel(task_id, "done").unlink(missing_ok=True)
-            self.store.sentinel(task_id, "error").unlink(missing_ok=True)
-        if rewrite.placed:
-            # Durable before its agent starts, flushed outside the lock with the round's others.
-            self.store.commit(task_id)
-        return claim
+        claims: list[_Claim | Exception] = []
+        with self.store.rewriting_many(task_ids) as rewrites:
+            for rewrite in rewrites:
+                try:
+                    claims.append(self._decide_claim(rewrite.task_id, rewrite))
+                except Exception as exc:
+                    claims.append(exc)
+        placed = [rewrite.task_id for rewrite in rewrites if rewrite.placed]
+        try:
+            for task_id, claim in zip(task_ids, claims, strict=True):
+                if isinstance(claim, _Claim) and claim.claimed:
+                    # What an earlier attempt left; no agent of the task runs until this
+                    # returns.
+                    self.store.sentinel(task_id, "done").unlink(missing_ok=True)
+                    self.store.sentinel(task_id, "error").unlink(missing_ok=True)
+            if placed:
+                # Durable before their agents start, flushed outside the lock.
+                self.store.commit(*placed)
+        except Exception as exc:
+            for index, claim in enumerate(claims):
+                if isinstance(claim, _Claim) and claim.claimed:
+                    assert claim.record is not None
+                    self.pool.release(claim.record["attempts"][-1]["agent"])
+                claims[index] = exc
+        return claims
 
     def _decide_claim(self, task_id: str, rewrite: Rewrite) -> "_Claim":
         """The claim's decision, under the queue lock; a changed record is put in place."""
@@ -855,9 +875,7 @@ class Engine:
         """Record the attempt's end (in a worker thread: the durable write waits on the disk);
         the scheduler hears of it when the task's coroutine ends."""
         verdict = ending.verdict
-        record, outcome, status_after, next_at = await asyncio.to_thread(
-            self._record_finish, task_id, ending
-        )
+        record, outcome, status_after, next_at = await self._finishes((task_id, ending))
         self._seen[task_id] = record.get("updatedAt")
         self._settle[task_id] = (status_after, next_at)
         self._changed(record)
@@ -881,11 +899,26 @@ class Engine:
             retry_in=round(next_at - self.clock(), 1) if next_at else None,
         )
 
-    def _record_finish(
-        self, task_id: str, ending: "_Ending"
-    ) -> tuple[TaskRecord, str, str, float | None]:
-        """The store's side of :meth:`_finish`: the record, the attempt's outcome, the
+    def _record_finishes(
+        self, endings: Sequence[tuple[str, "_Ending"]]
+    ) -> list[tuple[TaskRecord, str, str, float | None] | Exception]:
+        """The store's side of :meth:`_finish`, for the attempts that ended together (one
+        lock acquisition, two flushes): for each, the record, the attempt's outcome, the
         task's status after it and when it may run again."""
+        records = self.store.update_many([self._finish_change(*ending) for ending in endings])
+        results: list[tuple[TaskRecord, str, str, float | None] | Exception] = []
+        for record, (_, ending) in zip(records, endings, strict=True):
+            if isinstance(record, Exception):
+                results.append(record)
+                continue
+            outcome = record["attempts"][-1].get("outcome", ending.verdict.outcome)
+            status = record["status"]
+            next_at = timestamp(record.get("nextAttemptAt")) if status == "pending" else None
+            results.append((record, outcome, status, next_at))
+        return results
+
+    def _finish_change(self, task_id: str, ending: "_Ending") -> Change:
+        """The record change that ends an attempt, and the sentinels written with it."""
         verdict = ending.verdict
         end = transitions.AttemptEnd(
             outcome=verdict.outcome,
@@ -929,10 +962,7 @@ class Engine:
                 self.store.write_error(task_id, end.error or "failed", details)
             self.store.sentinel(task_id, "pid").unlink(missing_ok=True)
 
-        record = self.store.update(task_id, apply, then=sentinels)
-        outcome = record["attempts"][-1].get("outcome", verdict.outcome)
-        next_at = timestamp(record.get("nextAttemptAt")) if record["status"] == "pending" else None
-        return record, outcome, record["status"], next_at
+        return Change(task_id, apply, sentinels)
 
     def _fail_blocked(self) -> None:
         for blocked in self.scheduler.pop_blocked():

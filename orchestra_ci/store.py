@@ -21,6 +21,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -294,11 +295,53 @@ class Store:
         """Read, change and durably write one record, atomically with respect to every other
         writer; ``then`` runs under the same queue lock once the record is in place.
         ``change`` edits the record it is given, or returns the new record (a transition).
+        See :meth:`update_many`."""
+        result = self.update_many([Change(task_id, change, then)])[0]
+        if isinstance(result, Exception):
+            raise result
+        return result
 
-        The new version is written and flushed to disk before the lock is taken, and put in
-        place only if the record did not change meanwhile (else ``change`` is applied again
-        under the lock): the lock is held for a read and a rename, not for a device flush.
+    def update_many(self, changes: Sequence["Change"]) -> list[TaskRecord | Exception]:
+        """:meth:`update` of several records, which share one acquisition of the queue lock
+        and two flushes; for each, its new record or the exception it ended in (the others
+        are still written).
+
+        Each new version is written and flushed to disk before the lock is taken, and put in
+        place only if its record did not change meanwhile (else its change is applied again
+        under the lock): the lock is held for reads and renames, not for a device flush.
         """
+        results: list[TaskRecord | Exception] = []
+        staged: list[tuple[int, _Staged]] = []
+        try:
+            for change in changes:
+                try:
+                    staged.append((len(results), self._stage(change)))
+                    results.append(staged[-1][1].record)
+                except Exception as exc:
+                    results.append(exc)
+            if not staged:
+                return results
+            self._commit.sync([item.temp for _, item in staged if item.temp is not None])
+            with contextlib.ExitStack() as held, self.locked():
+                for index, item in staged:
+                    try:
+                        results[index] = self._swap(item, held)
+                    except Exception as exc:
+                        results[index] = exc
+            self._commit.sync([self.tasks_dir])
+        except OSError as exc:  # a shared flush failed: so did every write it held
+            error = StoreError(f"cannot write {self.tasks_dir}: {exc}")
+            for index, _ in staged:
+                results[index] = error
+        finally:
+            for _, item in staged:
+                if item.temp is not None:
+                    item.temp.unlink(missing_ok=True)
+        return results
+
+    def _stage(self, change: "Change") -> "_Staged":
+        """The changed record, its new version in a temp file (not yet flushed)."""
+        task_id = change.task_id
         check_task_id_or_missing(task_id)
         path = self.record_path(task_id)
         before = _read_or_fail(path)
@@ -307,33 +350,37 @@ class Store:
         found = self._decode(path, task_id, before)
         if found is None:
             raise TaskNotFound(task_id)
-        record = _changed(found, change)
+        record = _changed(found, change.change)
         record["updatedAt"] = now_iso()
-        temp: Path | None = None
         try:
             temp = atomic.write_temp(path, atomic.dump_json(record), durable=False)
-            self._commit.sync([temp])
-            with contextlib.ExitStack() as held, self.locked():
-                try:
-                    current = self._read_held(path, held)
-                except OSError as exc:
-                    raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
-                if current is None:
-                    raise TaskNotFound(task_id)
-                if current == before:
-                    os.replace(temp, path)
-                    temp = None
-                else:  # someone else wrote it meanwhile: redo the change on their version
-                    record = _changed(self.get(task_id), change)
-                    self.write(record)
-                if then is not None:
-                    then(record)
-            self._commit.sync([self.tasks_dir])
         except OSError as exc:
             raise StoreError(f"cannot write {path}: {exc}") from exc
-        finally:
-            if temp is not None:
-                temp.unlink(missing_ok=True)
+        return _Staged(change, path, before, record, temp)
+
+    def _swap(self, item: "_Staged", held: contextlib.ExitStack) -> TaskRecord:
+        """Under the queue lock: put a staged version in place, or, if the record changed
+        since it was staged, apply its change again to what is there now."""
+        path, change = item.path, item.change
+        try:
+            current = self._read_held(path, held)
+        except OSError as exc:
+            raise StoreError(f"cannot read {path}: {exc.strerror or exc}") from None
+        if current is None:
+            raise TaskNotFound(change.task_id)
+        record = item.record
+        if current == item.before:
+            assert item.temp is not None
+            try:
+                os.replace(item.temp, path)
+            except OSError as exc:
+                raise StoreError(f"cannot write {path}: {exc}") from exc
+            item.temp = None
+        else:  # someone else wrote it meanwhile: redo the change on their version
+            record = _changed(self.get(change.task_id), change.change)
+            self.write(record)
+        if change.then is not None:
+            change.then(record)
         return record
 
     def _read_held(self, path: Path, held: contextlib.ExitStack) -> bytes | None:
@@ -352,24 +399,33 @@ class Store:
 
     @contextlib.contextmanager
     def rewriting(self, task_id: str) -> Iterator["Rewrite"]:
-        """A read-modify-write of one record holding the queue lock as briefly as it can:
-        the temp file for the new version is created before the lock is taken, the version
-        it replaces is freed after the lock is released. The block runs under the lock; a
-        :meth:`Rewrite.put` there is atomic, not durable: :meth:`commit` it after."""
-        path = self.record_path(task_id)
-        try:
-            fd, temp = atomic.open_temp(path)
-        except OSError as exc:
-            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+        """A read-modify-write of one record holding the queue lock as briefly as it can
+        (see :meth:`rewriting_many`)."""
+        with self.rewriting_many([task_id]) as (rewrite,):
+            yield rewrite
+
+    @contextlib.contextmanager
+    def rewriting_many(self, task_ids: Sequence[str]) -> Iterator[list["Rewrite"]]:
+        """Read-modify-writes of records under one acquisition of the queue lock, held as
+        briefly as it can be: the temp file for each new version is created before the lock
+        is taken, the versions they replace are freed after it is released. The block runs
+        under the lock; a :meth:`Rewrite.put` there is atomic, not durable: :meth:`commit`
+        it after."""
         held = contextlib.ExitStack()  # entered with the lock, closed after it
-        rewrite = Rewrite(self, task_id, path, fd, temp, held)
+        rewrites: list[Rewrite] = []
         try:
+            for task_id in task_ids:
+                path = self.record_path(task_id)
+                try:
+                    fd, temp = atomic.open_temp(path)
+                except OSError as exc:
+                    raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+                rewrites.append(Rewrite(self, task_id, path, fd, temp, held))
             with held, self.locked():
-                yield rewrite
+                yield rewrites
         finally:
-            os.close(fd)
-            if not rewrite.placed:
-                temp.unlink(missing_ok=True)
+            for rewrite in rewrites:
+                rewrite.close()
 
     def files_of(self, task_id: str) -> list[Path]:
         """Every file that belongs to a task (its record last), present or not."""
@@ -506,6 +562,33 @@ class Rewrite:
         except OSError as exc:
             raise StoreError(f"cannot write {self.path}: {exc}") from exc
         self.placed = True
+
+    def close(self) -> None:
+        """Close the temp file; remove it if it was not put in place."""
+        os.close(self._fd)
+        if not self.placed:
+            self._temp.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Change:
+    """One record's change for :meth:`Store.update_many`: ``change`` edits the record it is
+    given or returns a new one; ``then`` runs under the queue lock once it is in place."""
+
+    task_id: str
+    change: Callable[[TaskRecord], TaskRecord | None]
+    then: Callable[[TaskRecord], None] | None = None
+
+
+@dataclass
+class _Staged:
+    """A change of :meth:`Store.update_many` written to its temp file, to be put in place."""
+
+    change: Change
+    path: Path
+    before: bytes  # the record as the change saw it
+    record: TaskRecord
+    temp: Path | None  # None once renamed into place
 
 
 def _changed(record: TaskRecord, change: Callable[[TaskRecord], TaskRecord | None]) -> TaskRecord:

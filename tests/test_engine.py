@@ -49,6 +49,24 @@ def test_in_process_run_retries_and_completes(root: Path) -> None:
     assert records(root)["flaky"]["retryCount"] == 1
 
 
+def test_the_claims_of_one_round_are_made_together(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = Store(root).ensure()
+    store.create_many([new_record(f"t{i}", "fake", "exit=0") for i in range(6)])
+    batches: list[list[str]] = []
+    claim_all = Engine._claim_all
+
+    def recording(self: Engine, task_ids: list[str]) -> object:
+        batches.append(sorted(task_ids))
+        return claim_all(self, task_ids)
+
+    monkeypatch.setattr(Engine, "_claim_all", recording)
+    outcome = run_in_process(root, parallel=6)
+    assert outcome.report.totals["complete"] == 6
+    assert batches == [[f"t{i}" for i in range(6)]]  # one lock, one flush for the round
+
+
 def test_a_retry_waits_until_its_failed_attempt_has_cleaned_up(
     git_repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

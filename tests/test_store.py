@@ -18,7 +18,7 @@ import pytest
 
 from orchestra_ci.errors import StoreError, TaskNotFound, UsageError
 from orchestra_ci.record import TaskRecord, new_record, parse_time
-from orchestra_ci.store import RunnerLease, Store
+from orchestra_ci.store import Change, RunnerLease, Store
 from tests.conftest import alive
 
 
@@ -232,6 +232,77 @@ def test_update_of_a_missing_task_raises(store: Store) -> None:
     with pytest.raises(TaskNotFound):
         store.update("ghost", lambda r: None)
     assert not store.record_path("ghost").exists()
+
+
+def test_updates_of_many_records_share_one_lock_and_two_flushes(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b", "c"):
+        add(store, name)
+    locks = 0
+    locked = Store.locked
+
+    @contextlib.contextmanager
+    def counting(self: Store) -> Iterator[None]:
+        nonlocal locks
+        locks += 1
+        with locked(self):
+            yield
+
+    monkeypatch.setattr(Store, "locked", counting)
+    flushes = store._commit.flushes
+    held: list[bool] = []
+
+    def complete(r: TaskRecord) -> None:
+        r["status"] = "complete"
+
+    def refuse(r: TaskRecord) -> None:
+        raise RuntimeError("changed my mind")
+
+    changes = [
+        Change("a", complete, then=lambda r: held.append(queue_lock_is_held(store))),
+        Change("ghost", complete),
+        Change("b", lambda r: {**r, "status": "failed"}),  # type: ignore[typeddict-item]
+        Change("c", refuse),
+    ]
+    results = store.update_many(changes)
+    assert [type(r).__name__ for r in results] == ["dict", "TaskNotFound", "dict", "RuntimeError"]
+    assert (locks, store._commit.flushes - flushes, held) == (1, 2, [True])
+    assert [store.get(t)["status"] for t in ("a", "b", "c")] == ["complete", "failed", "pending"]
+    assert store.get("a") == results[0]
+    assert store.names() == {"a.json", "b.json", "c.json"}  # no temp file left
+
+
+def test_a_failed_flush_fails_every_update_it_held_and_leaves_the_records(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b"):
+        add(store, name)
+    before = {t: store.record_path(t).read_bytes() for t in ("a", "b")}
+
+    def full(directory: Path, paths: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store._commit, "_flush", full)
+    results = store.update_many([Change(t, lambda r: r.update(status="failed")) for t in "ab"])
+    assert all(isinstance(r, StoreError) and "No space left" in str(r) for r in results)
+    assert {t: store.record_path(t).read_bytes() for t in ("a", "b")} == before
+    assert store.names() == {"a.json", "b.json"}
+
+
+def test_rewrites_of_many_records_run_under_one_lock(store: Store) -> None:
+    add(store, "a")
+    add(store, "b")
+    with store.rewriting_many(["a", "ghost", "b"]) as rewrites:
+        assert queue_lock_is_held(store)
+        records = [rewrite.read() for rewrite in rewrites]
+        assert [r and r["taskId"] for r in records] == ["a", None, "b"]
+        first = records[0]
+        assert first is not None
+        rewrites[0].put({**first, "status": "running"})
+    assert not queue_lock_is_held(store)
+    assert [store.get(t)["status"] for t in ("a", "b")] == ["running", "pending"]
+    assert store.names() == {"a.json", "b.json"}
 
 
 def test_a_rewrite_puts_its_version_under_the_lock_and_frees_the_old_after_it(
@@ -584,7 +655,7 @@ HOLDER = textwrap.dedent(
     """
     import subprocess, sys, time
     from pathlib import Path
-    from orchestra_ci.store import RunnerLease, Store
+    from orchestra_ci.store import Change, RunnerLease, Store
     lease = RunnerLease(Store(Path(sys.argv[1])), sys.argv[2])
     if sys.argv[3] == "child":
         child = subprocess.Popen(["sleep", "60"], close_fds=False, stdout=subprocess.DEVNULL)
