@@ -1,3 +1,4 @@
 from orchestra_ci.cli import main
+from orchestra_ci.leave import leave
 
-raise SystemExit(main())
+leave(main())

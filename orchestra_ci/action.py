@@ -230,4 +230,6 @@ def main(env: Mapping[str, str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from orchestra_ci.leave import leave
+
+    leave(main())
