@@ -1,14 +1,12 @@
 """Crash-safe file writes: unique temp file, fsync, rename, fsync of the directory; and
-:class:`GroupCommit`, which pays those flushes once per batch of writes."""
+:func:`flush`, which makes a batch of them durable at once."""
 
 import json
 import os
 import secrets
 import stat
 import sys
-import threading
 from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -148,63 +146,6 @@ def flush(directory: Path, paths: Collection[Path]) -> None:
         syncfs(fd)
     finally:
         os.close(fd)
-
-
-@dataclass
-class _Batch:
-    paths: set[Path] = field(default_factory=set)
-    done: bool = False
-    error: OSError | None = None
-
-
-class GroupCommit:
-    """Durability paid per batch, not per file.
-
-    Threads that need files made durable call :meth:`sync`. The first flushes (see
-    :func:`flush`) for every path asked for so far; threads that ask while that flush runs
-    wait and are served together by the next one, made by one of them. A lone writer pays one
-    flush per call, as with an fsync of its own; claims and finishes that land together share
-    one. A failed flush raises in every thread whose paths it held.
-    """
-
-    def __init__(self, directory: Path, flusher: Callable[[Path, Collection[Path]], None] = flush):
-        self.directory = directory
-        self._flush = flusher
-        self._cond = threading.Condition()
-        self._open = _Batch()
-        self._flushing = False
-        self.flushes = 0  # made so far
-
-    @property
-    def queued(self) -> int:
-        """Paths waiting for a flush that has not started yet."""
-        with self._cond:
-            return len(self._open.paths)
-
-    def sync(self, paths: Iterable[Path]) -> None:
-        with self._cond:
-            batch = self._open
-            batch.paths.update(paths)
-            while not batch.done:
-                if self._flushing:  # the running flush may not cover this batch's writes
-                    self._cond.wait()
-                    continue
-                self._flushing = True
-                self._open = _Batch()
-                self.flushes += 1
-                self._cond.release()
-                try:
-                    self._flush(self.directory, batch.paths)
-                except OSError as exc:
-                    batch.error = exc
-                finally:
-                    self._cond.acquire()
-                    self._flushing = False
-                    batch.done = True
-                    self._cond.notify_all()
-        if batch.error is not None:
-            error = batch.error
-            raise OSError(error.errno, error.strerror, error.filename)
 
 
 def place(temp: Path, path: Path, *, create: bool = False) -> bool:

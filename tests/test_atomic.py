@@ -1,21 +1,17 @@
 """orchestra_ci.atomic: atomic replace, exclusive create, failure cleanup, stale temp files,
-group commit."""
+batched flushes."""
 
-import errno
 import json
 import os
 import stat
 import subprocess
 import sys
 import textwrap
-import threading
-from collections.abc import Collection
 from pathlib import Path
 
 import pytest
 
 from orchestra_ci import atomic
-from tests.conftest import wait_for
 
 SIZE = 1 << 20  # large enough that a non-atomic write is seen half-done
 PAYLOAD_A = b"A" * SIZE
@@ -299,82 +295,6 @@ def test_non_durable_write_skips_fsync(tmp_path: Path, monkeypatch: pytest.Monke
 def test_pid_exists() -> None:
     assert atomic.pid_exists(os.getpid())
     assert not atomic.pid_exists(_dead_pid())
-
-
-class _HeldFlush:
-    """A flusher that notes each batch and holds its first flush until released."""
-
-    def __init__(self, fail_batch: int | None = None) -> None:
-        self.batches: list[set[Path]] = []
-        self.release = threading.Event()
-        self.fail_batch = fail_batch
-
-    def __call__(self, directory: Path, paths: Collection[Path]) -> None:
-        self.batches.append(set(paths))
-        if len(self.batches) == 1:
-            assert self.release.wait(30)
-        if len(self.batches) == self.fail_batch:
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-
-def _sync_in_threads(
-    commit: atomic.GroupCommit, names: list[str]
-) -> tuple[dict[str, OSError | None], list[threading.Thread]]:
-    """Each name syncs its path in a thread, queued behind the running flush; what each got
-    (None or its exception) is filled in as they end."""
-    got: dict[str, OSError | None] = {}
-
-    def one(name: str) -> None:
-        try:
-            commit.sync([Path(name)])
-        except OSError as exc:
-            got[name] = exc
-        else:
-            got[name] = None
-
-    threads = [threading.Thread(target=one, args=(name,)) for name in names]
-    for thread in threads:
-        thread.start()
-    wait_for(lambda: commit.queued == len(names), "the writers to queue")
-    return got, threads
-
-
-def _first_flush_running(
-    tmp_path: Path, flusher: _HeldFlush
-) -> tuple[atomic.GroupCommit, threading.Thread]:
-    commit = atomic.GroupCommit(tmp_path, flusher)
-    first = threading.Thread(target=commit.sync, args=([Path("a")],))
-    first.start()
-    wait_for(lambda: len(flusher.batches) == 1, "the first flush")
-    return commit, first
-
-
-def test_group_commit_serves_writers_arriving_during_a_flush_with_one_more(
-    tmp_path: Path,
-) -> None:
-    flusher = _HeldFlush()
-    commit, first = _first_flush_running(tmp_path, flusher)
-    got, threads = _sync_in_threads(commit, ["b", "c", "d"])
-    flusher.release.set()
-    for thread in [first, *threads]:
-        thread.join(30)
-    assert flusher.batches == [{Path("a")}, {Path("b"), Path("c"), Path("d")}]
-    assert got == {"b": None, "c": None, "d": None}
-    assert commit.flushes == 2
-    commit.sync([Path("e")])  # a lone writer: a flush of its own
-    assert flusher.batches[-1] == {Path("e")} and commit.flushes == 3
-
-
-def test_a_failed_group_flush_raises_in_every_writer_of_its_batch(tmp_path: Path) -> None:
-    flusher = _HeldFlush(fail_batch=2)
-    commit, first = _first_flush_running(tmp_path, flusher)
-    got, threads = _sync_in_threads(commit, ["b", "c"])
-    flusher.release.set()
-    for thread in [first, *threads]:
-        thread.join(30)
-    assert all(isinstance(e, OSError) and e.errno == errno.EIO for e in got.values()), got
-    commit.sync([Path("d")])  # the next batch flushes anew
-    assert commit.flushes == 3
 
 
 def test_a_large_batch_is_one_syncfs_on_linux(

@@ -194,9 +194,9 @@ def test_a_requeued_task_takes_the_tasks_built_on_it_along(store: Store) -> None
 def test_a_load_of_many_tasks_is_flushed_once_for_all(store: Store) -> None:
     """Group commit: their data, then the directory, not two fsyncs per task."""
     store.ensure()
-    flushes = store._commit.flushes
+    flushes = store.flushes
     enqueue(store, [spec(f"t{i}") for i in range(50)], agents(store))
-    assert store._commit.flushes - flushes == 2
+    assert store.flushes - flushes == 2
     enqueue(store, [spec(f"t{i}", "exit=1") for i in range(50)], agents(store))
-    assert store._commit.flushes - flushes == 4
+    assert store.flushes - flushes == 4
     assert {r["prompt"] for r in store.all()} == {"exit=1"}

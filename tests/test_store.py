@@ -16,10 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from orchestra_ci import atomic
 from orchestra_ci.errors import StoreError, TaskNotFound, UsageError
 from orchestra_ci.record import TaskRecord, new_record, parse_time
 from orchestra_ci.store import Change, RunnerLease, Store
-from tests.conftest import alive
+from tests.conftest import alive, wait_for
 
 
 def queue_lock_is_held(store: Store) -> bool:
@@ -73,12 +74,12 @@ def test_create_refuses_an_existing_id_and_keeps_the_original(store: Store) -> N
 
 def test_records_created_together_are_flushed_together(store: Store) -> None:
     add(store, "old")
-    flushes = store._commit.flushes
+    flushes = store.flushes
     records = [new_record(f"n{i}", "fake", "p") for i in range(20)]
     records.append(new_record("old", "other-agent", "another prompt"))
     created = store.create_many(records)
     assert created == [True] * 20 + [False]
-    assert store._commit.flushes - flushes == 2  # their data, then the directory
+    assert store.flushes - flushes == 2  # their data, then the directory
     assert store.get("old")["agent"] == "fake"
     assert sorted(store.ids()) == sorted(["old", *(f"n{i}" for i in range(20))])
     assert sorted(os.listdir(store.tasks_dir)) == sorted(f"{i}.json" for i in store.ids())
@@ -88,9 +89,9 @@ def test_records_written_together_are_flushed_together(store: Store) -> None:
     records = [add(store, f"w{i}") for i in range(5)]
     for record in records:
         record["status"] = "cancelled"
-    flushes = store._commit.flushes
+    flushes = store.flushes
     store.write_many(records)
-    assert store._commit.flushes - flushes == 2
+    assert store.flushes - flushes == 2
     assert {r["status"] for r in store.all()} == {"cancelled"}
 
 
@@ -102,7 +103,7 @@ def test_a_failed_write_of_many_records_leaves_no_temp_file(
     def full(*args: object) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(store._commit, "_flush", full)
+    monkeypatch.setattr(atomic, "flush", full)
     for record in records:
         record["status"] = "cancelled"
     with pytest.raises(StoreError, match="No space left"):
@@ -250,7 +251,7 @@ def test_updates_of_many_records_share_one_lock_and_two_flushes(
             yield
 
     monkeypatch.setattr(Store, "locked", counting)
-    flushes = store._commit.flushes
+    flushes = store.flushes
     held: list[bool] = []
 
     def complete(r: TaskRecord) -> None:
@@ -267,7 +268,7 @@ def test_updates_of_many_records_share_one_lock_and_two_flushes(
     ]
     results = store.update_many(changes)
     assert [type(r).__name__ for r in results] == ["dict", "TaskNotFound", "dict", "RuntimeError"]
-    assert (locks, store._commit.flushes - flushes, held) == (1, 2, [True])
+    assert (locks, store.flushes - flushes, held) == (1, 2, [True])
     assert [store.get(t)["status"] for t in ("a", "b", "c")] == ["complete", "failed", "pending"]
     assert store.get("a") == results[0]
     assert store.names() == {"a.json", "b.json", "c.json"}  # no temp file left
@@ -283,11 +284,35 @@ def test_a_failed_flush_fails_every_update_it_held_and_leaves_the_records(
     def full(directory: Path, paths: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store._commit, "_flush", full)
+    monkeypatch.setattr(atomic, "flush", full)
     results = store.update_many([Change(t, lambda r: r.update(status="failed")) for t in "ab"])
     assert all(isinstance(r, StoreError) and "No space left" in str(r) for r in results)
     assert {t: store.record_path(t).read_bytes() for t in ("a", "b")} == before
     assert store.names() == {"a.json", "b.json"}
+
+
+def test_a_flush_does_not_wait_for_another_threads_flush(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A round's claims must not queue behind the finishes' device flush.
+    second_started = threading.Event()
+    seen: list[str] = []
+
+    def flush(directory: Path, paths: object) -> None:
+        if not seen:
+            seen.append("first")
+            assert second_started.wait(10), "the second flush waited for the first"
+        else:
+            seen.append("second")
+            second_started.set()
+
+    monkeypatch.setattr(atomic, "flush", flush)
+    first = threading.Thread(target=store.commit, args=("a",))
+    first.start()
+    wait_for(lambda: seen == ["first"], "the first flush")
+    store.commit("b")
+    first.join(10)
+    assert seen == ["first", "second"] and store.flushes == 2
 
 
 def test_rewrites_of_many_records_run_under_one_lock(store: Store) -> None:
