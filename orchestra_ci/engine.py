@@ -196,7 +196,7 @@ class Engine:
         self._settle: dict[str, tuple[str, float | None]] = {}
         # The store work of claims and of finishes, each batched per round (see coalesce).
         self._claims = Coalescer(self._claim_all)
-        self._finishes = Coalescer(self._record_finishes)
+        self._finishes = Coalescer(self._record_finishes, yields_to=self._claims)
 
     def _isolate(self) -> None:
         """Worktrees for the tasks, from the ``base`` setting; outside a repository with
@@ -358,9 +358,7 @@ class Engine:
     async def _loop(self) -> None:
         last_refresh = time.monotonic()
         while True:
-            self._fail_blocked()
-            if self.stop_signal is None and not self._past_deadline() and not self._over_cost():
-                self._launch_ready()
+            self._fill_slots()
             self._housekeeping()
             if not self.running:
                 if self.stop_signal is not None:
@@ -423,9 +421,17 @@ class Engine:
             return False
         return not self._waiting_on_others()
 
+    def _fill_slots(self) -> None:
+        """Fail what its dependencies blocked, then claim ready tasks for the free slots,
+        unless the run is stopping."""
+        self._fail_blocked()
+        if self.stop_signal is None and not self._past_deadline() and not self._over_cost():
+            self._launch_ready()
+
     def _launch_ready(self) -> None:
-        """Fill free slots. Each task is claimed in a worker thread (file system work stays
-        off the event loop); a task another runner took meanwhile frees its slot again."""
+        """Fill free slots. The tasks are claimed together in a worker thread (file system
+        work stays off the event loop); a task another runner took meanwhile frees its slot
+        again."""
         while (free := self.settings.parallel - self._slots_used) > 0:
             candidates = self.scheduler.take(self.clock(), free)
             if not candidates:
@@ -433,10 +439,13 @@ class Engine:
             for task_id in candidates:
                 control = Control()
                 self._slots_used += 1
-                future = asyncio.ensure_future(self._task(task_id, control))
+                claim = self._claims.submit(task_id)
+                future = asyncio.ensure_future(self._task(task_id, control, claim))
                 self.running[task_id] = _Running(task_id, control, future)
 
-    async def _task(self, task_id: str, control: Control) -> None:
+    async def _task(
+        self, task_id: str, control: Control, pending: "asyncio.Future[_Claim]"
+    ) -> None:
         released = False
 
         agent: str | None = None  # the agent whose maxConcurrent slot the attempt holds
@@ -451,11 +460,13 @@ class Engine:
                 if agent is not None:
                     self.pool.release(agent)
                     self._offer_waiting(agent)
+                # The next task's claim goes now, ahead of this one's finish (see coalesce).
+                self._fill_slots()
                 self._wake.set()
 
         try:
             try:
-                claim = await self._claims(task_id)
+                claim = await pending
             except Exception as exc:
                 # The record cannot be read or written: the task is over for this run.
                 log.exception("claim failed", task=task_id, error=str(exc))
@@ -468,11 +479,12 @@ class Engine:
                 agent = record["attempts"][-1]["agent"]
                 await self._attempt(record, control, release_slot)
         finally:
-            release_slot()
+            # Off the books first: releasing the slot claims the next tasks, this one maybe.
             self.running.pop(task_id, None)
             settled = self._settle.pop(task_id, None)
             if settled is not None:
                 self.scheduler.finished(task_id, *settled)
+            release_slot()
             self._wake.set()
 
     def _claim_all(self, task_ids: Sequence[str]) -> list["_Claim | Exception"]:

@@ -90,3 +90,35 @@ def test_a_cancelled_waiter_leaves_the_others_their_results() -> None:
         return await kept
 
     assert asyncio.run(main()) == 20
+
+
+def test_a_yielding_coalescer_waits_for_the_batch_in_flight_and_no_more() -> None:
+    gates = [threading.Event(), threading.Event()]  # one per claim batch
+    claimed: list[list[int]] = []
+
+    def claim(items: Sequence[int]) -> list[int | Exception]:
+        claimed.append(list(items))
+        assert gates[len(claimed) - 1].wait(10)
+        return list(items)
+
+    finishes = Recorder()
+
+    async def main() -> None:
+        ahead = Coalescer(claim)
+        behind = Coalescer(finishes, yields_to=ahead)
+        first = ahead.submit(0)
+        while not claimed:  # the first claim batch is running
+            await asyncio.sleep(0.001)
+        finish = behind.submit(2)
+        second = ahead.submit(4)
+        await asyncio.sleep(0.02)
+        assert finishes.batches == []  # it yields while the claim batch is in flight
+        gates[0].set()
+        assert await first == 0
+        # The second claim batch now runs (held at its gate); the finish does not wait for it.
+        assert await asyncio.wait_for(finish, 10) == 20
+        assert claimed == [[0], [4]] and not second.done()
+        gates[1].set()
+        assert await second == 4
+
+    asyncio.run(main())
