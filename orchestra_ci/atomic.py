@@ -1,6 +1,7 @@
 """Crash-safe file writes: unique temp file, fsync, rename, fsync of the directory; and
 :func:`flush`, which makes a batch of them durable at once."""
 
+import itertools
 import json
 import os
 import secrets
@@ -10,9 +11,15 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import Any, cast
 
+# A temp file's name: the writer's pid (see remove_stale_temp_files), then a token made of a
+# random part drawn once per process and a counter (a `load` names thousands: one
+# random draw, a system call, for each was a measurable part of it).
+_TOKEN = secrets.token_hex(4)
+_COUNTER = itertools.count()
+
 
 def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}.{_TOKEN}{next(_COUNTER):x}.tmp")
 
 
 def write_all(fd: int, data: bytes) -> None:
