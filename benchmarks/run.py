@@ -1,6 +1,6 @@
 """orchestra-ci benchmarks: each case side by side in one session, medians and ratios.
 
-    python benchmarks/run.py                      # full run (~6 min), writes benchmarks/RESULTS.md
+    python benchmarks/run.py                      # full run (~8 min), writes benchmarks/RESULTS.md
     python benchmarks/run.py --smoke              # a few seconds, for CI; writes nothing
     python benchmarks/run.py --old-tool CHECKOUT  # also compare agent-orchestrator's `status`
 
