@@ -71,6 +71,7 @@ class Batch:
     artifact_url: str | None = None
     make_artifact: bool = False  # uploaded when the runner gives an artifact service
     restored_from: dict[str, Any] | None = None  # the run whose queue this one carries on
+    queued_agents: set[str] = field(default_factory=set)  # of the tasks left to run
     console: Console = field(default_factory=Console)  # the log's: the status line joins it
 
 
@@ -204,6 +205,7 @@ def queue(batch: Batch) -> None:
     result = enqueue(
         batch.store, batch.sources.specs, batch.agents, complete_sources=batch.sources.complete
     )
+    batch.queued_agents = result.agents
     if result.retired:
         shown = ", ".join(result.retired[:20]) + (" ..." if len(result.retired) > 20 else "")
         count = len(result.retired)
@@ -225,6 +227,7 @@ def retry(batch: Batch) -> None:
     again: list[str] = []
     for task_id in wanted:
         again += retry_tasks(batch.store, None if task_id == "failed" else task_id)
+    batch.queued_agents |= {batch.store.get(task_id)["agent"] for task_id in set(again)}
     log.info("tasks queued again", tasks=sorted(set(again)), asked=wanted)
 
 
@@ -232,7 +235,7 @@ def record_manifest(batch: Batch) -> None:
     """``.orchestra/run.json``: what an exact re-run needs (see :mod:`manifest`)."""
     from orchestra_ci import manifest
 
-    used = {r["agent"] for r in batch.store.all() if r["status"] in ("pending", "running")}
+    used = set(batch.queued_agents)
     used |= {f for name in list(used) if name in batch.agents for f in batch.agents[name].fallback}
     data = manifest.build(
         root=batch.root,

@@ -24,6 +24,9 @@ class LoadResult:
     unchanged: int = 0
     requeued: list[str] = field(default_factory=list)  # finished tasks that run again
     retired: list[str] = field(default_factory=list)  # pending tasks their source dropped
+    # The agents of the tasks left to run (pending or running) once loaded: for run.json,
+    # without a second pass over the queue.
+    agents: set[str] = field(default_factory=set)
 
     def __str__(self) -> str:
         text = f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}"
@@ -227,6 +230,9 @@ def enqueue(
         loaded = {spec.id for spec in specs}
         check_queue(planned.values(), agents, where=where, root=store.root, loaded=loaded)
         result = LoadResult(unchanged=unchanged)
+        result.agents = {
+            r["agent"] for r in planned.values() if r["status"] in ("pending", "running")
+        }
         # Written, then made durable with two flushes for all of them (not two per task).
         added = [record for kind, record in writes if kind == "add"]
         result.added = sum(store.create_many(added)) if added else 0

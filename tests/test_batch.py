@@ -300,6 +300,24 @@ def test_dry_run_writes_nothing(root: Path, capsys: pytest.CaptureFixture[str]) 
     assert set(records(root)) == {"old"}
 
 
+def test_the_manifest_names_the_agents_of_the_tasks_left_to_run(root: Path) -> None:
+    from orchestra_ci import manifest
+
+    store = Store(root).ensure()
+    waiting = new_record("waiting", "fake2", "exit=0")  # queued by an earlier load
+    failed = {**new_record("failed", "claude", "exit=0"), "status": "failed"}
+    done = {**new_record("done", "codex", "exit=0"), "status": "complete"}
+    store.create_many([waiting, failed, done])  # type: ignore[list-item]
+    b = new_batch(root, retry="failed")
+    b.sources.specs = [spec("a")]  # agent fake
+    batch.queue(b)
+    batch.retry(b)
+    batch.record_manifest(b)
+    data = manifest.read(b.store.dir)
+    assert data is not None
+    assert sorted(data["agents"]) == ["claude", "fake", "fake2"]  # not codex: nothing left
+
+
 def test_the_manifest_holds_what_a_re_run_needs(git_repo: Path) -> None:
     from orchestra_ci import manifest
     from tests.conftest import FAKE_AGENT, write_agents
