@@ -512,7 +512,11 @@ class Engine:
                 # Durable before their agents start, flushed outside the lock.
                 self.store.commit(*placed)
         except Exception as exc:
-            for index, claim in enumerate(claims):
+            # Every record this batch wrote may be lost; the claims that wrote nothing
+            # (another runner's task, a busy agent) stand.
+            for index, (task_id, claim) in enumerate(zip(task_ids, claims, strict=True)):
+                if task_id not in placed:
+                    continue
                 if isinstance(claim, _Claim) and claim.claimed:
                     assert claim.record is not None
                     self.pool.release(claim.record["attempts"][-1]["agent"])

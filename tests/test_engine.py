@@ -16,6 +16,7 @@ import pytest
 
 from orchestra_ci.credential_proxy import CredentialProxy
 from orchestra_ci.engine import Engine, RunOutcome
+from orchestra_ci.errors import StoreError
 from orchestra_ci.record import new_record
 from orchestra_ci.redact import Redactor
 from orchestra_ci.settings import load_settings
@@ -65,6 +66,26 @@ def test_the_claims_of_one_round_are_made_together(
     outcome = run_in_process(root, parallel=6)
     assert outcome.report.totals["complete"] == 6
     assert batches == [[f"t{i}" for i in range(6)]]  # one lock, one flush for the round
+
+
+def test_a_failed_claim_flush_fails_only_the_claims_it_wrote_and_frees_their_slots(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_agents(root, {"solo": {**FAKE_AGENT, "maxConcurrent": 1}})
+    store = Store(root).ensure()
+    done = {**new_record("done", "solo", "exit=0"), "status": "complete"}
+    store.create_many([new_record("due", "solo", "exit=0"), done])  # type: ignore[list-item]
+    settings = load_settings(root, isolation="none")
+    engine = Engine(store, agents_for(root, settings), settings, Redactor())
+
+    def disk_gone(*task_ids: str) -> None:
+        raise StoreError("cannot write tasks: [Errno 5] Input/output error")
+
+    monkeypatch.setattr(store, "commit", disk_gone)
+    due, finished = engine._claim_all(["due", "done"])
+    assert isinstance(due, StoreError)  # its claim may not be on disk: it does not run
+    assert not isinstance(finished, Exception) and not finished.claimed  # wrote nothing
+    assert engine.pool.acquire("solo")  # the failed claim gave its agent's slot back
 
 
 def test_a_retry_waits_until_its_failed_attempt_has_cleaned_up(
