@@ -50,9 +50,6 @@ class Coalescer(Generic[Item, Result]):
             loop.call_soon(self._start, loop)
         return future
 
-    async def __call__(self, item: Item) -> Result:
-        return await self.submit(item)
-
     def _start(self, loop: asyncio.AbstractEventLoop, waited: bool = False) -> None:
         ahead = self._yields_to
         if ahead is not None and ahead._busy and not waited:

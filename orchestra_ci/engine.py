@@ -230,8 +230,9 @@ class Engine:
     async def run(self) -> RunOutcome:
         lease = RunnerLease(self.store, self.runner_id)
         loop = asyncio.get_running_loop()
-        # Every slot may have a claim and a finish (or a worktree operation) in a thread at
-        # once: the default executor's few threads would make them queue.
+        # Claims and finishes take a thread a batch at a time (see coalesce), but every slot
+        # may have a worktree operation in one at once: the default executor's few threads
+        # would make them queue.
         loop.set_default_executor(
             concurrent.futures.ThreadPoolExecutor(max_workers=max(8, 2 * self.settings.parallel))
         )
@@ -891,7 +892,7 @@ class Engine:
         """Record the attempt's end (in a worker thread: the durable write waits on the disk);
         the scheduler hears of it when the task's coroutine ends."""
         verdict = ending.verdict
-        record, outcome, status_after, next_at = await self._finishes((task_id, ending))
+        record, outcome, status_after, next_at = await self._finishes.submit((task_id, ending))
         self._seen[task_id] = record.get("updatedAt")
         self._settle[task_id] = (status_after, next_at)
         self._changed(record)

@@ -322,10 +322,12 @@ class Store:
         try:
             for change in changes:
                 try:
-                    staged.append((len(results), self._stage(change)))
-                    results.append(staged[-1][1].record)
+                    item = self._stage(change)
                 except Exception as exc:
                     results.append(exc)
+                    continue
+                staged.append((len(results), item))
+                results.append(item.record)
             if not staged:
                 return results
             self._flush([item.temp for _, item in staged if item.temp is not None])
@@ -403,13 +405,6 @@ class Store:
             return None
         held.callback(os.close, fd)
         return atomic.read_fd(fd)
-
-    @contextlib.contextmanager
-    def rewriting(self, task_id: str) -> Iterator["Rewrite"]:
-        """A read-modify-write of one record holding the queue lock as briefly as it can
-        (see :meth:`rewriting_many`)."""
-        with self.rewriting_many([task_id]) as (rewrite,):
-            yield rewrite
 
     @contextlib.contextmanager
     def rewriting_many(self, task_ids: Sequence[str]) -> Iterator[list["Rewrite"]]:
@@ -530,7 +525,7 @@ class Store:
 
 
 class Rewrite:
-    """One record's read-modify-write under the queue lock (see :meth:`Store.rewriting`)."""
+    """One record's read-modify-write under the queue lock (see :meth:`Store.rewriting_many`)."""
 
     def __init__(
         self,

@@ -28,7 +28,7 @@ def test_items_submitted_together_go_in_one_batch_off_the_loop() -> None:
 
     async def main() -> list[int | BaseException]:
         coalesce = Coalescer(recorder)
-        return await asyncio.gather(*(coalesce(i) for i in range(4)), return_exceptions=True)
+        return await asyncio.gather(*(coalesce.submit(i) for i in range(4)), return_exceptions=True)
 
     results = asyncio.run(main())
     assert recorder.batches == [[0, 1, 2, 3]]
@@ -43,10 +43,10 @@ def test_items_submitted_while_a_batch_runs_wait_for_the_next() -> None:
 
     async def main() -> list[int]:
         coalesce = Coalescer(recorder)
-        first = asyncio.ensure_future(coalesce(0))
+        first = asyncio.ensure_future(coalesce.submit(0))
         while not recorder.batches:  # the first batch is running
             await asyncio.sleep(0.001)
-        later = [asyncio.ensure_future(coalesce(i)) for i in (2, 4, 6)]
+        later = [asyncio.ensure_future(coalesce.submit(i)) for i in (2, 4, 6)]
         await asyncio.sleep(0.01)
         assert recorder.batches == [[0]]  # nothing else starts meanwhile
         recorder.release.set()
@@ -67,9 +67,11 @@ def test_a_batch_that_raises_fails_each_of_its_items_and_the_next_still_runs() -
 
     async def main() -> None:
         coalesce = Coalescer(flaky)
-        failed = await asyncio.gather(coalesce(1), coalesce(11), return_exceptions=True)
+        failed = await asyncio.gather(
+            coalesce.submit(1), coalesce.submit(11), return_exceptions=True
+        )
         assert [str(e) for e in failed] == ["disk gone", "disk gone"]
-        assert await coalesce(3) == 3
+        assert await coalesce.submit(3) == 3
 
     asyncio.run(main())
     assert calls == [[1, 11], [3]]
@@ -81,8 +83,8 @@ def test_a_cancelled_waiter_leaves_the_others_their_results() -> None:
 
     async def main() -> int:
         coalesce = Coalescer(recorder)
-        gone = asyncio.ensure_future(coalesce(0))
-        kept = asyncio.ensure_future(coalesce(2))
+        gone = asyncio.ensure_future(coalesce.submit(0))
+        kept = asyncio.ensure_future(coalesce.submit(2))
         while not recorder.batches:
             await asyncio.sleep(0.001)
         gone.cancel()

@@ -336,7 +336,7 @@ def test_a_rewrite_puts_its_version_under_the_lock_and_frees_the_old_after_it(
     add(store, "t")
     old = store.record_path("t").stat().st_ino
     seen: list[tuple[str, bool, bool]] = []
-    with store.rewriting("t") as rewrite:
+    with store.rewriting_many(["t"]) as (rewrite,):
         record = rewrite.read()
         assert record is not None and queue_lock_is_held(store)
         record["status"] = "running"
@@ -356,9 +356,9 @@ def test_a_rewrite_puts_its_version_under_the_lock_and_frees_the_old_after_it(
 def test_a_rewrite_that_puts_nothing_leaves_the_record_and_no_temp_file(store: Store) -> None:
     add(store, "t")
     before = store.record_path("t").read_bytes()
-    with store.rewriting("t") as rewrite:
+    with store.rewriting_many(["t"]) as (rewrite,):
         assert rewrite.read() is not None
-    with pytest.raises(RuntimeError), store.rewriting("t"):
+    with pytest.raises(RuntimeError), store.rewriting_many(["t"]):
         raise RuntimeError("changed my mind")
     assert store.record_path("t").read_bytes() == before
     assert store.names() == {"t.json"}
@@ -366,7 +366,7 @@ def test_a_rewrite_that_puts_nothing_leaves_the_record_and_no_temp_file(store: S
 
 
 def test_a_rewrite_of_a_removed_record_reads_none(store: Store) -> None:
-    with store.rewriting("ghost") as rewrite:
+    with store.rewriting_many(["ghost"]) as (rewrite,):
         assert rewrite.read() is None
     assert store.names() == set()
 
@@ -374,7 +374,7 @@ def test_a_rewrite_of_a_removed_record_reads_none(store: Store) -> None:
 def test_a_rewrite_quarantines_a_record_it_cannot_use(store: Store) -> None:
     add(store, "t")
     store.record_path("t").write_text("{not json")
-    with store.rewriting("t") as rewrite:
+    with store.rewriting_many(["t"]) as (rewrite,):
         assert rewrite.read() is None
     assert [name for name, _ in store.quarantined()] == ["t.json"]
     assert store.ids() == []
