@@ -268,6 +268,8 @@ class Engine:
                 grace = 0.0 if self.grace_skipped else self.settings.grace
                 await asyncio.to_thread(self.supervisor.stop_adopted, grace)
                 self.supervisor.adopt(False)
+            self.store.free_replaced()
+            self.store.drop_spares()
             lease.release()
         code = self._exit_code()
         final = self.write_report(final=True, exit_code=code)
@@ -495,7 +497,7 @@ class Engine:
         the rest. The lock is held for the decisions and renames, no more: every claim and
         finish of the run waits for it."""
         claims: list[_Claim | Exception] = []
-        with self.store.rewriting_many(task_ids) as rewrites:
+        with self.store.rewriting_many(task_ids, free_later=True) as rewrites:
             for rewrite in rewrites:
                 try:
                     claims.append(self._decide_claim(rewrite.task_id, rewrite))
@@ -670,6 +672,10 @@ class Engine:
                     usage = usage.with_proxy_counts(
                         used.requests, used.input_tokens, used.output_tokens
                     )
+            # Its processes have ended and what they tell of the agent is noted (a rate
+            # limit, the cost so far): the next task needs no more of it than that, not
+            # the collection of this one's changes.
+            release_slot()
             if self.isolation is not None and verdict.outcome not in ("interrupted", "cancelled"):
                 assert base is not None
                 extra.update(await asyncio.to_thread(self._collect, task_id, base.commit))
@@ -687,7 +693,6 @@ class Engine:
                 spent=caps.spent(record["attempts"][:-1]) + (usage.cost_usd or 0.0),
                 max_cost=record.get("maxCostUsd"),
             )
-            release_slot()
             shown = [self.redactor(part) for part in argv]
             await self._finish(
                 task_id,
@@ -923,6 +928,9 @@ class Engine:
         lock acquisition, two flushes): for each, the record, the attempt's outcome, the
         task's status after it and when it may run again."""
         records = self.store.update_many([self._finish_change(*ending) for ending in endings])
+        # Off the claims' path (an agent waits for its claim): what they left to do.
+        self.store.free_replaced()
+        self.store.make_spares(self.settings.parallel)
         results: list[tuple[TaskRecord, str, str, float | None] | Exception] = []
         for record, (_, ending) in zip(records, endings, strict=True):
             if isinstance(record, Exception):

@@ -66,6 +66,10 @@ class Store:
         self._lock_depth = 0
         self._mutex = threading.RLock()
         self.flushes = 0  # made so far
+        # For a runner's claims (see rewriting_many): temp files made ahead, and the
+        # versions claims replaced, still to be freed.
+        self._spares: list[tuple[int, Path]] = []
+        self._replaced: list[contextlib.ExitStack] = []
 
     # -- layout -------------------------------------------------------------------------
 
@@ -407,27 +411,60 @@ class Store:
         return atomic.read_fd(fd)
 
     @contextlib.contextmanager
-    def rewriting_many(self, task_ids: Sequence[str]) -> Iterator[list["Rewrite"]]:
+    def rewriting_many(
+        self, task_ids: Sequence[str], *, free_later: bool = False
+    ) -> Iterator[list["Rewrite"]]:
         """Read-modify-writes of records under one acquisition of the queue lock, held as
         briefly as it can be: the temp file for each new version is created before the lock
-        is taken, the versions they replace are freed after it is released. The block runs
-        under the lock; a :meth:`Rewrite.put` there is atomic, not durable: :meth:`commit`
-        it after."""
+        is taken (or was, by :meth:`make_spares`), the versions they replace are freed after
+        it is released (with ``free_later``: by :meth:`free_replaced`). The block runs under
+        the lock; a :meth:`Rewrite.put` there is atomic, not durable: :meth:`commit` it
+        after.
+
+        A runner's claims are made that way: an agent waits for its claim, and creating a
+        file, or freeing one on a file system mounted with ``discard``, costs about as much
+        as the rest of the claim (0.3 and 0.4 ms measured on ext4)."""
         held = contextlib.ExitStack()  # entered with the lock, closed after it
         rewrites: list[Rewrite] = []
         try:
             for task_id in task_ids:
                 path = self.record_path(task_id)
                 try:
-                    fd, temp = atomic.open_temp(path)
+                    fd, temp = self._spares.pop() if self._spares else atomic.open_temp(path)
                 except OSError as exc:
                     raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
                 rewrites.append(Rewrite(self, task_id, path, fd, temp, held))
-            with held, self.locked():
-                yield rewrites
+            try:
+                with self.locked():
+                    yield rewrites
+            finally:
+                if free_later:
+                    self._replaced.append(held)
+                else:
+                    held.close()
         finally:
             for rewrite in rewrites:
                 rewrite.close()
+
+    def make_spares(self, count: int) -> None:
+        """Have ``count`` empty temp files ready in ``tasks/`` for the next rewrites."""
+        while len(self._spares) < count:
+            try:
+                self._spares.append(atomic.open_temp(self.tasks_dir / "spare"))
+            except OSError:
+                return  # the rewrite will try (and report) it itself
+
+    def free_replaced(self) -> None:
+        """Free the versions that rewrites with ``free_later`` replaced."""
+        while self._replaced:
+            self._replaced.pop().close()
+
+    def drop_spares(self) -> None:
+        """Remove the temp files :meth:`make_spares` made that were not used."""
+        while self._spares:
+            fd, temp = self._spares.pop()
+            os.close(fd)
+            temp.unlink(missing_ok=True)
 
     def files_of(self, task_id: str) -> list[Path]:
         """Every file that belongs to a task (its record last), present or not."""

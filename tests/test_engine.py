@@ -48,6 +48,7 @@ def test_in_process_run_retries_and_completes(root: Path) -> None:
     assert outcome.exit_code == 0
     assert outcome.report.totals["complete"] == 2
     assert records(root)["flaky"]["retryCount"] == 1
+    assert not [n for n in store.names() if n.endswith(".tmp")]  # spare temp files too
 
 
 def test_the_claims_of_one_round_are_made_together(
@@ -115,6 +116,35 @@ def test_a_retry_waits_until_its_failed_attempt_has_cleaned_up(
         "success",
     ]
     assert outcome.exit_code == 0
+
+
+def test_the_next_task_starts_while_the_last_ones_changes_are_collected(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One slot: the second task's agent can start only once the first has given it up.
+    # The first task's collection (git add, diff, patch) waits for the second agent.
+    (git_repo / ".orchestra").mkdir()
+    write_agents(git_repo, {"fake": FAKE_AGENT})
+    store = Store(git_repo).ensure()
+    store.create(new_record("first", "fake", "write=a.txt", priority=1))
+    store.create(new_record("second", "fake", "write=b.txt"))
+    overlapped = threading.Event()
+    collect = Engine._collect
+
+    def waiting_collect(self: Engine, task_id: str, base: str) -> dict[str, object]:
+        if task_id == "first":
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and store.read_pid("second") is None:
+                time.sleep(0.01)
+            if store.read_pid("second") is not None:
+                overlapped.set()
+        return collect(self, task_id, base)
+
+    monkeypatch.setattr(Engine, "_collect", waiting_collect)
+    outcome = run_in_process(git_repo, isolation="worktree", parallel=1)
+    assert overlapped.is_set()
+    assert outcome.report.totals["complete"] == 2
+    assert records(git_repo)["first"]["changedFiles"] == ["a.txt"]
 
 
 def test_a_retry_time_in_naive_local_time_is_honoured(root: Path, tokyo: None) -> None:

@@ -353,6 +353,50 @@ def test_a_rewrite_puts_its_version_under_the_lock_and_frees_the_old_after_it(
     assert store.get("t")["updatedAt"] >= record["createdAt"]
 
 
+def test_with_free_later_the_replaced_version_is_freed_by_free_replaced(store: Store) -> None:
+    add(store, "t")
+    freed: list[bool] = []
+    with store.rewriting_many(["t"], free_later=True) as (rewrite,):
+        record = rewrite.read()
+        assert record is not None
+        rewrite.put({**record, "status": "running"})
+        rewrite.held.callback(lambda: freed.append(True))
+    assert freed == [] and store.get("t")["status"] == "running"
+    store.free_replaced()
+    assert freed == [True]
+    store.free_replaced()  # nothing left: a no-op
+    assert freed == [True]
+    assert store.names() == {"t.json"}
+
+
+def test_rewrites_use_the_spare_temp_files_and_the_rest_are_dropped(store: Store) -> None:
+    add(store, "a")
+    add(store, "b")
+    store.make_spares(3)
+    spares = store.names() - {"a.json", "b.json"}
+    assert len(spares) == 3 and all(n.startswith(".spare.") for n in spares)
+    assert store.ids() == ["a", "b"]  # spares are no records
+    with store.rewriting_many(["a", "b"]) as rewrites:
+        for rewrite in rewrites:
+            record = rewrite.read()
+            assert record is not None
+            rewrite.put({**record, "status": "running"})
+    assert [store.get(t)["status"] for t in ("a", "b")] == ["running", "running"]
+    assert len(store.names() - {"a.json", "b.json"}) == 1  # two spares became the records
+    store.make_spares(2)
+    assert len(store.names() - {"a.json", "b.json"}) == 2
+    store.drop_spares()
+    assert store.names() == {"a.json", "b.json"}
+
+
+def test_spares_of_a_runner_that_died_are_removed_as_stale(store: Store) -> None:
+    add(store, "t")
+    # No process has that pid (above the kernel's pid_max).
+    (store.tasks_dir / ".spare.999999999.0a1b2c3d0.tmp").write_bytes(b"")
+    assert store.remove_stale_temp_files() == 1
+    assert store.names() == {"t.json"}
+
+
 def test_a_rewrite_that_puts_nothing_leaves_the_record_and_no_temp_file(store: Store) -> None:
     add(store, "t")
     before = store.record_path("t").read_bytes()
