@@ -2,9 +2,9 @@
 
 :func:`run_batch` runs them in order over one :class:`Batch`: :func:`restore` (the previous
 run's queue), :func:`load` (the sources),
-:func:`shard`, :func:`queue`, :func:`retry`, :func:`record_manifest`, :func:`announce`,
-:func:`run`, :func:`pull_requests`, :func:`publish`, :func:`outputs_and_summary` and
-:func:`close_issues`. Each step reads what
+:func:`shard`, :func:`queue`, :func:`retry`, :func:`announce`, :func:`run` (which has
+:func:`record_manifest` done once the first agents run), :func:`pull_requests`,
+:func:`publish`, :func:`outputs_and_summary` and :func:`close_issues`. Each step reads what
 the earlier ones left in the batch and can be run alone; :func:`merge_run` reuses the last
 two for the merge job of a sharded run.
 """
@@ -292,6 +292,8 @@ def run(batch: Batch, *, daemon: bool = False) -> None:
                 shard=batch.settings.shard,
                 started=STARTED,
                 proxy=proxy,
+                # Written while the first agents run: it asks the agent CLIs their versions.
+                on_started=lambda: record_manifest(batch),
             )
             outcome = asyncio.run(engine.run())
     finally:
@@ -511,7 +513,6 @@ def run_batch(
         return dry_run(batch)
     queue(batch)
     retry(batch)
-    record_manifest(batch)
     announce(batch)
     run(batch, daemon=daemon)
     pull_requests(batch)

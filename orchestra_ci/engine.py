@@ -74,8 +74,7 @@ from orchestra_ci.worktrees import (
     Dependency,
     Isolation,
     WorktreeError,
-    find_repo,
-    no_repo_reason,
+    locate_repo,
 )
 
 log = structlog.get_logger("orchestra_ci")
@@ -99,6 +98,7 @@ class _Running:
     task_id: str
     control: Control
     future: "asyncio.Future[None]"
+    launching: bool = True  # claimed or being claimed, its agent not started yet
 
 
 @dataclass
@@ -158,6 +158,9 @@ class Engine:
     runner_id: str = field(default_factory=lambda: f"r{os.getpid()}-{secrets.token_hex(4)}")
     clock: Callable[[], float] = time.time  # the wall clock records and retry delays use
     proxy: CredentialProxy | None = None  # holds the provider keys; agents go through it
+    # Called once, in a worker thread, when the first agents run (or none could start):
+    # start-up work they need not wait for. The run ends after it.
+    on_started: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         self.scheduler = Scheduler()
@@ -197,14 +200,16 @@ class Engine:
         # The store work of claims and of finishes, each batched per round (see coalesce).
         self._claims = Coalescer(self._claim_all)
         self._finishes = Coalescer(self._record_finishes, yields_to=self._claims)
+        self._launching = 0  # tasks of self.running with launching set
+        self._started_work: asyncio.Future[None] | None = None  # on_started, once begun
 
     def _isolate(self) -> None:
         """Worktrees for the tasks, from the ``base`` setting; outside a repository with
         a commit, one notice (an error with ``isolation: worktree``) and the root."""
         root = self.store.root
-        repo_top = find_repo(root)
-        if repo_top is None:
-            reason = no_repo_reason(root)
+        repo_top = locate_repo(root)
+        if not isinstance(repo_top, Path):
+            reason = repo_top
             if self.settings.isolation == "worktree":
                 raise UsageError(
                     f"isolation 'worktree' needs a git repository with a commit at {root}: {reason}"
@@ -261,6 +266,10 @@ class Engine:
                     *(r.future for r in self.running.values()), return_exceptions=True
                 )
                 raise
+            finally:
+                self._agents_started()
+                if self._started_work is not None:
+                    await self._started_work
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
@@ -431,6 +440,27 @@ class Engine:
         if self.stop_signal is None and not self._past_deadline() and not self._over_cost():
             self._launch_ready()
 
+    def _agents_started(self) -> None:
+        """Begin :attr:`on_started` once no task waits for its agent to start."""
+        if self.on_started is None or self._started_work is not None or self._launching:
+            return
+        hook = self.on_started
+
+        def guarded() -> None:
+            try:
+                hook()
+            except Exception as exc:  # its work is the run's record, not the run itself
+                log.exception("start-up work failed", error=str(exc))
+
+        self._started_work = asyncio.get_running_loop().run_in_executor(None, guarded)
+
+    def _launched(self, running: _Running | None) -> None:
+        """``running``'s agent started, or the task ended without one."""
+        if running is not None and running.launching:
+            running.launching = False
+            self._launching -= 1
+            self._agents_started()
+
     def _launch_ready(self) -> None:
         """Fill free slots. The tasks are claimed together in a worker thread (file system
         work stays off the event loop); a task another runner took meanwhile frees its slot
@@ -445,6 +475,7 @@ class Engine:
                 claim = self._claims.submit(task_id)
                 future = asyncio.ensure_future(self._task(task_id, control, claim))
                 self.running[task_id] = _Running(task_id, control, future)
+                self._launching += 1
 
     async def _task(
         self, task_id: str, control: Control, pending: "asyncio.Future[_Claim]"
@@ -483,7 +514,7 @@ class Engine:
                 await self._attempt(record, control, release_slot)
         finally:
             # Off the books first: releasing the slot claims the next tasks, this one maybe.
-            self.running.pop(task_id, None)
+            self._launched(self.running.pop(task_id, None))
             settled = self._settle.pop(task_id, None)
             if settled is not None:
                 self.scheduler.finished(task_id, *settled)
@@ -821,9 +852,12 @@ class Engine:
             stdin=stdin,
             stall_timeout=stall_timeout,
         )
-        return await run_attempt(
-            launch, control, lambda pid: self.store.write_pid(task_id, pid), self.supervisor
-        )
+
+        def started(pid: int) -> None:
+            self.store.write_pid(task_id, pid)
+            self._launched(self.running.get(task_id))
+
+        return await run_attempt(launch, control, started, self.supervisor)
 
     async def _verify(
         self,

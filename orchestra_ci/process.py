@@ -422,18 +422,25 @@ def _tree_mtime(top: Path) -> int:
 
 async def _stalled(log: "_LogPump", workdir: Path, limit: float) -> None:
     """Return once the agent has printed nothing and changed no file in ``workdir`` for
-    ``limit`` seconds (a hung CLI, or one waiting on a prompt nobody will answer)."""
+    ``limit`` seconds (a hung CLI, or one waiting on a prompt nobody will answer).
+
+    The first look at the files is one step in, not at the start (where it would hold up
+    the agents starting beside this one): a file newer than the start is a change then. An
+    agent done within a step costs no look at all."""
     step = min(max(1.0, limit / 20), limit)
-    files = await asyncio.to_thread(_tree_mtime, workdir)
+    # File times are wall-clock times from the kernel's coarse clock: a second's margin.
+    started = time.time_ns() - 1_000_000_000
+    newest: int | None = None  # the newest file time at the last look
     changed = time.monotonic()
     while True:
         quiet = time.monotonic() - max(log.last_output, changed)
         if quiet >= limit:
             return
         await asyncio.sleep(min(step, limit - quiet))
-        now_files = await asyncio.to_thread(_tree_mtime, workdir)
-        if now_files != files:
-            files, changed = now_files, time.monotonic()
+        now_newest = await asyncio.to_thread(_tree_mtime, workdir)
+        if now_newest > started if newest is None else now_newest != newest:
+            changed = time.monotonic()
+        newest = now_newest
 
 
 async def run_attempt(

@@ -255,10 +255,16 @@ def find_repo(root: Path) -> Path | None:
     A repository git refuses to open (owned by another user, not in ``safe.directory``)
     raises instead: silently running without isolation would surprise more.
     """
+    found = locate_repo(root)
+    return found if isinstance(found, Path) else None
+
+
+def locate_repo(root: Path) -> Path | str:
+    """:func:`find_repo`'s top-level, or, where it finds none, why, in a few words."""
     try:
         proc = _git_once(Path(root), ["rev-parse", "--show-toplevel"], ok=(0, 1, 128, 129))
     except _GitMissing:
-        return None
+        return "git is not installed"
     if proc.returncode != 0:
         detail = _one_line(proc.stderr)
         if "dubious ownership" in detail:
@@ -266,23 +272,12 @@ def find_repo(root: Path) -> Path | None:
                 f"git refuses the repository at {root}: {detail} "
                 "(add it with git config --global --add safe.directory PATH)"
             )
-        return None
+        return "it is not in a git repository"
     top = os.fsdecode(proc.stdout).rstrip("\n")
     if not top:
-        return None
-    head = _git_once(Path(top), ["rev-parse", "--verify", "-q", "HEAD^{commit}"], ok=(0, 1, 128))
-    return Path(top) if head.returncode == 0 else None
-
-
-def no_repo_reason(root: Path) -> str:
-    """Why :func:`find_repo` found no repository at ``root``, in a few words."""
-    try:
-        proc = _git_once(Path(root), ["rev-parse", "--show-toplevel"], ok=(0, 1, 128, 129))
-    except _GitMissing:
-        return "git is not installed"
-    if proc.returncode != 0 or not proc.stdout.strip():
         return "it is not in a git repository"
-    return "its git repository has no commits yet"
+    head = _git_once(Path(top), ["rev-parse", "--verify", "-q", "HEAD^{commit}"], ok=(0, 1, 128))
+    return Path(top) if head.returncode == 0 else "its git repository has no commits yet"
 
 
 def branch_name(task_id: str) -> str:

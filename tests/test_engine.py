@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestra_ci import process
 from orchestra_ci.credential_proxy import CredentialProxy
 from orchestra_ci.engine import Engine, RunOutcome
 from orchestra_ci.errors import StoreError
@@ -145,6 +146,52 @@ def test_the_next_task_starts_while_the_last_ones_changes_are_collected(
     assert overlapped.is_set()
     assert outcome.report.totals["complete"] == 2
     assert records(git_repo)["first"]["changedFiles"] == ["a.txt"]
+
+
+def test_the_start_up_hook_runs_once_after_the_first_agents_have_started(root: Path) -> None:
+    store = Store(root).ensure()
+    store.create_many([new_record(f"t{i}", "fake", "sleep=0.3") for i in range(3)])
+    seen: list[list[bool]] = []
+
+    def hook() -> None:
+        seen.append([store.read_pid(f"t{i}") is not None for i in range(3)])
+
+    settings = load_settings(root, isolation="none", parallel=2)
+    engine = Engine(Store(root), agents_for(root, settings), settings, Redactor(), on_started=hook)
+    outcome = asyncio.run(engine.run())
+    assert outcome.report.totals["complete"] == 3
+    assert seen == [[True, True, False]]  # both slots' agents were running; once only
+
+
+def test_the_start_up_hook_runs_when_no_agent_could_start(root: Path) -> None:
+    store = Store(root).ensure()
+    store.create(new_record("lost", "no-such-agent", "exit=0"))
+    calls: list[str] = []
+    settings = load_settings(root, isolation="none")
+    engine = Engine(
+        store,
+        agents_for(root, settings),
+        settings,
+        Redactor(),
+        on_started=lambda: calls.append("x"),
+    )
+    outcome = asyncio.run(engine.run())
+    assert outcome.report.totals["failed"] == 1
+    assert calls == ["x"]
+
+
+def test_a_failing_start_up_hook_does_not_fail_the_run(root: Path) -> None:
+    Store(root).ensure().create(new_record("t", "fake", "exit=0"))
+
+    def broken() -> None:
+        raise RuntimeError("disk gone")
+
+    settings = load_settings(root, isolation="none")
+    engine = Engine(
+        Store(root), agents_for(root, settings), settings, Redactor(), on_started=broken
+    )
+    outcome = asyncio.run(engine.run())
+    assert outcome.exit_code == 0 and outcome.report.totals["complete"] == 1
 
 
 def test_a_retry_time_in_naive_local_time_is_honoured(root: Path, tokyo: None) -> None:
@@ -630,6 +677,23 @@ def test_a_silent_agent_is_stopped_as_stalled_and_a_busy_one_is_not(root: Path) 
     assert tasks["printing"]["status"] == "complete"
     assert tasks["writing"]["status"] == "complete"
     assert outcome.exit_code == 1
+
+
+def test_an_agent_done_within_the_stall_watchs_first_step_costs_no_look_at_its_files(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looks: list[Path] = []
+    tree_mtime = process._tree_mtime
+
+    def counted(top: Path) -> int:
+        looks.append(top)
+        return tree_mtime(top)
+
+    monkeypatch.setattr(process, "_tree_mtime", counted)
+    Store(root).ensure().create(new_record("quick", "fake", "exit=0"))
+    outcome = run_in_process(root, stall_timeout="600s")  # first look 30 s in
+    assert outcome.exit_code == 0
+    assert looks == []
 
 
 def test_a_stalled_attempt_is_retried(root: Path) -> None:

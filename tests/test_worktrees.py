@@ -20,6 +20,7 @@ from orchestra_ci.worktrees import (
     WorktreeError,
     branch_name,
     find_repo,
+    locate_repo,
 )
 
 AGENT_IDENTITY = ["-c", "user.name=Agent", "-c", "user.email=agent@example.com"]
@@ -102,6 +103,7 @@ def test_find_repo_outside_a_repository_and_missing_directory(git_repo: Path) ->
     plain = git_repo.parent / "plain"
     plain.mkdir()
     assert find_repo(plain) is None
+    assert locate_repo(plain) == "it is not in a git repository"
     assert find_repo(git_repo.parent / "does-not-exist") is None
     assert find_repo(git_repo / ".git") is None
 
@@ -110,11 +112,13 @@ def test_find_repo_empty_repository(git_repo: Path) -> None:
     empty = git_repo.parent / "empty"
     git(git_repo.parent, "init", "-q", str(empty))
     assert find_repo(empty) is None
+    assert locate_repo(empty) == "its git repository has no commits yet"
 
 
 def test_find_repo_without_git_binary(git_repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(git_repo.parent / "no-bin"))
     assert find_repo(git_repo) is None
+    assert locate_repo(git_repo) == "git is not installed"
 
 
 # -- Isolation basics -----------------------------------------------------------------------
