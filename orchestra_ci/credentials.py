@@ -2,7 +2,7 @@
 
 :func:`kept_from_agents` wraps one engine run: it makes this process unreadable to its
 agents, holds back the git token actions/checkout persisted (``git_credentials``), and, with
-``credential_proxy`` on, starts the :class:`~orchestra_ci.credential_proxy.CredentialProxy`
+``credential_proxy`` on, starts the :class:`~orchestra_ci.proxy_server.CredentialProxy`
 that holds the provider keys, for the engine to route agents through. Which variables each
 agent gets is decided by ``agent_env``.
 """
@@ -10,12 +10,16 @@ agent gets is decided by ``agent_env``.
 import contextlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
-from orchestra_ci.credential_proxy import CredentialProxy, proxy_config
+from orchestra_ci.credential_proxy import proxy_config
 from orchestra_ci.git_credentials import held_back
 from orchestra_ci.settings import Settings
+
+if TYPE_CHECKING:  # imported only when a proxy starts
+    from orchestra_ci.proxy_server import CredentialProxy
 
 log = structlog.get_logger("orchestra_ci")
 
@@ -41,7 +45,7 @@ def hide_memory() -> bool:
 @contextlib.contextmanager
 def kept_from_agents(
     root: Path, settings: Settings, environ: Mapping[str, str]
-) -> Iterator[CredentialProxy | None]:
+) -> Iterator["CredentialProxy | None"]:
     """For one run of the queue at ``root``: yields the started credential proxy, or None
     when ``credential_proxy`` is off or ``environ`` holds no provider key. Raises
     :class:`~orchestra_ci.credential_proxy.ProxyConfigError` for a key or base URL the
@@ -52,6 +56,8 @@ def kept_from_agents(
     with held_back(root), contextlib.ExitStack() as stack:
         proxy = None
         if config is not None and config.credentials:
+            from orchestra_ci.proxy_server import CredentialProxy
+
             proxy = stack.enter_context(CredentialProxy(config.credentials))
             log.info("credential proxy started", providers=sorted(config.credentials))
         yield proxy

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -39,7 +39,6 @@ from orchestra_ci.coalesce import Coalescer
 from orchestra_ci.credential_proxy import (
     FATAL_PATTERNS,
     UNAVAILABLE_PATTERNS,
-    CredentialProxy,
     ProxyUsage,
     Route,
 )
@@ -76,6 +75,9 @@ from orchestra_ci.worktrees import (
     WorktreeError,
     locate_repo,
 )
+
+if TYPE_CHECKING:  # a run holding no keys does without the server
+    from orchestra_ci.proxy_server import CredentialProxy
 
 log = structlog.get_logger("orchestra_ci")
 
@@ -132,7 +134,7 @@ class _Access:
     """One attempt's way through the credential proxy: its route, the agent's proxy
     arguments and variables, and the task's usage before the attempt."""
 
-    proxy: CredentialProxy
+    proxy: "CredentialProxy"
     route: Route
     args: list[str]
     env: dict[str, str] = field(repr=False)
@@ -157,7 +159,7 @@ class Engine:
     started: float | None = None  # time.monotonic() when the run began (default: now)
     runner_id: str = field(default_factory=lambda: f"r{os.getpid()}-{secrets.token_hex(4)}")
     clock: Callable[[], float] = time.time  # the wall clock records and retry delays use
-    proxy: CredentialProxy | None = None  # holds the provider keys; agents go through it
+    proxy: "CredentialProxy | None" = None  # holds the provider keys; agents go through it
     # Called once, in a worker thread, when the first agents run (or none could start):
     # start-up work they need not wait for. The run ends after it.
     on_started: Callable[[], None] | None = None

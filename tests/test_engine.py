@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from orchestra_ci import process
-from orchestra_ci.credential_proxy import CredentialProxy
 from orchestra_ci.engine import Engine, RunOutcome
 from orchestra_ci.errors import StoreError
+from orchestra_ci.proxy_server import CredentialProxy
 from orchestra_ci.record import new_record
 from orchestra_ci.redact import Redactor
 from orchestra_ci.settings import load_settings

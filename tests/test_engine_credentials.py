@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from orchestra_ci.agent_env import NEVER_PASSED
-from orchestra_ci.credential_proxy import KEY_VARIABLES, CredentialProxy, proxy_config
+from orchestra_ci.credential_proxy import KEY_VARIABLES, proxy_config
+from orchestra_ci.proxy_server import CredentialProxy
 from orchestra_ci.record import new_record
 from orchestra_ci.store import Store
 from tests.conftest import records, wait_for, write_agents
