@@ -274,12 +274,13 @@ def run(batch: Batch, *, daemon: bool = False) -> None:
     """Run the queue until it drains, the time budget ends or a signal stops it."""
     from orchestra_ci.credentials import kept_from_agents
     from orchestra_ci.engine import Engine
+    from orchestra_ci.worktrees import remembered_repos
 
     console = batch.console
     try:
         # The provider keys (behind the proxy) and the checkout's token stay out of the
         # agents' reach for exactly as long as agents run.
-        with kept_from_agents(batch.root, batch.settings, batch.env) as proxy:
+        with remembered_repos(), kept_from_agents(batch.root, batch.settings, batch.env) as proxy:
             engine = Engine(
                 batch.store,
                 batch.agents,

@@ -20,6 +20,7 @@ user's IDE, a ``git gc``) is waited out with a short tenacity retry instead of f
 """
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import os
@@ -259,8 +260,36 @@ def find_repo(root: Path) -> Path | None:
     return found if isinstance(found, Path) else None
 
 
+# What locate_repo found per directory, inside a `remembered_repos` block (else None).
+_remembered: contextvars.ContextVar[dict[Path, Path | str] | None] = contextvars.ContextVar(
+    "remembered_repos", default=None
+)
+
+
+@contextlib.contextmanager
+def remembered_repos() -> Iterator[None]:
+    """Inside the block, :func:`locate_repo` asks git once per directory: a run's start-up
+    looks its repository up for the credentials it holds back and for the worktrees, and
+    each look is one or two ``git`` processes. What git refuses is asked again."""
+    token = _remembered.set({})
+    try:
+        yield
+    finally:
+        _remembered.reset(token)
+
+
 def locate_repo(root: Path) -> Path | str:
     """:func:`find_repo`'s top-level, or, where it finds none, why, in a few words."""
+    known = _remembered.get()
+    if known is None:
+        return _locate_repo(root)
+    key = Path(root).resolve()
+    if key not in known:
+        known[key] = _locate_repo(root)
+    return known[key]
+
+
+def _locate_repo(root: Path) -> Path | str:
     try:
         proc = _git_once(Path(root), ["rev-parse", "--show-toplevel"], ok=(0, 1, 128, 129))
     except _GitMissing:

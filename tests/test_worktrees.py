@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestra_ci import worktrees
 from orchestra_ci.errors import OrchestraError
 from orchestra_ci.report import overlaps
 from orchestra_ci.worktrees import (
@@ -21,6 +22,7 @@ from orchestra_ci.worktrees import (
     branch_name,
     find_repo,
     locate_repo,
+    remembered_repos,
 )
 
 AGENT_IDENTITY = ["-c", "user.name=Agent", "-c", "user.email=agent@example.com"]
@@ -119,6 +121,27 @@ def test_find_repo_without_git_binary(git_repo: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("PATH", str(git_repo.parent / "no-bin"))
     assert find_repo(git_repo) is None
     assert locate_repo(git_repo) == "git is not installed"
+
+
+def test_inside_remembered_repos_a_directory_is_looked_up_once(
+    git_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[list[str]] = []
+    git_once = worktrees._git_once
+
+    def counted(cwd: Path, args: list[str], *rest: object, **kw: object) -> object:
+        calls.append(list(args))
+        return git_once(cwd, args, *rest, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worktrees, "_git_once", counted)
+    plain = git_repo.parent / "plain"
+    plain.mkdir()
+    with remembered_repos():
+        assert find_repo(git_repo) == find_repo(git_repo / ".") == git_repo.resolve()
+        assert locate_repo(plain) == locate_repo(plain) == "it is not in a git repository"
+    assert len(calls) == 3  # top-level and HEAD of the repository, top-level of plain
+    assert find_repo(git_repo) == git_repo.resolve()  # outside the block: asked again
+    assert len(calls) == 5
 
 
 # -- Isolation basics -----------------------------------------------------------------------
