@@ -151,6 +151,19 @@ def test_bad_input_is_one_error_line_and_exit_2(
     assert records(root) == {}
 
 
+def test_issue_label_with_an_empty_token_is_one_error_line_and_exit_2(
+    root: Path, tmp_path: Path, fake_github: FakeGitHub, repo_with_issues: Any
+) -> None:
+    env = runner_env(root, fake_github, tmp_path)
+    env["INPUT_GITHUB_TOKEN"] = ""
+    result = run_action(env)
+    assert result.returncode == 2
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("orchestra-ci: error: "), lines
+    assert "token" in lines[0]
+    assert records(root) == {}
+
+
 def test_github_faults_do_not_abort_the_batch(
     root: Path, tmp_path: Path, fake_github: FakeGitHub, repo_with_issues: Any
 ) -> None:
