@@ -202,7 +202,6 @@ class Engine:
         # The store work of claims and of finishes, each batched per round (see coalesce).
         self._claims = Coalescer(self._claim_all)
         self._finishes = Coalescer(self._record_finishes, yields_to=self._claims)
-        self._launching = 0  # tasks of self.running with launching set
         self._started_work: asyncio.Future[None] | None = None  # on_started, once begun
 
     def _isolate(self) -> None:
@@ -444,7 +443,9 @@ class Engine:
 
     def _agents_started(self) -> None:
         """Begin :attr:`on_started` once no task waits for its agent to start."""
-        if self.on_started is None or self._started_work is not None or self._launching:
+        if self.on_started is None or self._started_work is not None:
+            return
+        if any(running.launching for running in self.running.values()):
             return
         hook = self.on_started
 
@@ -460,7 +461,6 @@ class Engine:
         """``running``'s agent started, or the task ended without one."""
         if running is not None and running.launching:
             running.launching = False
-            self._launching -= 1
             self._agents_started()
 
     def _launch_ready(self) -> None:
@@ -477,7 +477,6 @@ class Engine:
                 claim = self._claims.submit(task_id)
                 future = asyncio.ensure_future(self._task(task_id, control, claim))
                 self.running[task_id] = _Running(task_id, control, future)
-                self._launching += 1
 
     async def _task(
         self, task_id: str, control: Control, pending: "asyncio.Future[_Claim]"
