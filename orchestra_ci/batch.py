@@ -27,7 +27,6 @@ from orchestra_ci.errors import OrchestraError, UsageError
 from orchestra_ci.loading import check_queue, enqueue
 from orchestra_ci.record import Status, TaskRecord, new_record
 from orchestra_ci.redact import Redactor
-from orchestra_ci.report import RunReport, TaskReport
 from orchestra_ci.settings import Settings, split_list
 from orchestra_ci.sources import (
     GitHubContext,
@@ -44,6 +43,7 @@ from orchestra_ci.store import Store
 if TYPE_CHECKING:
     from orchestra_ci.comments import IssueReporter, Links
     from orchestra_ci.merge import MergedReport
+    from orchestra_ci.report import RunReport, TaskReport
 
 log = structlog.get_logger("orchestra_ci")
 
@@ -65,7 +65,7 @@ class Batch:
     sources: Sources = field(default_factory=Sources)
     only: frozenset[str] | None = None  # this shard's tasks; None: every task
     reporter: "IssueReporter | None" = None  # issue status comments, when they are on
-    report: RunReport | None = None
+    report: "RunReport | None" = None
     exit_code: int = 0
     artifact_id: int | None = None
     artifact_url: str | None = None
@@ -414,7 +414,7 @@ def close_issues(batch: Batch) -> None:
 
 
 def write_report(
-    report: RunReport,
+    report: "RunReport",
     store: Store,
     settings: Settings,
     env: Mapping[str, str],
@@ -461,7 +461,7 @@ def _not_written(what: str, exc: OSError) -> None:
     print(workflow.command("warning", message, title="orchestra-ci"))
 
 
-def finished_issue_tasks(tasks: Iterable[TaskReport]) -> list[TaskReport]:
+def finished_issue_tasks(tasks: "Iterable[TaskReport]") -> "list[TaskReport]":
     return [t for t in tasks if t.issue_number is not None and t.status in ("complete", "failed")]
 
 
@@ -469,7 +469,7 @@ def finish_issues(
     reporter: "IssueReporter",
     ctx: GitHubContext,
     settings: Settings,
-    tasks: Iterable[TaskReport],
+    tasks: "Iterable[TaskReport]",
 ) -> None:
     """Wait for the last comments, then move each finished issue's labels: the result
     label goes on once its comment is final."""
@@ -535,7 +535,7 @@ def shown_path(path: Path) -> str:
         return str(path)
 
 
-def rebuilt_report(store: Store, previous: RunReport) -> RunReport:
+def rebuilt_report(store: Store, previous: "RunReport") -> "RunReport":
     """The final report rebuilt from the records (after PR links were added)."""
     from orchestra_ci import report as report_module
 
@@ -605,7 +605,7 @@ def plan(root: Path, settings: Settings, shards: int, env: Mapping[str, str]) ->
     return result
 
 
-def _print_groups(store: Store, report: RunReport, redactor: Redactor) -> None:
+def _print_groups(store: Store, report: "RunReport", redactor: Redactor) -> None:
     """A log group per task (tail of its log) and an error annotation per failed task."""
     for task in report.tasks:
         if task.attempts:
@@ -707,7 +707,7 @@ def _close_merged_issues(
     finish_issues(reporter, ctx, settings, merged.tasks)
 
 
-def record_from_report(task: TaskReport) -> TaskRecord:
+def record_from_report(task: "TaskReport") -> TaskRecord:
     """Enough of a task record, rebuilt from a report entry, to render its comment."""
     return {
         "taskId": task.id,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from orchestra_ci import atomic, caps, quota, report, transitions
+from orchestra_ci import atomic, caps, quota, transitions
 from orchestra_ci.agent_env import Place, agent_environment, passed_environment
 from orchestra_ci.agent_pool import AgentPool
 from orchestra_ci.agents import (
@@ -76,7 +76,10 @@ from orchestra_ci.worktrees import (
     locate_repo,
 )
 
-if TYPE_CHECKING:  # a run holding no keys does without the server
+if TYPE_CHECKING:
+    # A run holding no keys does without the server; the report is first needed after
+    # the first agents have started, so its import overlaps their work.
+    from orchestra_ci import report
     from orchestra_ci.proxy_server import CredentialProxy
 
 log = structlog.get_logger("orchestra_ci")
@@ -92,7 +95,7 @@ _WAITING = "waiting for its agent"
 @dataclass
 class RunOutcome:
     exit_code: int
-    report: report.RunReport
+    report: "report.RunReport"
 
 
 @dataclass
@@ -1126,7 +1129,7 @@ class Engine:
             f"{counts['pending']} pending · {counts['failed']} failed · {elapsed}"
         )
 
-    def write_report(self, final: bool = False, exit_code: int | None = None) -> report.RunReport:
+    def write_report(self, final: bool = False, exit_code: int | None = None) -> "report.RunReport":
         stopped_by = (
             signal.Signals(self.stop_signal).name
             if self.stop_signal is not None
@@ -1136,6 +1139,8 @@ class Engine:
             if self._over_cost()
             else None
         )
+        from orchestra_ci import report
+
         # Read from disk one record at a time: the report reflects other runners' work too,
         # and no copy of the whole queue is kept in memory.
         built = report.build(

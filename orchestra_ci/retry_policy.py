@@ -5,11 +5,12 @@ The runner never blocks a worker on a backoff: a task that should be retried goe
 """
 
 from dataclasses import dataclass
-from typing import Literal
-
-import tenacity
+from typing import TYPE_CHECKING, Literal
 
 from orchestra_ci.record import Outcome
+
+if TYPE_CHECKING:
+    import tenacity
 
 RETRYABLE: frozenset[Outcome] = frozenset({"failed", "timeout", "stalled", "rate_limited"})
 SWITCHABLE: frozenset[Outcome] = frozenset({"rate_limited", "quota_exhausted", "fatal"})
@@ -25,7 +26,9 @@ class Decision:
     agent: str | None = None
 
 
-def _state(attempt_number: int) -> tenacity.RetryCallState:
+def _state(attempt_number: int) -> "tenacity.RetryCallState":
+    import tenacity  # first needed when an attempt ends: its import overlaps the agents' work
+
     state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
     state.attempt_number = attempt_number
     return state
@@ -33,6 +36,8 @@ def _state(attempt_number: int) -> tenacity.RetryCallState:
 
 def backoff_delay(retry_number: int, backoff: float, backoff_max: float) -> float:
     """Delay before retry ``retry_number`` (1-based): ``backoff`` doubling, +25% jitter, capped."""
+    import tenacity
+
     # wait_exponential_jitter's ``initial`` is deprecated (tenacity 9) and its replacement,
     # ``multiplier``, does not exist in tenacity 8: compose the two waits instead.
     wait = tenacity.wait_exponential(
@@ -70,6 +75,8 @@ def decide(
         return Decision("cancel")
     if outcome not in RETRYABLE:
         return Decision("fail")
+    import tenacity
+
     stop = tenacity.stop_after_attempt(max_retries + 1)
     if stop(_state(retry_count + 1)):
         return Decision("fail")

@@ -24,17 +24,17 @@ import contextvars
 import fcntl
 import hashlib
 import os
+import random
 import re
 import shutil
 import stat
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import tenacity
 
 from orchestra_ci import atomic
 from orchestra_ci.errors import OrchestraError
@@ -191,10 +191,20 @@ def _git(
     Git takes its ``.lock`` files without waiting; if another git process holds one, the
     command failed before changing anything, so it is simply run again a little later.
     """
+    try:
+        return _git_once(cwd, args, ok, index)
+    except _LockContention:
+        pass
+    # Only now, off the path of every command that finds no lock held. The waits are those
+    # of eight attempts 50 ms apart, doubling to at most 1 s, each with up to 50 ms of jitter:
+    # the first here, the other six tenacity's.
+    import tenacity
+
+    time.sleep(0.05 + random.uniform(0, 0.05))
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(_LockContention),
-        stop=tenacity.stop_after_attempt(8),
-        wait=tenacity.wait_exponential(multiplier=0.05, max=1.0) + tenacity.wait_random(0, 0.05),
+        stop=tenacity.stop_after_attempt(7),
+        wait=tenacity.wait_exponential(multiplier=0.1, max=1.0) + tenacity.wait_random(0, 0.05),
         reraise=True,
     )
     return retrying(_git_once, cwd, args, ok, index)

@@ -879,6 +879,30 @@ def test_quick_commands_do_not_import_heavy_modules(root: Path) -> None:
     assert os.path.exists(root / ".orchestra/tasks/lean.json")
 
 
+RUN_PATH_CHECK = """
+import sys
+from orchestra_ci import batch, credentials, engine, worktrees
+
+later = ["tenacity", "orchestra_ci.report", "orchestra_ci.summary", "github"]
+print([name for name in later if name in sys.modules])
+"""
+
+
+def test_what_run_first_needs_after_its_agents_start_is_imported_then() -> None:
+    """The report, the retry waits and GitHub are imported while the first agents work,
+    not on the way to them."""
+    result = subprocess.run(
+        [sys.executable, "-c", RUN_PATH_CHECK],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=DEADLINE,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
 def test_a_file_name_with_a_line_break_stays_on_one_error_line(cli: CliRunner) -> None:
     result = cli("run", "--tasks-file", "tasks\r\n.yml")
     assert_usage_error(result, "tasks\\r\\n.yml", "tasks file not found")
