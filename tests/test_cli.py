@@ -865,9 +865,10 @@ print("lean")
 """
 
 
-def test_quick_commands_do_not_import_heavy_modules(root: Path) -> None:
+def python_script(script: str, *args: str) -> str:
+    """What a fresh interpreter running ``script`` prints; it must exit 0."""
     result = subprocess.run(
-        [sys.executable, "-c", LEAN_CHECK, str(root)],
+        [sys.executable, "-c", script, *args],
         capture_output=True,
         text=True,
         env=cli_env(),
@@ -875,7 +876,11 @@ def test_quick_commands_do_not_import_heavy_modules(root: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == "lean"
+    return result.stdout
+
+
+def test_quick_commands_do_not_import_heavy_modules(root: Path) -> None:
+    assert python_script(LEAN_CHECK, str(root)).splitlines()[-1] == "lean"
     assert os.path.exists(root / ".orchestra/tasks/lean.json")
 
 
@@ -891,16 +896,7 @@ print([name for name in later if name in sys.modules])
 def test_what_run_first_needs_after_its_agents_start_is_imported_then() -> None:
     """The report, the retry waits and GitHub are imported while the first agents work,
     not on the way to them."""
-    result = subprocess.run(
-        [sys.executable, "-c", RUN_PATH_CHECK],
-        capture_output=True,
-        text=True,
-        env=cli_env(),
-        timeout=DEADLINE,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+    assert python_script(RUN_PATH_CHECK).strip() == "[]"
 
 
 def test_a_file_name_with_a_line_break_stays_on_one_error_line(cli: CliRunner) -> None:
