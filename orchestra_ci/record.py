@@ -4,8 +4,8 @@ Records stay plain dicts (typed as ``TaskRecord``) so that fields written by oth
 survive a round trip and the hot read paths (``status``, ``start``) need no model library.
 """
 
+import os
 import re
-import secrets
 from datetime import UTC, datetime
 from typing import Literal, NotRequired, Required, TypedDict
 
@@ -134,7 +134,9 @@ def timestamp(value: object) -> float | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return parse_time(value).timestamp()
+        # A naive time's timestamp() reads it as local time, as parse_time does, without
+        # the time zone lookup: 7 x faster, and ``status`` takes two per task.
+        return datetime.fromisoformat(value).timestamp()
     except (ValueError, OverflowError):
         return None
 
@@ -151,7 +153,7 @@ def new_task_id(agent: str) -> str:
     """A fresh id that does not collide: agent, UTC time and 48 random bits."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     prefix = re.sub(r"[^A-Za-z0-9._-]", "-", agent)[:60] or "task"
-    return f"{prefix}-{stamp}-{secrets.token_hex(6)}"
+    return f"{prefix}-{stamp}-{os.urandom(6).hex()}"
 
 
 def new_record(
@@ -220,10 +222,13 @@ _OPTIONAL_TYPES: dict[str, tuple[type, ...]] = {
 _LISTS = ("dependsOn", "retryHistory", "attempts", "changedFiles", "history")
 
 
-def sort_key(record: TaskRecord) -> tuple[float, int, str]:
-    """Creation order: the creation instant, then the place in the file it was loaded from
-    (tasks loaded together share an instant), then the id."""
-    return (timestamp(record.get("createdAt")) or 0.0, record.get("order") or 0, record["taskId"])
+def sort_key(record: TaskRecord, created: float | None = None) -> tuple[float, int, str]:
+    """Creation order: the creation instant (``created``, when the caller has parsed it
+    already), then the place in the file it was loaded from (tasks loaded together share an
+    instant), then the id."""
+    if created is None:
+        created = timestamp(record.get("createdAt"))
+    return (created or 0.0, record.get("order") or 0, record["taskId"])
 
 
 def problem(task_id: str, value: object) -> str | None:

@@ -54,17 +54,20 @@ def raw_json_object(store: Store, task_id: str) -> bytes:
     return data + b"\n"
 
 
-def _age(record: TaskRecord) -> str:
-    """Wall time since the task was queued, up to when it finished (for a finished task)."""
-    start = timestamp(record.get("createdAt"))
+def _age(record: TaskRecord, start: float | None, now: float) -> str:
+    """Wall time since the task was queued (``start``), up to when it finished (for a
+    finished task)."""
     if start is None:
         return "-"
     end = timestamp(record.get("completedAt")) if record["status"] in FINISHED else None
-    return format_duration(max(0.0, (end or time.time()) - start))
+    return format_duration(max(0.0, (end or now) - start))
 
 
 def _oneline(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    # Printable text holds no whitespace but the plain space, so most texts are on one line
+    # already; checking is ~5 x faster than splitting and joining (3 texts per row).
+    if not (text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " "):
+        text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -87,7 +90,12 @@ def table(
     if not records:
         return "\n".join(["no tasks in the queue", *_quarantine_lines(quarantined)]) + "\n"
     order = {"running": 0, "pending": 1, "failed": 2, "cancelled": 3, "complete": 4}
-    rows = sorted(records, key=lambda r: (order.get(r["status"], 9), sort_key(r)))
+    # Each record's creation instant is parsed once, for its place and for its age.
+    created = {r["taskId"]: timestamp(r.get("createdAt")) for r in records}
+    rows = sorted(
+        records,
+        key=lambda r: (order.get(r["status"], 9), sort_key(r, created[r["taskId"]])),
+    )
     if size is not None:
         width = max(40, size.columns)
     else:
@@ -107,6 +115,7 @@ def table(
         if len(rows) + len(tail) > room:
             shown = max(0, room - len(tail) - 1)  # and a "... N more" line
     lines = [header]
+    now = time.time()
     for r in rows[:shown]:
         tries = len(r.get("attempts") or []) or (
             1 + (r.get("retryCount") or 0) if r["status"] != "pending" else 0
@@ -114,7 +123,7 @@ def table(
         detail = r.get("errorMessage") or r.get("prompt") or ""
         head = (
             f"{_oneline(r['taskId'], id_w):<{id_w}}  {r['status']:<9}  "
-            f"{_oneline(r['agent'], 8):<8}  {tries:>5}  {_age(r):>6}  "
+            f"{_oneline(r['agent'], 8):<8}  {tries:>5}  {_age(r, created[r['taskId']], now):>6}  "
         )
         lines.append(head + _oneline(detail, max(10, width - len(head))))
     if shown < len(rows):

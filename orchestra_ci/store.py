@@ -16,14 +16,12 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import sys
 import threading
 import weakref
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from orchestra_ci import atomic
 from orchestra_ci.errors import StoreError, TaskNotFound, one_line
@@ -35,13 +33,30 @@ RESULTS_FILE = "results.json"
 MANIFEST_FILE = "run.json"  # what an exact re-run needs (see manifest.py)
 
 
-def _read_raw(path: Path) -> bytes | None:
+def _read_raw(path: str | Path) -> bytes | None:
     """A record file's bytes; None if there is none. An OSError other than a missing file
     propagates (as :class:`StoreError` where the caller cannot quarantine)."""
     try:
         return atomic.read_bytes(path)
     except FileNotFoundError:
         return None
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _parse(raw: bytes) -> Any:
+    """``json.loads(raw)``, ~30 % faster for the common case (UTF-8, nothing before the
+    value): ``loads`` of bytes first detects their encoding, then skips leading whitespace.
+    Anything else takes ``loads`` itself, so what is accepted, and every error, is its."""
+    try:
+        text = raw.decode()
+        value, end = _DECODER.raw_decode(text)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return json.loads(raw)
+    if text[end:].strip(" \t\n\r"):  # JSON's whitespace only
+        return json.loads(raw)
+    return value
 
 
 def _read_or_fail(path: Path) -> bytes | None:
@@ -146,17 +161,21 @@ class Store:
         """The task's record; None when there is none, or when the file cannot be used as
         one: then it is quarantined (see :meth:`quarantine`) and the rest of the queue
         carries on without it."""
-        path = self.record_path(task_id)
+        return self._read_at(os.fspath(self.record_path(task_id)), task_id)
+
+    def _read_at(self, path: str, task_id: str) -> TaskRecord | None:
+        # A plain string path: a scan of the queue reads every record, and a Path each cost
+        # ~3 µs of the ~25 µs that ``status`` spends on a record.
         try:
             raw = _read_raw(path)
         except OSError as exc:
-            self.quarantine(path, f"cannot be read: {exc.strerror or exc}")
+            self.quarantine(Path(path), f"cannot be read: {exc.strerror or exc}")
             return None
         return None if raw is None else self._decode(path, task_id, raw)
 
-    def _decode(self, path: Path, task_id: str, raw: bytes) -> TaskRecord | None:
+    def _decode(self, path: str | Path, task_id: str, raw: bytes) -> TaskRecord | None:
         try:
-            value = json.loads(raw)
+            value = _parse(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             reason: str | None = f"not valid JSON ({exc})"
         except RecursionError:
@@ -164,7 +183,7 @@ class Store:
         else:
             reason = record_problem(task_id, value)
         if reason is not None:
-            self.quarantine(path, reason)
+            self.quarantine(Path(path), reason)
             return None
         return cast(TaskRecord, value)
 
@@ -215,10 +234,11 @@ class Store:
 
     def iter_records(self, only: Collection[str] | None = None) -> Iterator[TaskRecord]:
         """Records one at a time (optionally only some ids), for scans of large queues."""
+        directory = os.fspath(self.tasks_dir)
         for task_id in self.ids():
             if only is not None and task_id not in only:
                 continue
-            record = self.read(task_id)
+            record = self._read_at(os.path.join(directory, f"{task_id}.json"), task_id)
             if record is not None:
                 yield record
 
@@ -479,6 +499,8 @@ class Store:
 
     def delete(self, task_id: str) -> None:
         """Remove a task and every file that belongs to it."""
+        import shutil  # here: with its compression modules, ~3 ms of every quick command
+
         for path in self.files_of(task_id):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.worktrees_dir / task_id, ignore_errors=True)
@@ -609,8 +631,7 @@ class Rewrite:
             self._temp.unlink(missing_ok=True)
 
 
-@dataclass(frozen=True)
-class Change:
+class Change(NamedTuple):
     """One record's change for :meth:`Store.update_many`: ``change`` edits the record it is
     given or returns a new one; ``then`` runs under the queue lock once it is in place."""
 
@@ -619,15 +640,21 @@ class Change:
     then: Callable[[TaskRecord], None] | None = None
 
 
-@dataclass
 class _Staged:
-    """A change of :meth:`Store.update_many` written to its temp file, to be put in place."""
+    """A change of :meth:`Store.update_many` written to its temp file, to be put in place.
+    (Plain classes here, not dataclasses: importing ``dataclasses`` costs every quick
+    command, ``status`` among them, ~7 ms.)"""
 
-    change: Change
-    path: Path
-    before: bytes  # the record as the change saw it
-    record: TaskRecord
-    temp: Path | None  # None once renamed into place
+    __slots__ = ("before", "change", "path", "record", "temp")
+
+    def __init__(
+        self, change: Change, path: Path, before: bytes, record: TaskRecord, temp: Path | None
+    ) -> None:
+        self.change = change
+        self.path = path
+        self.before = before  # the record as the change saw it
+        self.record = record
+        self.temp = temp  # None once renamed into place
 
 
 def _changed(record: TaskRecord, change: Callable[[TaskRecord], TaskRecord | None]) -> TaskRecord:

@@ -269,3 +269,38 @@ def test_table_and_detail_survive_odd_records_from_other_tools() -> None:
     assert rows["odd"][1:5] == ["complete", "claude", "1", "-"]
     assert "normal" in rows
     assert "attempt None: success" in detail(odd)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain words", " lead", "trail ", "two  spaces", "a\nb", "tab\there", "nbsp\u00a0x", "", "é"],
+)
+def test_a_text_on_one_line_reads_as_its_words_joined(text: str) -> None:
+    from orchestra_ci.status_view import _oneline
+
+    assert _oneline(text, 100) == " ".join(text.split())
+    joined = " ".join((text * 20).split())
+    assert _oneline(text * 20, 12) == (joined if len(joined) <= 12 else joined[:11] + "…")
+
+
+@pytest.mark.parametrize(
+    "value", ["2026-12-07T03:30:01.123456", "2026-07-01T12:00:00", "2026-12-07T03:30:01+02:00"]
+)
+def test_an_instant_is_read_as_parse_time_reads_it(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Naive times are local ones, here in a zone with summer time."""
+    import time
+
+    from orchestra_ci.record import parse_time, timestamp
+
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    time.tzset()
+    try:
+        assert timestamp(value) == parse_time(value).timestamp()
+        if "+" not in value:
+            utc = datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+            assert timestamp(value) in (utc - 3600, utc - 7200)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -825,3 +825,34 @@ def test_lease_descriptor_is_not_inherited_by_children(store: Store) -> None:
         lease.release()
         child.kill()
         child.wait()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"a": 1}',
+        b'{"a": "\xc3\xa9t\xc3\xa9"}\n',
+        b'  {"a": 1}',
+        b'\xef\xbb\xbf{"a": 1}',  # a byte-order mark, as some editors write
+        b'{"a": 1}\n\t \r\n',
+        b'{"a": 1}\x0c',
+        b'{"a": "\xc3\xa9"} x',
+        b'{"a": 1}{"b": 2}',
+        b'{"a": \xff}',
+        b'"\xc3\xa9t\xc3\xa9"  ',
+        b"",
+        b"[1, 2",
+    ],
+)
+def test_records_parse_as_json_loads_parses_them(raw: bytes) -> None:
+    """The fast path takes what ``json.loads`` takes, and fails where it fails, alike."""
+    from orchestra_ci.store import _parse
+
+    try:
+        expected: object = json.loads(raw)
+    except ValueError as exc:
+        with pytest.raises(type(exc)) as got:
+            _parse(raw)
+        assert str(got.value) == str(exc)
+    else:
+        assert _parse(raw) == expected
