@@ -27,7 +27,12 @@ The cases and targets (issue 19's, where it set new ones):
 5. ``run --time-budget 5s --grace 1s`` over long tasks ends within 6.5 s.
 6. Optional: agent-orchestrator's ``status`` at 2,000 tasks against ours, on the same
    queue (its record format), when ``--old-tool`` or ``$ORCHESTRA_OLD_TOOL`` names its
-   checkout (the directory holding ``.orchestra-cli/cli``): <= 0.25 x its time.
+   checkout (the directory holding ``.orchestra-cli/cli``): <= 0.25 x its time. It runs
+   under ``--old-python`` (``$ORCHESTRA_OLD_PYTHON``), an interpreter with its
+   requirements (``python -m venv V && V/bin/pip install -r
+   CHECKOUT/.orchestra-cli/cli/requirements.txt``), by default this one: its requirements
+   installed beside orchestra-ci would change what orchestra-ci imports (structlog
+   imports ``rich`` when it is there).
 7. Inside the action's container (issue 14): from the entrypoint's start to its first
    agent's, <= 0.3 s. It needs a Docker engine; a full run builds the image from this
    checkout if it is not there yet (``tests/container_image.py``), the smoke run skips it.
@@ -779,7 +784,7 @@ def case_container(plan: Plan, res: Results) -> None:
     res.target("7", goal, fmt(row.median, "ms"), row.median <= 300)
 
 
-def case_old_tool(plan: Plan, res: Results, checkout: Path | None) -> None:
+def case_old_tool(plan: Plan, res: Results, checkout: Path | None, old_python: str) -> None:
     n = plan.old_tasks
     goal = f"status at {n:,} tasks: orchestra-ci vs agent-orchestrator"
     if checkout is None:
@@ -797,7 +802,7 @@ def case_old_tool(plan: Plan, res: Results, checkout: Path | None) -> None:
         got = side_by_side(
             plan.old_repeat,
             {
-                "old": lambda: spawn([PY, "-m", "cli", "status"], cwd=root, env=old_env),
+                "old": lambda: spawn([old_python, "-m", "cli", "status"], cwd=root, env=old_env),
                 "table": lambda: ours(root, "status"),
                 "json": lambda: ours(root, "status", "--json"),
             },
@@ -827,8 +832,20 @@ def case_old_tool(plan: Plan, res: Results, checkout: Path | None) -> None:
         "Case 6: agent-orchestrator"  # its commit, not where it was checked out
         + (f" at commit {head}" if head else "")
         + ", run as `python -m cli status` (its default, with its auto-retry pass) from the "
-        "queue's directory, same interpreter (it needs pydantic); orchestra-ci reads the very "
-        "same queue."
+        "queue's directory, "
+        + (
+            "by this interpreter"
+            if old_python == PY
+            else "by an interpreter of its own with its requirements (Python "
+            + subprocess.run(
+                [old_python, "-c", "import platform; print(platform.python_version())"],
+                capture_output=True,
+                text=True,
+                check=False,
+            ).stdout.strip()
+            + ")"
+        )
+        + "; orchestra-ci reads the very same queue."
     )
 
 
@@ -937,6 +954,12 @@ def main() -> int:
         help="agent-orchestrator checkout for case 6 (default: $ORCHESTRA_OLD_TOOL)",
     )
     parser.add_argument(
+        "--old-python",
+        default=os.environ.get("ORCHESTRA_OLD_PYTHON") or PY,
+        help="the interpreter, with its requirements, that case 6 runs it under "
+        "(default: $ORCHESTRA_OLD_PYTHON, else this one)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=HERE / "RESULTS.md", help="where a full run writes"
     )
     parser.add_argument(
@@ -963,7 +986,7 @@ def main() -> int:
         3: lambda: case_quick(plan, res, big_loads),
         4: lambda: case_big(plan, res, per_task_small, big_loads),
         5: lambda: case_budget(plan, res),
-        6: lambda: case_old_tool(plan, res, args.old_tool),
+        6: lambda: case_old_tool(plan, res, args.old_tool, args.old_python),
         7: lambda: case_container(plan, res),
     }
     try:
