@@ -5,6 +5,7 @@ Imports are deferred into the command functions so that quick commands (``status
 """
 
 import argparse
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -344,20 +345,27 @@ def cmd_clean(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 
 
+@functools.cache
+def _help_width() -> int:
+    """The width help is wrapped to: $COLUMNS, else the terminal's, else 80 (less 2, as
+    argparse does). argparse would ask shutil, which imports its compression modules (~2.5
+    ms of every command), and asks again for each formatter it makes: one per option
+    defined, ~100 for building the parser."""
+    columns = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(1).columns
+        except OSError:
+            columns = 80
+    return max(columns, 1) - 2
+
+
 class _Formatter(argparse.RawDescriptionHelpFormatter):
     """Wraps the option help and one-line texts; keeps the lines of the texts that have
     several (the examples and the notes under the top-level help)."""
 
     def __init__(self, prog: str) -> None:
-        # argparse would ask shutil for the width, which imports its compression modules
-        # (~2.5 ms of every command); the same answer: $COLUMNS, else the terminal's, else 80.
-        columns = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 0
-        if columns <= 0:
-            try:
-                columns = os.get_terminal_size(1).columns
-            except OSError:
-                columns = 80
-        super().__init__(prog, width=max(columns, 1) - 2)
+        super().__init__(prog, width=_help_width())
 
     def _fill_text(self, text: str, width: int, indent: str) -> str:
         if "\n" in text:

@@ -11,7 +11,7 @@ import pytest
 from pydantic import AliasChoices
 
 from orchestra_ci import cli
-from orchestra_ci.cli import build_parser
+from orchestra_ci.cli import _help_width, build_parser
 from orchestra_ci.durations import _FACTORS, parse_duration
 from orchestra_ci.settings import Settings
 
@@ -155,10 +155,18 @@ def test_examples_parse(command: str, example: str) -> None:
         assert args.command == command, f"an example of {command} runs {args.command}"
 
 
-def test_help_keeps_the_examples_lines_and_wraps_the_options(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def columns_60(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A terminal 60 columns wide; the width is read once per process, so the cached one
+    is dropped before and after."""
     monkeypatch.setenv("COLUMNS", "60")
+    _help_width.cache_clear()
+    yield
+    _help_width.cache_clear()
+
+
+@pytest.mark.usefixtures("columns_60")
+def test_help_keeps_the_examples_lines_and_wraps_the_options() -> None:
     for name, parser in PARSERS.items():
         text = parser.format_help()
         lines = text.splitlines()
