@@ -784,6 +784,13 @@ def case_container(plan: Plan, res: Results) -> None:
     res.target("7", goal, fmt(row.median, "ms"), row.median <= 300)
 
 
+def python_version(interpreter: str) -> str:
+    """The version of the Python ``interpreter`` runs, or "?"."""
+    script = "import platform; print(platform.python_version())"
+    got = subprocess.run([interpreter, "-c", script], capture_output=True, text=True, check=False)
+    return got.stdout.strip() or "?"
+
+
 def case_old_tool(plan: Plan, res: Results, checkout: Path | None, old_python: str) -> None:
     n = plan.old_tasks
     goal = f"status at {n:,} tasks: orchestra-ci vs agent-orchestrator"
@@ -836,14 +843,8 @@ def case_old_tool(plan: Plan, res: Results, checkout: Path | None, old_python: s
         + (
             "by this interpreter"
             if old_python == PY
-            else "by an interpreter of its own with its requirements (Python "
-            + subprocess.run(
-                [old_python, "-c", "import platform; print(platform.python_version())"],
-                capture_output=True,
-                text=True,
-                check=False,
-            ).stdout.strip()
-            + ")"
+            else "by an interpreter of its own with its requirements "
+            f"(Python {python_version(old_python)})"
         )
         + "; orchestra-ci reads the very same queue."
     )

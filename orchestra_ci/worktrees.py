@@ -24,14 +24,12 @@ import contextvars
 import fcntl
 import hashlib
 import os
-import random
 import re
 import shutil
 import stat
 import subprocess
 import tempfile
 import threading
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,21 +191,25 @@ def _git(
     """
     try:
         return _git_once(cwd, args, ok, index)
-    except _LockContention:
-        pass
-    # Only now, off the path of every command that finds no lock held. The waits are those
-    # of eight attempts 50 ms apart, doubling to at most 1 s, each with up to 50 ms of jitter:
-    # the first here, the other six tenacity's.
+    except _LockContention as exc:
+        made: _LockContention | None = exc
+    # Only now, off the path of every command that finds no lock held.
     import tenacity
 
-    time.sleep(0.05 + random.uniform(0, 0.05))
+    def attempt() -> subprocess.CompletedProcess[bytes]:
+        nonlocal made
+        if made is not None:  # tenacity's first attempt: the one just made
+            failed, made = made, None
+            raise failed
+        return _git_once(cwd, args, ok, index)
+
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception_type(_LockContention),
-        stop=tenacity.stop_after_attempt(7),
-        wait=tenacity.wait_exponential(multiplier=0.1, max=1.0) + tenacity.wait_random(0, 0.05),
+        stop=tenacity.stop_after_attempt(8),
+        wait=tenacity.wait_exponential(multiplier=0.05, max=1.0) + tenacity.wait_random(0, 0.05),
         reraise=True,
     )
-    return retrying(_git_once, cwd, args, ok, index)
+    return retrying(attempt)
 
 
 def git_output(cwd: Path, *args: str) -> bytes:

@@ -364,3 +364,12 @@ def test_records_are_written_as_the_json_module_would_indent_them(
     expected = json.dumps(record, indent=2, ensure_ascii=False) + "\n"
     assert atomic.dump_json(record) == expected.encode()
     assert json.loads(atomic.dump_json(record)) == record
+
+
+@pytest.mark.parametrize("size", [0, 1, (1 << 16) - 1, 1 << 16, (1 << 16) + 1, 3 << 16])
+def test_read_bytes_reads_a_file_whole_whatever_its_size(tmp_path: Path, size: int) -> None:
+    """One read serves a file shorter than the first read's buffer; a longer one is read on."""
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    assert atomic.read_bytes(tmp_path / "f") == data
+    assert atomic.read_bytes(str(tmp_path / "f")) == data

@@ -2,14 +2,15 @@
 
 import json
 import os
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from orchestra_ci.errors import TaskNotFound
-from orchestra_ci.record import TaskRecord, new_record
-from orchestra_ci.status_view import detail, raw_json_array, raw_json_object, table
+from orchestra_ci.record import TaskRecord, new_record, parse_time, timestamp
+from orchestra_ci.status_view import _oneline, detail, raw_json_array, raw_json_object, table
 from orchestra_ci.store import Store
 
 
@@ -276,8 +277,6 @@ def test_table_and_detail_survive_odd_records_from_other_tools() -> None:
     ["plain words", " lead", "trail ", "two  spaces", "a\nb", "tab\there", "nbsp\u00a0x", "", "é"],
 )
 def test_a_text_on_one_line_reads_as_its_words_joined(text: str) -> None:
-    from orchestra_ci.status_view import _oneline
-
     assert _oneline(text, 100) == " ".join(text.split())
     joined = " ".join((text * 20).split())
     assert _oneline(text * 20, 12) == (joined if len(joined) <= 12 else joined[:11] + "…")
@@ -290,10 +289,6 @@ def test_an_instant_is_read_as_parse_time_reads_it(
     value: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Naive times are local ones, here in a zone with summer time."""
-    import time
-
-    from orchestra_ci.record import parse_time, timestamp
-
     monkeypatch.setenv("TZ", "Europe/Berlin")
     time.tzset()
     try:

@@ -19,7 +19,7 @@ import pytest
 from orchestra_ci import atomic
 from orchestra_ci.errors import StoreError, TaskNotFound, UsageError
 from orchestra_ci.record import TaskRecord, new_record, parse_time
-from orchestra_ci.store import Change, RunnerLease, Store
+from orchestra_ci.store import Change, RunnerLease, Store, _parse
 from tests.conftest import alive, wait_for
 
 
@@ -846,8 +846,6 @@ def test_lease_descriptor_is_not_inherited_by_children(store: Store) -> None:
 )
 def test_records_parse_as_json_loads_parses_them(raw: bytes) -> None:
     """The fast path takes what ``json.loads`` takes, and fails where it fails, alike."""
-    from orchestra_ci.store import _parse
-
     try:
         expected: object = json.loads(raw)
     except ValueError as exc:
